@@ -1,0 +1,68 @@
+//! The quick start: entries, one child per call, values and failures coming back.
+//!
+//! Run with `cargo run --release --example quickstart`.
+
+use multiprocessing::{entry, process_main, Process};
+
+/// Runs in a child process; still callable here as `square(3)`.
+#[entry]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Async entries run on the child's runtime.
+#[entry]
+async fn fetch_len(url: String) -> usize {
+    url.len()
+}
+
+/// Several parameters travel as one tuple.
+#[entry]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[entry]
+fn fails(why: String) -> u64 {
+    panic!("{why}")
+}
+
+#[process_main]
+async fn main() -> multiprocessing::Result<()> {
+    println!("square(3) in this process: {}", square(3));
+
+    let p = Process::spawn(square, 12).await?;
+    println!("square(12) in child {}: {}", p.pid(), p.join().await?);
+
+    let p = Process::spawn(fetch_len, "https://example.org".to_string()).await?;
+    println!("fetch_len in child {}: {}", p.pid(), p.join().await?);
+
+    // Many children at once: each spawn returns as soon as the OS has started the process.
+    let mut children = Vec::new();
+    for i in 0..8 {
+        children.push(Process::spawn(add, (i, 100)).await?);
+    }
+    let mut sums = Vec::new();
+    for child in &children {
+        sums.push(child.join().await?);
+    }
+    println!("sums from 8 children: {sums:?}");
+
+    // A panic in a child is a value, not a crash of the parent.
+    let p = Process::builder()
+        .name("doomed")
+        .spawn(fails, "on purpose".to_string())
+        .await?;
+    match p.join().await {
+        Err(multiprocessing::Error::Panicked { message, location }) => {
+            println!(
+                "child `{}` panicked: {message} (at {})",
+                p.name(),
+                location.map(|l| l.to_string()).unwrap_or_default()
+            );
+        }
+        other => println!("unexpected: {other:?}"),
+    }
+    println!("exit code of the panicked child: {:?}", p.exitcode());
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Layer 3: the child side. See `README.md` beside this file for the start-up sequence.
+//!
+//! A child is this same executable started again with [`CHILD_ENV`](crate::protocol::CHILD_ENV)
+//! in its environment. `launch` notices the marker before the user's `main` (or test body) runs
+//! and hands control to [`serve`], which connects to the parent, authenticates, runs the calls it
+//! is sent, forwards `tracing` events, and exits when the parent is gone.
+
+mod child;
+mod log_forward;
+
+pub(crate) use child::serve;
+
+use crate::error::Result;
+use crate::protocol::{ChildConfig, CHILD_ENV};
+
+/// Exit code of a child whose parent went away (end of stream on its connection).
+pub(crate) const EXIT_PARENT_GONE: i32 = 70;
+/// Exit code of a child that could not reach or authenticate with its parent.
+pub(crate) const EXIT_NO_PARENT: i32 = 71;
+
+/// The child configuration of this process, if it was started as a child.
+///
+/// # Errors
+/// `Decode` when the marker is present but unreadable (a parent of another version).
+pub(crate) fn child_config() -> Option<Result<ChildConfig>> {
+    let raw = std::env::var(CHILD_ENV).ok()?;
+    Some(ChildConfig::from_env(&raw))
+}
+
+/// Arranges for this process to be killed when the thread that started it exits, and exits at
+/// once if the parent is already gone. Run first thing in a child.
+pub(crate) fn die_with_parent(cfg: &ChildConfig) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    }
+    // SAFETY: getppid(2) cannot fail and has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    if u32::try_from(parent).ok() != Some(cfg.parent_pid) {
+        std::process::exit(EXIT_PARENT_GONE);
+    }
+}

@@ -1,0 +1,197 @@
+//! Layer 3: the registry of `#[entry]` functions and how a child calls one.
+//!
+//! `#[entry]` registers every entry in a link-time slice ([`ENTRIES`], filled by `linkme`) under
+//! its stable name, `module_path!() + "::" + fn name`. A child of the same executable looks the
+//! name up and calls the function with the decoded arguments: no function pointer, address or
+//! code ever crosses the wire.
+
+use crate::error::{Error, Location, Result};
+use crate::protocol::{decode_value, encode_value};
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::OnceLock;
+
+/// A function marked `#[entry]`: something a child process can run by name.
+///
+/// You never implement this by hand; `#[multiprocessing::entry]` does, on a unit struct that
+/// carries the function's name (so `square` is both callable as `square(3)` and a value that
+/// [`Process::spawn`](crate::Process::spawn) accepts).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an #[entry] function",
+    label = "a child process can only run functions marked #[multiprocessing::entry]",
+    note = "add `#[multiprocessing::entry]` above the function's definition"
+)]
+pub trait Entry: Copy + Send + Sync + 'static {
+    /// The arguments: `()` for none, the value itself for one, a tuple for several.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// What the function returns.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// The registered name: the function's module path and name.
+    const NAME: &'static str;
+}
+
+/// A value that is sent to a child process and run there: Python's `Process` subclass with
+/// `run()`. Register the type by putting `#[multiprocessing::entry]` on its `impl Run for T`
+/// block, then start it with [`Process::spawn_run`](crate::Process::spawn_run).
+pub trait Run: Serialize + DeserializeOwned + Send + 'static {
+    /// What `run` returns; [`Process::join`](crate::Process::join) hands it back.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// The body of the child process.
+    fn run(self) -> Self::Output;
+}
+
+/// Implemented by `#[entry] impl Run for T`: the name `T` is registered under.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` implements `Run` but is not registered",
+    note = "put `#[multiprocessing::entry]` on the `impl Run for {Self}` block"
+)]
+pub trait RegisteredRun: Run {
+    /// The registered name.
+    const NAME: &'static str;
+}
+
+/// A boxed, `Send` future: what an async entry's function pointer returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What looking up and decoding an entry produces: work to run, or why there is none.
+#[doc(hidden)]
+pub enum Invocation {
+    /// A synchronous entry: run it on a thread that may block.
+    Sync(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
+    /// An async entry: poll it on the child's runtime.
+    Async(BoxFuture<Result<Vec<u8>>>),
+    /// The arguments did not decode.
+    Failed(Error),
+}
+
+impl std::fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Invocation::Sync(_) => "Invocation::Sync",
+            Invocation::Async(_) => "Invocation::Async",
+            Invocation::Failed(_) => "Invocation::Failed",
+        })
+    }
+}
+
+/// One registered entry.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct EntryRecord {
+    /// The stable name.
+    pub name: &'static str,
+    /// Decodes the arguments and prepares the call.
+    pub invoke: fn(&[u8]) -> Invocation,
+}
+
+/// Every `#[entry]` of the executable, collected at link time.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static ENTRIES: [EntryRecord];
+
+/// Prepares a call of a synchronous entry.
+#[doc(hidden)]
+pub fn invoke_sync<A, O, F>(args: &[u8], f: F) -> Invocation
+where
+    A: DeserializeOwned,
+    O: Serialize,
+    F: FnOnce(A) -> O + Send + 'static,
+    A: Send + 'static,
+{
+    match decode_value::<A>("entry arguments", args) {
+        Ok(a) => Invocation::Sync(Box::new(move || encode_value("entry result", &f(a)))),
+        Err(e) => Invocation::Failed(e),
+    }
+}
+
+/// Prepares a call of an async entry.
+#[doc(hidden)]
+pub fn invoke_async<A, O, F>(args: &[u8], f: F) -> Invocation
+where
+    A: DeserializeOwned,
+    O: Serialize + 'static,
+    F: FnOnce(A) -> BoxFuture<O>,
+{
+    match decode_value::<A>("entry arguments", args) {
+        Ok(a) => {
+            let fut = f(a);
+            Invocation::Async(Box::pin(
+                async move { encode_value("entry result", &fut.await) },
+            ))
+        }
+        Err(e) => Invocation::Failed(e),
+    }
+}
+
+fn registry() -> &'static HashMap<&'static str, &'static EntryRecord> {
+    static MAP: OnceLock<HashMap<&'static str, &'static EntryRecord>> = OnceLock::new();
+    MAP.get_or_init(|| ENTRIES.iter().map(|r| (r.name, r)).collect())
+}
+
+/// Finds a registered entry by name.
+///
+/// # Errors
+/// `NotAnEntry` when this executable has no entry of that name.
+pub(crate) fn lookup(name: &str) -> Result<&'static EntryRecord> {
+    registry()
+        .get(name)
+        .copied()
+        .ok_or_else(|| Error::NotAnEntry {
+            name: name.to_owned(),
+        })
+}
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<Location>> = const { RefCell::new(None) };
+}
+
+/// Installs a panic hook that remembers where the current thread panicked, then defers to the
+/// previous hook (which prints the message, as it would in any Rust program).
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info.location().map(|l| Location {
+                file: l.file().to_owned(),
+                line: l.line(),
+                column: l.column(),
+            });
+            LAST_PANIC.with(|p| *p.borrow_mut() = location);
+            previous(info);
+        }));
+    });
+}
+
+fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any> (a panic with a non-string payload)".to_owned()
+    };
+    let location = LAST_PANIC.with(|p| p.borrow_mut().take());
+    Error::Panicked { message, location }
+}
+
+/// Runs a synchronous invocation, turning a panic into [`Error::Panicked`].
+pub(crate) fn run_sync(f: Box<dyn FnOnce() -> Result<Vec<u8>> + Send>) -> Result<Vec<u8>> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_error(p)))
+}
+
+/// Runs an async invocation, turning a panic into [`Error::Panicked`]. The panic is caught on
+/// the thread that polled the future, where the hook recorded its location.
+pub(crate) async fn run_async(fut: BoxFuture<Result<Vec<u8>>>) -> Result<Vec<u8>> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(panic_error(p)))
+}

@@ -1,0 +1,236 @@
+//! The one error type of the crate.
+//!
+//! Every fallible operation returns [`Result<T>`](crate::Result), whose error is [`Error`]. The
+//! variants carry what a caller needs to act: the pid and signal of a dead child, the message and
+//! location of a panic, the name of an entry that the executable does not know.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// `Result<T, multiprocessing::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where a panic happened in a child process: file, line and column, as
+/// [`std::panic::Location`] reports them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Source file of the panic, as the compiler recorded it.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Everything that can go wrong between processes.
+///
+/// Match on the variants you handle and keep a fallback arm: the enum is `#[non_exhaustive]` and
+/// will grow as queues, locks and managers arrive. The `is_*` predicates answer the common
+/// questions without a match.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operation did not finish within the time it was given.
+    #[error("timed out")]
+    Timeout,
+    /// The peer or the object is closed (Python's `EOFError` on a connection).
+    #[error("closed")]
+    Closed,
+    /// The peer did not prove that it holds the authentication key, or refused ours.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The entry function panicked in the child process.
+    #[error("child panicked: {message}{}", location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
+    Panicked {
+        /// The panic payload, when it was a string (as `panic!` makes it).
+        message: String,
+        /// Where the panic happened, when the panic hook could tell.
+        location: Option<Location>,
+    },
+    /// The child process ended without returning a value: it exited early, aborted, or was killed.
+    #[error("child process {pid} died without returning a value ({})", describe_death(*exitcode, *signal))]
+    ProcessDied {
+        /// The child's process id.
+        pid: u32,
+        /// Its exit code, if it exited.
+        exitcode: Option<i32>,
+        /// The signal that ended it, if one did.
+        signal: Option<i32>,
+    },
+    /// The child executable has no `#[entry]` registered under this name. This happens when a
+    /// child is started from a different build of the executable than its parent.
+    #[error("entry `{name}` is not registered in this executable (was the child built from the same binary as its parent?)")]
+    NotAnEntry {
+        /// The entry's registered name (its module path).
+        name: String,
+    },
+    /// A process was about to be started outside a launch context.
+    #[error("spawning needs #[multiprocessing::process_main] on main (or #[multiprocessing::test] on the test): {0}")]
+    NotLaunched(String),
+    /// A value could not be encoded for the wire.
+    #[error("could not encode {what}: {message}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's explanation.
+        message: String,
+    },
+    /// Bytes from a peer could not be decoded as the expected type (a child built from another
+    /// binary, or a mismatched entry signature).
+    #[error("could not decode {what}: {message}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's explanation.
+        message: String,
+    },
+    /// A frame announced more bytes than the connection accepts.
+    #[error(
+        "frame of {size} bytes exceeds the limit of {limit} bytes; the connection was dropped"
+    )]
+    FrameTooLarge {
+        /// The announced size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The peer broke the wire protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// An operating-system error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn describe_death(exitcode: Option<i32>, signal: Option<i32>) -> String {
+    match (exitcode, signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, None) => "status unknown".to_owned(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGINT => " (SIGINT)",
+        _ => "",
+    }
+}
+
+impl Error {
+    /// True for [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    /// True for [`Error::Panicked`].
+    pub fn is_panicked(&self) -> bool {
+        matches!(self, Error::Panicked { .. })
+    }
+
+    /// True when the process that was running the work is gone ([`Error::ProcessDied`]).
+    pub fn is_worker_lost(&self) -> bool {
+        matches!(self, Error::ProcessDied { .. })
+    }
+
+    pub(crate) fn encode(what: &'static str, e: impl fmt::Display) -> Self {
+        Error::Encode {
+            what,
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn decode(what: &'static str, e: impl fmt::Display) -> Self {
+        Error::Decode {
+            what,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for Error {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        Error::Timeout
+    }
+}
+
+/// The form in which an error crosses the wire from a child to its parent. Only the variants a
+/// child can report are kept; everything else travels as its message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum RemoteError {
+    Panicked {
+        message: String,
+        location: Option<Location>,
+    },
+    NotAnEntry {
+        name: String,
+    },
+    Decode {
+        what: String,
+        message: String,
+    },
+    Encode {
+        what: String,
+        message: String,
+    },
+    Other(String),
+}
+
+impl From<&Error> for RemoteError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::Panicked { message, location } => RemoteError::Panicked {
+                message: message.clone(),
+                location: location.clone(),
+            },
+            Error::NotAnEntry { name } => RemoteError::NotAnEntry { name: name.clone() },
+            Error::Decode { what, message } => RemoteError::Decode {
+                what: what.to_string(),
+                message: message.clone(),
+            },
+            Error::Encode { what, message } => RemoteError::Encode {
+                what: what.to_string(),
+                message: message.clone(),
+            },
+            other => RemoteError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<RemoteError> for Error {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::Panicked { message, location } => Error::Panicked { message, location },
+            RemoteError::NotAnEntry { name } => Error::NotAnEntry { name },
+            RemoteError::Decode { what, message } => Error::Decode {
+                what: leak_what(what),
+                message,
+            },
+            RemoteError::Encode { what, message } => Error::Encode {
+                what: leak_what(what),
+                message,
+            },
+            RemoteError::Other(message) => Error::Protocol(format!("child reported: {message}")),
+        }
+    }
+}
+
+/// `what` is a fixed vocabulary; map a remote one back onto it instead of leaking memory.
+fn leak_what(what: String) -> &'static str {
+    match what.as_str() {
+        "entry arguments" => "entry arguments",
+        "entry result" => "entry result",
+        _ => "a value in the child",
+    }
+}

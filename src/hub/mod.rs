@@ -1,0 +1,175 @@
+//! Layer 4: the process's listener for its children. See `README.md` beside this file.
+//!
+//! Every process that starts children binds one socket in the run's private directory. A child
+//! connects, proves it holds the run's key, and says `Hello` with the token it was started with;
+//! the hub hands the connection to whoever is waiting for that token (the `Process` that spawned
+//! it). A connection that fails authentication, says something malformed, or names no expected
+//! token is dropped; the hub goes on serving everyone else.
+//!
+//! Later issues grow this into the root's object host (queues, locks, managers).
+
+use crate::error::{Error, Result};
+use crate::protocol::{decode_head, Up, PROTOCOL_VERSION};
+use crate::transport::auth::AuthKey;
+use crate::transport::frame::FrameReader;
+use crate::transport::local::Listener;
+use crate::transport::local::RecvHalf;
+use crate::transport::{spawn_writer, Conn, Outbox};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a fresh connection may take to authenticate and say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An authenticated child connection, handed to the task that supervises the child.
+pub(crate) struct ChildConn {
+    pub(crate) pid: u32,
+    pub(crate) reader: FrameReader<RecvHalf>,
+    pub(crate) outbox: Outbox,
+}
+
+impl std::fmt::Debug for ChildConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildConn")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ChildConn>>>>;
+
+/// A listening hub.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    path: PathBuf,
+    pending: Pending,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Hub {
+    /// Binds `<dir>/p<pid>.sock` and starts accepting on the current runtime.
+    ///
+    /// # Errors
+    /// `Io` when the socket cannot be bound.
+    pub(crate) fn start(dir: &Path, key: AuthKey) -> Result<Self> {
+        let listener = Listener::bind(dir.join(format!("p{}.sock", std::process::id())))?;
+        let path = listener.path().to_owned();
+        let pending: Pending = Arc::default();
+        let accept = tokio::spawn(accept_loop(listener, key, Arc::clone(&pending)));
+        Ok(Hub {
+            path,
+            pending,
+            accept,
+        })
+    }
+
+    /// The socket children connect to.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Registers a token; the receiver gets the child's connection once it has said `Hello`.
+    pub(crate) fn expect(&self, token: u64) -> oneshot::Receiver<ChildConn> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(token, tx);
+        rx
+    }
+
+    /// Forgets a token whose child will never connect.
+    pub(crate) fn forget(&self, token: u64) {
+        lock(&self.pending).remove(&token);
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn accept_loop(listener: Listener, key: AuthKey, pending: Pending) {
+    loop {
+        let halves = match listener.accept().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(target: "multiprocessing::hub", "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let key = key.clone();
+        let pending = Arc::clone(&pending);
+        tokio::spawn(async move {
+            match tokio::time::timeout(HELLO_TIMEOUT, admit(halves, &key, &pending)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "multiprocessing::hub", "refused a connection: {e}")
+                }
+                Err(_) => {
+                    tracing::debug!(target: "multiprocessing::hub", "refused a connection: no hello within {HELLO_TIMEOUT:?}")
+                }
+            }
+        });
+    }
+}
+
+async fn admit(
+    halves: crate::transport::local::Halves,
+    key: &AuthKey,
+    pending: &Pending,
+) -> Result<()> {
+    let Conn { mut reader, writer } = Conn::accept(halves, key).await?;
+    let message = reader.read_message().await?.ok_or(Error::Closed)?;
+    let (hello, _) = decode_head::<Up>(&message)?;
+    let Up::Hello {
+        version,
+        token,
+        pid,
+    } = hello
+    else {
+        return Err(Error::Protocol(
+            "expected Hello as the first message".into(),
+        ));
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "child {pid} speaks protocol {version}, we speak {PROTOCOL_VERSION}"
+        )));
+    }
+    let waiter = lock(pending)
+        .remove(&token)
+        .ok_or_else(|| Error::Protocol(format!("child {pid} presented an unknown token")))?;
+    let (outbox, _writer) = spawn_writer(writer);
+    waiter
+        .send(ChildConn {
+            pid,
+            reader,
+            outbox,
+        })
+        .map_err(|_| Error::Closed)
+}
+
+/// Re-emits a child's `tracing` event on this process's subscriber, tagged with the child.
+pub(crate) fn emit_child_log(pid: u32, name: &str, record: &crate::protocol::LogRecord) {
+    let target = record.target.as_str();
+    let message = record.message.as_str();
+    macro_rules! emit {
+        ($lvl:ident) => {
+            tracing::$lvl!(target: "multiprocessing::child", child_pid = pid, child_name = name, child_target = target, "{message}")
+        };
+    }
+    match record.level {
+        0 => emit!(error),
+        1 => emit!(warn),
+        2 => emit!(info),
+        3 => emit!(debug),
+        _ => emit!(trace),
+    }
+}

@@ -1,0 +1,134 @@
+//! Layer 7, the composition root: what `#[process_main]` and `#[multiprocessing::test]` expand to.
+//!
+//! In a child (the environment carries the child marker) it connects back to the parent and
+//! serves calls; the user's `main` or test body never runs. In the root it builds the tokio
+//! runtime, makes a fresh launch context current on every runtime thread, runs the user's
+//! future, then terminates daemon children and waits for the others, as Python does at exit.
+
+use crate::bootstrap::{self, EXIT_NO_PARENT};
+use crate::error::Result;
+use crate::protocol::ChildConfig;
+use crate::start::{Context, Relaunch};
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+
+/// The runtime the macros ask for (their `flavor` and `worker_threads` arguments).
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// `flavor = "multi_thread"` (true) or `"current_thread"` (false).
+    pub multi_thread: bool,
+    /// `worker_threads = N`, for the multi-thread flavor.
+    pub worker_threads: Option<usize>,
+}
+
+/// Entry point of a `#[process_main]` binary.
+pub fn main<F: Future>(rt: RuntimeConfig, fut: F) -> F::Output {
+    if let Some(cfg) = bootstrap::child_config() {
+        drop(fut);
+        run_child(cfg);
+    }
+    run_root(Relaunch::Main, rt, fut)
+}
+
+/// Entry point of a `#[multiprocessing::test]`. `module_path` and `name` give the test's name
+/// as libtest knows it, which is how a child of the test binary re-enters this test alone.
+pub fn test<F: Future>(module_path: &str, name: &str, rt: RuntimeConfig, fut: F) -> F::Output {
+    let path = match module_path.split_once("::") {
+        Some((_crate, rest)) => format!("{rest}::{name}"),
+        None => name.to_owned(),
+    };
+    if let Some(cfg) = bootstrap::child_config() {
+        drop(fut);
+        match cfg {
+            Ok(cfg) if cfg.test.as_deref() == Some(path.as_str()) => run_child(Ok(cfg)),
+            Ok(cfg) => {
+                // Never run a test body in a process that was started as a child: that is how a
+                // re-executed test binary turns into a fork bomb.
+                eprintln!(
+                    "multiprocessing: this process was started as a child for test `{}`, but the harness ran `{path}`; exiting",
+                    cfg.test.unwrap_or_default()
+                );
+                std::process::exit(EXIT_NO_PARENT);
+            }
+            Err(e) => run_child(Err(e)),
+        }
+    }
+    run_root(Relaunch::Test(path), rt, fut)
+}
+
+fn runtime(rt: RuntimeConfig, ctx: &Arc<Context>) -> tokio::runtime::Runtime {
+    let mut builder = if rt.multi_thread {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = rt.worker_threads {
+            b.worker_threads(n);
+        }
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let on_start = Arc::clone(ctx);
+    builder
+        .enable_all()
+        .on_thread_start(move || Context::set_current(Some(Arc::clone(&on_start))))
+        .on_thread_stop(|| Context::set_current(None));
+    match builder.build() {
+        Ok(runtime) => runtime,
+        Err(e) => panic!("multiprocessing: could not build the tokio runtime: {e}"),
+    }
+}
+
+/// Clears the thread's context when the launch ends, also by unwinding.
+struct CurrentGuard;
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        Context::set_current(None);
+    }
+}
+
+fn run_root<F: Future>(relaunch: Relaunch, rt: RuntimeConfig, fut: F) -> F::Output {
+    let ctx = match Context::root(relaunch) {
+        Ok(ctx) => ctx,
+        Err(e) => panic!("multiprocessing: could not set up the launch context: {e}"),
+    };
+    let runtime = runtime(rt, &ctx);
+    Context::set_current(Some(Arc::clone(&ctx)));
+    let _guard = CurrentGuard;
+    let finisher = Arc::clone(&ctx);
+    runtime.block_on(async move {
+        let out = fut.await;
+        finisher.finish().await;
+        out
+    })
+}
+
+fn run_child(cfg: Result<ChildConfig>) -> ! {
+    let cfg = match cfg {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("multiprocessing: this process was started as a child, but {e}");
+            std::process::exit(EXIT_NO_PARENT);
+        }
+    };
+    bootstrap::die_with_parent(&cfg);
+    crate::transport::set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
+    let ctx = match Context::child(&cfg) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("multiprocessing: child {}: {e}", std::process::id());
+            std::process::exit(EXIT_NO_PARENT);
+        }
+    };
+    let runtime = runtime(
+        RuntimeConfig {
+            multi_thread: false,
+            worker_threads: None,
+        },
+        &ctx,
+    );
+    Context::set_current(Some(ctx));
+    let code = runtime.block_on(bootstrap::serve(cfg));
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}

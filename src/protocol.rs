@@ -1,0 +1,193 @@
+//! Layer 2: the versioned messages between a child and its parent. Serde types only, no I/O.
+//!
+//! Every message on a connection is a postcard-encoded header ([`Down`] or [`Up`]) followed by an
+//! opaque body (encoded arguments or results), so large values are never re-encoded on the way.
+
+use crate::error::{Error, RemoteError, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes shape; a child of another version is refused at `Hello`.
+pub(crate) const PROTOCOL_VERSION: u16 = 1;
+
+/// The environment variable that marks a process as a child and carries its [`ChildConfig`].
+pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
+
+/// Parent → child.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Down {
+    /// Run `entry` on the arguments in the body. With `then_exit`, the child exits once the
+    /// result is sent (a `Process`); otherwise it waits for more calls.
+    Call {
+        id: u64,
+        entry: String,
+        then_exit: bool,
+    },
+    /// Abandon call `id` if it is still running.
+    Cancel { id: u64 },
+    /// Exit now.
+    Shutdown,
+}
+
+/// Child → parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Up {
+    /// First message after authentication: who is calling.
+    Hello { version: u16, token: u64, pid: u32 },
+    /// Outcome of call `id`; on success the body holds the encoded result.
+    Return {
+        id: u64,
+        outcome: std::result::Result<(), RemoteError>,
+    },
+    /// A `tracing` event emitted in the child.
+    Log(LogRecord),
+}
+
+/// A `tracing` event, flattened for the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LogRecord {
+    /// 0 = ERROR … 4 = TRACE.
+    pub(crate) level: u8,
+    pub(crate) target: String,
+    pub(crate) message: String,
+}
+
+/// What a child needs to know at start-up, passed in [`CHILD_ENV`] (postcard, hex-encoded).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildConfig {
+    pub(crate) version: u16,
+    /// The run's private directory.
+    pub(crate) run_dir: String,
+    /// The parent's socket.
+    pub(crate) socket: String,
+    /// The run's key, hex.
+    pub(crate) key: String,
+    /// Identifies this child to its parent in `Hello`.
+    pub(crate) token: u64,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    /// 1 for a child of the root, 2 for a grandchild, …
+    pub(crate) depth: u32,
+    pub(crate) parent_pid: u32,
+    pub(crate) parent_name: String,
+    pub(crate) max_frame: u64,
+    /// Most verbose `tracing` level worth forwarding (0 = ERROR … 4 = TRACE, 5 = off).
+    pub(crate) log_level: u8,
+    /// In a test binary: the test (as libtest names it) that this child re-enters.
+    pub(crate) test: Option<String>,
+}
+
+impl ChildConfig {
+    pub(crate) fn to_env(&self) -> Result<String> {
+        let bytes =
+            postcard::to_allocvec(self).map_err(|e| Error::encode("child configuration", e))?;
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub(crate) fn from_env(s: &str) -> Result<Self> {
+        let bad = |m: &str| Error::decode("child configuration", m);
+        if s.len() % 2 != 0 || !s.is_ascii() {
+            return Err(bad("not hex"));
+        }
+        let bytes = (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16))
+            .collect::<std::result::Result<Vec<u8>, _>>()
+            .map_err(|_| bad("not hex"))?;
+        let cfg: ChildConfig =
+            postcard::from_bytes(&bytes).map_err(|e| Error::decode("child configuration", e))?;
+        if cfg.version != PROTOCOL_VERSION {
+            return Err(bad("started by a parent with another protocol version"));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Encodes a header.
+pub(crate) fn encode_head<M: Serialize>(msg: &M) -> Result<Vec<u8>> {
+    postcard::to_allocvec(msg).map_err(|e| Error::encode("a protocol message", e))
+}
+
+/// Decodes the header at the front of `message`; returns it and where the body starts.
+pub(crate) fn decode_head<M: DeserializeOwned>(message: &[u8]) -> Result<(M, usize)> {
+    let (head, rest) = postcard::take_from_bytes::<M>(message)
+        .map_err(|e| Error::Protocol(format!("malformed message from peer: {e}")))?;
+    Ok((head, message.len() - rest.len()))
+}
+
+/// Encodes a user value (arguments or a result).
+pub(crate) fn encode_value<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| Error::encode(what, e))
+}
+
+/// Decodes a user value; the whole slice must be consumed.
+pub(crate) fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::decode(what, e))?;
+    if !rest.is_empty() {
+        return Err(Error::decode(
+            what,
+            format!(
+                "{} trailing bytes (do parent and child agree on the type?)",
+                rest.len()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_and_body_split() {
+        let mut msg = encode_head(&Down::Call {
+            id: 7,
+            entry: "a::b".into(),
+            then_exit: true,
+        })
+        .unwrap();
+        let head_len = msg.len();
+        msg.extend_from_slice(&encode_value("v", &(1u8, String::from("x"))).unwrap());
+        let (down, at) = decode_head::<Down>(&msg).unwrap();
+        assert_eq!(at, head_len);
+        assert!(matches!(
+            down,
+            Down::Call {
+                id: 7,
+                then_exit: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            decode_value::<(u8, String)>("v", &msg[at..]).unwrap(),
+            (1, "x".into())
+        );
+    }
+
+    #[test]
+    fn config_round_trips_through_env_text() {
+        let cfg = ChildConfig {
+            version: PROTOCOL_VERSION,
+            run_dir: "/tmp/x".into(),
+            socket: "/tmp/x/s".into(),
+            key: "00".repeat(32),
+            token: 42,
+            name: "Process-1".into(),
+            daemon: true,
+            depth: 1,
+            parent_pid: 1,
+            parent_name: "MainProcess".into(),
+            max_frame: 1 << 20,
+            log_level: 2,
+            test: Some("a::b".into()),
+        };
+        let back = ChildConfig::from_env(&cfg.to_env().unwrap()).unwrap();
+        assert_eq!(back.token, 42);
+        assert_eq!(back.test.as_deref(), Some("a::b"));
+        assert!(ChildConfig::from_env("zz").is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! Layer 5: how a child comes to exist, and the launch context that knows how.
+//!
+//! A [`Context`] is created by `#[process_main]` / `#[multiprocessing::test]` (through `launch`)
+//! and made current on every thread of the runtime they build. It is the only path to a spawn:
+//! outside one, [`Context::current`] refuses with [`Error::NotLaunched`] instead of re-executing a
+//! binary that was never set up to act as a child.
+
+mod spawn;
+
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::protocol::{ChildConfig, PROTOCOL_VERSION};
+use crate::transport::auth::AuthKey;
+use crate::transport::local::RunDir;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(crate) use spawn::{send_signal, ChildProcess};
+
+/// How a child process is started.
+///
+/// Only [`StartMethod::Spawn`] exists so far; a fork server (Python's `forkserver`) is planned and
+/// will be added as a new variant, which is why the enum is `#[non_exhaustive]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Re-execute this program (`std::env::current_exe`) with a child marker in its environment,
+    /// as Python's `spawn` does: a fresh process with nothing inherited but the environment.
+    /// About 1 ms on a typical Linux machine.
+    #[default]
+    Spawn,
+}
+
+static START_METHOD: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the start method used when a builder does not name one (Python's `set_start_method`).
+pub fn set_start_method(method: StartMethod) {
+    START_METHOD.store(
+        match method {
+            StartMethod::Spawn => 0,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The start method used when a builder does not name one.
+pub fn get_start_method() -> StartMethod {
+    match START_METHOD.load(Ordering::Relaxed) {
+        _ => StartMethod::Spawn,
+    }
+}
+
+/// Most levels of descendants a run may have: a guard against runaway recursive spawning.
+pub(crate) const MAX_DEPTH: u32 = 16;
+
+/// How to start this executable again as a child.
+#[derive(Debug, Clone)]
+pub(crate) enum Relaunch {
+    /// A `#[process_main]` binary: no arguments needed.
+    Main,
+    /// A test binary: re-enter exactly this test (as libtest names it).
+    Test(String),
+}
+
+/// Who this process is.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) parent: Option<(u32, String)>,
+}
+
+/// A child this process started, as the context tracks it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildRecord {
+    pub(crate) pid: u32,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    /// `Some(status)` once the child has exited and been reaped.
+    pub(crate) exited: watch::Receiver<Option<std::process::ExitStatus>>,
+}
+
+/// Everything a process needs to start and supervise children.
+#[derive(Debug)]
+pub(crate) struct Context {
+    run_dir: PathBuf,
+    _owned_dir: Option<RunDir>,
+    key: AuthKey,
+    depth: u32,
+    relaunch: Relaunch,
+    identity: Identity,
+    hub: Mutex<Option<Arc<Hub>>>,
+    spawner: spawn::Spawner,
+    children: Mutex<HashMap<u32, ChildRecord>>,
+    counter: AtomicU32,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Context>>> = const { RefCell::new(None) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Context {
+    /// The root context of a run: a fresh private directory and key.
+    ///
+    /// # Errors
+    /// `Io` when the directory or the key cannot be made.
+    pub(crate) fn root(relaunch: Relaunch) -> Result<Arc<Self>> {
+        let dir = RunDir::create()?;
+        Ok(Arc::new(Context {
+            run_dir: dir.path().to_owned(),
+            _owned_dir: Some(dir),
+            key: AuthKey::random()?,
+            depth: 0,
+            relaunch,
+            identity: Identity {
+                name: "MainProcess".into(),
+                daemon: false,
+                parent: None,
+            },
+            hub: Mutex::new(None),
+            spawner: spawn::Spawner::new(),
+            children: Mutex::default(),
+            counter: AtomicU32::new(0),
+        }))
+    }
+
+    /// The context of a child, from the configuration it was started with.
+    ///
+    /// # Errors
+    /// `Authentication` when the configuration's key is malformed.
+    pub(crate) fn child(cfg: &ChildConfig) -> Result<Arc<Self>> {
+        let key = AuthKey::from_hex(&cfg.key).ok_or_else(|| {
+            Error::Authentication("the key in the child marker is malformed".into())
+        })?;
+        Ok(Arc::new(Context {
+            run_dir: PathBuf::from(&cfg.run_dir),
+            _owned_dir: None,
+            key,
+            depth: cfg.depth,
+            relaunch: match &cfg.test {
+                Some(t) => Relaunch::Test(t.clone()),
+                None => Relaunch::Main,
+            },
+            identity: Identity {
+                name: cfg.name.clone(),
+                daemon: cfg.daemon,
+                parent: Some((cfg.parent_pid, cfg.parent_name.clone())),
+            },
+            hub: Mutex::new(None),
+            spawner: spawn::Spawner::new(),
+            children: Mutex::default(),
+            counter: AtomicU32::new(0),
+        }))
+    }
+
+    /// Makes `ctx` current on this thread (and clears it with `None`).
+    pub(crate) fn set_current(ctx: Option<Arc<Context>>) {
+        CURRENT.with(|c| *c.borrow_mut() = ctx);
+    }
+
+    /// The context current on this thread, if any.
+    pub(crate) fn try_current() -> Option<Arc<Context>> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    /// The context current on this thread.
+    ///
+    /// # Errors
+    /// `NotLaunched` outside `#[process_main]` / `#[multiprocessing::test]` (or on a thread that
+    /// their runtime did not start).
+    pub(crate) fn current() -> Result<Arc<Context>> {
+        Self::try_current().ok_or_else(|| {
+            Error::NotLaunched("this thread belongs to no launch context (is it a runtime the macro did not build?)".into())
+        })
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub(crate) fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The run's key.
+    pub(crate) fn key(&self) -> &AuthKey {
+        &self.key
+    }
+
+    /// The socket of this process's hub, started if needed.
+    pub(crate) fn hub_socket(&self) -> Result<PathBuf> {
+        Ok(self.hub()?.path().to_owned())
+    }
+
+    /// This process's hub, started on first use.
+    fn hub(&self) -> Result<Arc<Hub>> {
+        let mut hub = lock(&self.hub);
+        if let Some(h) = hub.as_ref() {
+            return Ok(Arc::clone(h));
+        }
+        let h = Arc::new(Hub::start(&self.run_dir, self.key.clone())?);
+        *hub = Some(Arc::clone(&h));
+        Ok(h)
+    }
+
+    /// The name the next child gets when none is given: `Process-N` in the root, `<ours>:N` in
+    /// a child, as Python names them.
+    pub(crate) fn next_child_name(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.depth == 0 {
+            format!("Process-{n}")
+        } else {
+            format!("{}:{n}", self.identity.name)
+        }
+    }
+
+    /// Starts a child process that will connect back and wait for calls.
+    ///
+    /// # Errors
+    /// `NotLaunched` past the depth limit; `Io` when the OS refuses to start the process.
+    pub(crate) async fn start_child(&self, opts: ChildOptions) -> Result<ChildProcess> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::NotLaunched(format!(
+                "refusing to start a child at depth {}: a run may nest at most {MAX_DEPTH} levels of processes",
+                self.depth + 1
+            )));
+        }
+        let _ = opts.start_method;
+        let hub = self.hub()?;
+        let token = u64::from_le_bytes(
+            crate::transport::auth::random_bytes()?[..8]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        let cfg = ChildConfig {
+            version: PROTOCOL_VERSION,
+            run_dir: self.run_dir.to_string_lossy().into_owned(),
+            socket: hub.path().to_string_lossy().into_owned(),
+            key: self.key.to_hex(),
+            token,
+            name: opts.name.clone(),
+            daemon: opts.daemon,
+            depth: self.depth + 1,
+            parent_pid: std::process::id(),
+            parent_name: self.identity.name.clone(),
+            max_frame: crate::transport::max_frame() as u64,
+            log_level: forwarded_log_level(),
+            test: match &self.relaunch {
+                Relaunch::Test(t) => Some(t.clone()),
+                Relaunch::Main => None,
+            },
+        };
+        let connection = hub.expect(token);
+        let started = self
+            .spawner
+            .spawn(&self.relaunch, cfg.to_env()?, opts.env)
+            .await;
+        match started {
+            Ok((pid, child)) => Ok(ChildProcess {
+                pid,
+                child,
+                connection,
+                token,
+                hub,
+            }),
+            Err(e) => {
+                hub.forget(token);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a child for `active_children` and for the end of the launch.
+    pub(crate) fn track(&self, record: ChildRecord) {
+        let mut children = lock(&self.children);
+        children.retain(|_, c| c.exited.borrow().is_none());
+        children.insert(record.pid, record);
+    }
+
+    /// The children that have not exited yet.
+    pub(crate) fn active_children(&self) -> Vec<ChildRecord> {
+        let mut children = lock(&self.children);
+        children.retain(|_, c| c.exited.borrow().is_none());
+        let mut list: Vec<_> = children.values().cloned().collect();
+        list.sort_by_key(|c| c.pid);
+        list
+    }
+
+    /// What Python does at exit: terminate daemonic children, then wait for every child.
+    /// Daemons that ignore SIGTERM for a second are killed.
+    pub(crate) async fn finish(&self) {
+        let children = self.active_children();
+        for child in children.iter().filter(|c| c.daemon) {
+            signal(child, libc::SIGTERM);
+        }
+        for child in children {
+            let mut exited = child.exited.clone();
+            if child.daemon {
+                if tokio::time::timeout(Duration::from_secs(1), exited.wait_for(|s| s.is_some()))
+                    .await
+                    .is_err()
+                {
+                    signal(&child, libc::SIGKILL);
+                }
+            }
+            let _ = exited.wait_for(|s| s.is_some()).await;
+        }
+    }
+}
+
+fn signal(child: &ChildRecord, sig: i32) {
+    if child.exited.borrow().is_none() {
+        send_signal(child.pid, sig);
+    }
+}
+
+/// What a caller chooses about a new child.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildOptions {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) start_method: StartMethod,
+}
+
+/// The most verbose level any subscriber of this process wants, as the child forwarder's number
+/// (0 = ERROR … 4 = TRACE, 5 = nothing).
+fn forwarded_log_level() -> u8 {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::ERROR => 0,
+        LevelFilter::WARN => 1,
+        LevelFilter::INFO => 2,
+        LevelFilter::DEBUG => 3,
+        LevelFilter::TRACE => 4,
+        _ => 5,
+    }
+}

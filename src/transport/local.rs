@@ -1,0 +1,152 @@
+//! Local sockets (`interprocess`) in a per-run private directory.
+
+use crate::error::{Error, Result};
+use interprocess::local_socket::tokio::{prelude::*, Listener as IpListener, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use std::path::{Path, PathBuf};
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The read half of a local socket (the stream is shared; `&Stream` reads and writes).
+#[derive(Debug)]
+pub(crate) struct RecvHalf(Arc<Stream>);
+
+/// The write half of a local socket.
+#[derive(Debug)]
+pub(crate) struct SendHalf(Arc<Stream>);
+
+/// The read and write halves of one local socket. The socket closes when both are dropped.
+pub(crate) type Halves = (RecvHalf, SendHalf);
+
+fn halves(stream: Stream) -> Halves {
+    let stream = Arc::new(stream);
+    (RecvHalf(Arc::clone(&stream)), SendHalf(stream))
+}
+
+impl AsyncRead for RecvHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        (&*self.0).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}
+
+/// A directory only this user can enter, holding the run's sockets. Removed on drop.
+#[derive(Debug)]
+pub(crate) struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `<tmp>/mp-<pid>-<random>` with mode 0700.
+    ///
+    /// # Errors
+    /// `Io` when the directory cannot be created.
+    pub(crate) fn create() -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let tag: String = super::auth::random_bytes()?[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = std::env::temp_dir().join(format!("mp-{}-{tag}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(RunDir { path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A bound local socket. The socket file is removed on drop.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    inner: IpListener,
+    path: PathBuf,
+}
+
+impl Listener {
+    /// Binds a socket at `path`.
+    ///
+    /// # Errors
+    /// `Io` when the path is taken or its directory is missing.
+    pub(crate) fn bind(path: PathBuf) -> Result<Self> {
+        let name = path.as_path().to_fs_name::<GenericFilePath>()?;
+        let inner = ListenerOptions::new()
+            .name(name)
+            .reclaim_name(false)
+            .create_tokio()?;
+        Ok(Listener { inner, path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// # Errors
+    /// `Io` from `accept`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: no connection is taken unless the future completes.
+    pub(crate) async fn accept(&self) -> Result<Halves> {
+        Ok(halves(self.inner.accept().await?))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Connects to the socket at `path`.
+///
+/// # Errors
+/// `Io` (`NotFound`, `ConnectionRefused`) when nobody listens there.
+pub(crate) async fn connect(path: &Path) -> Result<Halves> {
+    let name = path.to_fs_name::<GenericFilePath>().map_err(Error::Io)?;
+    Ok(halves(Stream::connect(name).await?))
+}

@@ -1,0 +1,118 @@
+//! Layer 1: bytes and frames between processes. Knows no message types.
+//!
+//! See `README.md` beside this file for the frame format and the handshake.
+
+pub(crate) mod auth;
+pub(crate) mod frame;
+pub(crate) mod local;
+
+use crate::error::Result;
+use auth::{AuthKey, HANDSHAKE_MAX_FRAME};
+use frame::{FrameReader, FrameWriter};
+use local::{RecvHalf, SendHalf};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+
+/// Default limit on one frame: 16 MiB. Larger messages cross as several frames.
+pub(crate) const DEFAULT_MAX_FRAME: usize = 16 << 20;
+static MAX_FRAME: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_FRAME);
+
+/// The frame limit in force in this process.
+pub(crate) fn max_frame() -> usize {
+    MAX_FRAME.load(Ordering::Relaxed)
+}
+
+/// Sets the frame limit for connections made from now on.
+pub(crate) fn set_max_frame(bytes: usize) {
+    MAX_FRAME.store(bytes.clamp(1024, frame::HEADER_MAX), Ordering::Relaxed);
+}
+
+/// An authenticated connection, ready for messages.
+pub(crate) struct Conn {
+    pub(crate) reader: FrameReader<RecvHalf>,
+    pub(crate) writer: FrameWriter<SendHalf>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+fn frames((recv, send): local::Halves) -> Conn {
+    let mut reader = FrameReader::new(recv, HANDSHAKE_MAX_FRAME);
+    reader.set_max_frame(HANDSHAKE_MAX_FRAME);
+    Conn {
+        reader,
+        writer: FrameWriter::new(send, max_frame()),
+    }
+}
+
+impl Conn {
+    fn authenticated(mut self) -> Self {
+        self.reader.set_max_frame(max_frame());
+        self
+    }
+
+    /// Connects to a local socket and proves we hold `key`.
+    ///
+    /// # Errors
+    /// `Io` when nobody listens at `path`; `Authentication` when the keys differ.
+    pub(crate) async fn connect(path: &Path, key: &AuthKey) -> Result<Self> {
+        let mut conn = frames(local::connect(path).await?);
+        auth::client(&mut conn.reader, &mut conn.writer, key).await?;
+        Ok(conn.authenticated())
+    }
+
+    /// Runs the server side of the handshake on a freshly accepted socket.
+    ///
+    /// # Errors
+    /// `Authentication` when the peer does not hold `key`; `Io`.
+    pub(crate) async fn accept(halves: local::Halves, key: &AuthKey) -> Result<Self> {
+        let mut conn = frames(halves);
+        auth::server(&mut conn.reader, &mut conn.writer, key).await?;
+        Ok(conn.authenticated())
+    }
+}
+
+/// One outgoing message: an encoded header followed by an opaque body.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Vec<u8>,
+    /// Told once this message (and everything before it) has been flushed to the OS.
+    pub(crate) ack: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The sending side of a connection, shared by every task that talks to the peer.
+pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing>;
+
+/// Moves the writer into a task that sends what arrives on the returned [`Outbox`], batching
+/// whatever is queued into one flush. The task ends when every `Outbox` is dropped or the peer
+/// is gone.
+pub(crate) fn spawn_writer(
+    mut writer: FrameWriter<SendHalf>,
+) -> (Outbox, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let task = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                if writer.write_message(&[&msg.head, &msg.body]).await.is_err() {
+                    return;
+                }
+                acks.extend(msg.ack);
+                next = rx.try_recv().ok();
+            }
+            if writer.flush().await.is_err() {
+                return;
+            }
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
+        }
+    });
+    (tx, task)
+}
