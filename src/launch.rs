@@ -67,10 +67,12 @@ fn runtime(rt: RuntimeConfig, ctx: &Arc<Context>) -> tokio::runtime::Runtime {
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
-    let on_start = Arc::clone(ctx);
+    // Weak: the runtime's tasks (the hub's accept loop among them) are owned by the context, so a
+    // strong reference here would make a cycle and the run directory would never be removed.
+    let on_start = Arc::downgrade(ctx);
     builder
         .enable_all()
-        .on_thread_start(move || Context::set_current(Some(Arc::clone(&on_start))))
+        .on_thread_start(move || Context::set_current(on_start.upgrade()))
         .on_thread_stop(|| Context::set_current(None));
     match builder.build() {
         Ok(runtime) => runtime,

@@ -1,0 +1,59 @@
+//! `tracing` events emitted in a child reach the parent's subscriber, tagged with the child's pid
+//! and name.
+
+use multiprocessing::{entry, Process};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[entry]
+fn chatty(n: u32) -> u32 {
+    tracing::info!(answer = n, "hello from the child");
+    tracing::debug!("too verbose to forward");
+    n
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[multiprocessing::test]
+async fn child_events_reach_the_parent_subscriber() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Global, so the level reaches the children (they forward what the parent wants).
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let p = Process::builder()
+        .name("talker")
+        .spawn(chatty, 42)
+        .await
+        .unwrap();
+    assert_eq!(p.join().await.unwrap(), 42);
+    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("hello from the child"))
+        .unwrap_or_else(|| panic!("not forwarded: {text:?}"));
+    assert!(line.contains(&format!("child_pid={}", p.pid())), "{line}");
+    assert!(
+        line.contains("child_name=\"talker\"") || line.contains("child_name=talker"),
+        "{line}"
+    );
+    assert!(line.contains("answer=42"), "{line}");
+    assert!(line.contains("INFO"), "{line}");
+    assert!(!text.contains("too verbose"), "{text}");
+}
