@@ -1,1 +1,93 @@
-fn main() {}
+//! Spawn-to-join latency of a no-op entry, and a 64 MiB round trip through a child.
+//!
+//! Prints one JSON object per case, in the shape of `../shared/bench/bench_mp.py` (median, min,
+//! max over the samples), so `benches/compare.sh` can set them beside Python's figures.
+//!
+//! `cargo bench --bench spawn` (add `-- --quick` for fewer samples).
+
+use multiprocessing::{entry, process_main, Process};
+use serde_bytes::ByteBuf;
+use std::time::Instant;
+
+#[entry]
+fn noop() {}
+
+#[entry]
+fn echo(data: ByteBuf) -> ByteBuf {
+    data
+}
+
+#[entry]
+fn length(data: ByteBuf) -> u64 {
+    data.len() as u64
+}
+
+fn emit(case: &str, unit: &str, better: &str, mut samples: Vec<f64>, note: &str) {
+    samples.sort_by(f64::total_cmp);
+    let median = if samples.len() % 2 == 1 {
+        samples[samples.len() / 2]
+    } else {
+        (samples[samples.len() / 2 - 1] + samples[samples.len() / 2]) / 2.0
+    };
+    println!(
+        "{{\"impl\": \"multiprocessing-rs\", \"case\": \"{case}\", \"unit\": \"{unit}\", \"better\": \"{better}\", \"median\": {median:.6}, \"min\": {:.6}, \"max\": {:.6}, \"reps\": {}, \"note\": \"{note}\"}}",
+        samples[0],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+}
+
+#[process_main]
+async fn main() -> multiprocessing::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 50 } else { 300 };
+
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let t0 = Instant::now();
+        let p = Process::spawn(noop, ()).await?;
+        p.join().await?;
+        if i >= 5 {
+            samples.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    emit(
+        "spawn_latency[spawn]",
+        "ms",
+        "lower",
+        samples,
+        "Process::spawn(noop, ()) -> join() returned; re-exec of current_exe",
+    );
+
+    let size = 64 << 20;
+    let data = ByteBuf::from(vec![1u8; size]);
+    let reps = if quick { 3 } else { 7 };
+    let mut samples = Vec::new();
+    for i in 0..reps + 1 {
+        let t0 = Instant::now();
+        let p = Process::spawn(echo, data.clone()).await?;
+        let back = p.join().await?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(back.len(), size);
+        if i >= 1 {
+            samples.push(dt);
+        }
+    }
+    emit("process_roundtrip_64MiB", "s", "lower", samples, "spawn + 64 MiB bytes to the child + 64 MiB back + exit; includes the clone of the argument");
+
+    let size = 100 << 20;
+    let data = ByteBuf::from(vec![1u8; size]);
+    let mut samples = Vec::new();
+    for i in 0..reps + 1 {
+        let t0 = Instant::now();
+        let p = Process::spawn(length, data.clone()).await?;
+        let len = p.join().await?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(len, size as u64);
+        if i >= 1 {
+            samples.push(dt);
+        }
+    }
+    emit("process_len_100MiB", "s", "lower", samples, "spawn + 100 MiB bytes to a fresh child, its length back; Python's case uses a running pool worker");
+    Ok(())
+}

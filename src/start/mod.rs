@@ -50,6 +50,7 @@ pub fn set_start_method(method: StartMethod) {
 }
 
 /// The start method used when a builder does not name one.
+#[allow(clippy::match_single_binding)] // one arm per variant; the fork server adds the next
 pub fn get_start_method() -> StartMethod {
     match START_METHOD.load(Ordering::Relaxed) {
         _ => StartMethod::Spawn,
@@ -305,13 +306,12 @@ impl Context {
         }
         for child in children {
             let mut exited = child.exited.clone();
-            if child.daemon {
-                if tokio::time::timeout(Duration::from_secs(1), exited.wait_for(|s| s.is_some()))
+            if child.daemon
+                && tokio::time::timeout(Duration::from_secs(1), exited.wait_for(|s| s.is_some()))
                     .await
                     .is_err()
-                {
-                    signal(&child, libc::SIGKILL);
-                }
+            {
+                signal(&child, libc::SIGKILL);
             }
             let _ = exited.wait_for(|s| s.is_some()).await;
         }

@@ -54,7 +54,7 @@ impl AsyncWrite for SendHalf {
     }
 
     fn is_write_vectored(&self) -> bool {
-        (&*self.0).is_write_vectored()
+        (*self.0).is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
