@@ -419,3 +419,77 @@ async fn supervise(
     let _ = exited.send(Some(status));
     guard.1 = true;
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::entry::Entry;
+    use crate::protocol::{decode_head, decode_value, encode_head, encode_value, Down, Up};
+    use crate::start::{ChildOptions, Context, StartMethod};
+    use crate::transport::Outgoing;
+    use std::time::Duration;
+
+    #[crate::entry]
+    async fn nap(ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+
+    fn call(id: u64, ms: u64) -> Outgoing {
+        let head = encode_head(&Down::Call {
+            id,
+            entry: <nap as Entry>::NAME.into(),
+            then_exit: false,
+        })
+        .unwrap();
+        Outgoing {
+            head,
+            body: encode_value("args", &ms).unwrap(),
+            ack: None,
+        }
+    }
+
+    /// One connection per child, many calls in flight on it: results come back by request id, in
+    /// completion order; a cancelled call never answers; `Shutdown` ends the child cleanly.
+    #[crate::test]
+    async fn one_child_serves_many_calls_at_once() {
+        let ctx = Context::current().unwrap();
+        let opts = ChildOptions {
+            name: "mux".into(),
+            daemon: false,
+            env: Vec::new(),
+            start_method: StartMethod::Spawn,
+        };
+        let child = ctx.start_child(opts).await.unwrap();
+        let mut conn = child.connection.await.unwrap();
+        for (id, ms) in [(1, 400), (2, 10), (3, 200), (4, 100)] {
+            conn.outbox.send(call(id, ms)).unwrap();
+        }
+        let cancel = encode_head(&Down::Cancel { id: 4 }).unwrap();
+        conn.outbox
+            .send(Outgoing {
+                head: cancel,
+                body: Vec::new(),
+                ack: None,
+            })
+            .unwrap();
+        let mut order = Vec::new();
+        while order.len() < 3 {
+            let message = conn.reader.read_message().await.unwrap().unwrap();
+            if let (Up::Return { id, outcome }, at) = decode_head::<Up>(&message).unwrap() {
+                outcome.unwrap();
+                order.push((id, decode_value::<u64>("result", &message[at..]).unwrap()));
+            }
+        }
+        assert_eq!(order, vec![(2, 10), (3, 200), (1, 400)]);
+        let shutdown = encode_head(&Down::Shutdown).unwrap();
+        conn.outbox
+            .send(Outgoing {
+                head: shutdown,
+                body: Vec::new(),
+                ack: None,
+            })
+            .unwrap();
+        let mut process = child.child;
+        assert_eq!(process.wait().await.unwrap().code(), Some(0));
+    }
+}
