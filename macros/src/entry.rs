@@ -101,13 +101,14 @@ fn borrowed(ty: &Type, what: &str) -> Option<syn::Error> {
     let mut found = None;
     find_borrow(ty, &mut found);
     found.map(|(span, kind)| {
-        let hint = match kind {
-            "reference" => "take an owned type instead (`String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`)",
-            _ => "name a concrete type",
+        let (article, hint) = match kind {
+            "reference" => ("a", "take an owned type instead (`String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`)"),
+            "raw pointer" => ("a", "send the data it points to, as an owned value"),
+            _ => ("an", "name a concrete type"),
         };
         syn::Error::new(
             span,
-            format!("an #[entry] {what} travels between processes by value, so it cannot be a {kind}; {hint}"),
+            format!("an #[entry] {what} travels between processes by value, so it cannot be {article} {kind}; {hint}"),
         )
     })
 }
@@ -117,9 +118,9 @@ fn find_borrow(ty: &Type, found: &mut Option<(Span, &'static str)>) {
         return;
     }
     match ty {
-        Type::Reference(r) => *found = Some((r.and_token.span(), "reference")),
-        Type::ImplTrait(t) => *found = Some((t.impl_token.span(), "`impl Trait` type")),
-        Type::Ptr(p) => *found = Some((p.star_token.span(), "reference")),
+        Type::Reference(r) => *found = Some((r.span(), "reference")),
+        Type::ImplTrait(t) => *found = Some((t.span(), "`impl Trait` type")),
+        Type::Ptr(p) => *found = Some((p.span(), "raw pointer")),
         Type::Tuple(t) => t.elems.iter().for_each(|e| find_borrow(e, found)),
         Type::Array(a) => find_borrow(&a.elem, found),
         Type::Slice(s) => find_borrow(&s.elem, found),

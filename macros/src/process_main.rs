@@ -33,6 +33,7 @@ fn parse_config(args: TokenStream, kind: Kind) -> syn::Result<Config> {
         krate: syn::parse_quote!(::multiprocessing),
     };
     let mut flavor_given = false;
+    let mut worker_span = None;
     for arg in attr::parse(args, &["flavor", "worker_threads", "crate"])? {
         match (arg.key.as_str(), &arg.value) {
             ("flavor", Lit::Str(s)) => {
@@ -49,6 +50,7 @@ fn parse_config(args: TokenStream, kind: Kind) -> syn::Result<Config> {
                 };
             }
             ("worker_threads", Lit::Int(i)) => {
+                worker_span = Some(i.span());
                 let n: usize = i.base10_parse()?;
                 if n == 0 {
                     return Err(syn::Error::new_spanned(i, "`worker_threads` may not be 0."));
@@ -71,7 +73,7 @@ fn parse_config(args: TokenStream, kind: Kind) -> syn::Result<Config> {
     }
     if cfg.worker_threads.is_some() && !cfg.multi_thread {
         return Err(syn::Error::new(
-            proc_macro2::Span::call_site(),
+            worker_span.unwrap_or_else(proc_macro2::Span::call_site),
             if flavor_given {
                 "`worker_threads` needs `flavor = \"multi_thread\"`"
             } else {
@@ -106,11 +108,28 @@ fn validate(f: &ItemFn, kind: Kind) -> Option<syn::Error> {
             format!("{} cannot be generic", kind.attr()),
         ));
     }
-    if kind == Kind::Test && f.attrs.iter().any(|a| a.path().is_ident("test")) {
-        errors.push(syn::Error::new_spanned(
-            &f.attrs[0],
-            "#[multiprocessing::test] already adds #[test]; remove the second attribute",
-        ));
+    for a in &f.attrs {
+        let path = a.path();
+        let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let is_test = segments.last().is_some_and(|s| s == "test");
+        if kind == Kind::Test && is_test {
+            errors.push(syn::Error::new_spanned(
+                a,
+                format!(
+                    "#[multiprocessing::test] already makes this a test; remove #[{}]",
+                    segments.join("::")
+                ),
+            ));
+        }
+        if kind == Kind::Main && segments.last().is_some_and(|s| s == "main") {
+            errors.push(syn::Error::new_spanned(
+                a,
+                format!(
+                    "#[process_main] already builds the runtime; remove #[{}]",
+                    segments.join("::")
+                ),
+            ));
+        }
     }
     errors.into_iter().reduce(|mut a, b| {
         a.combine(b);
@@ -128,14 +147,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, kind: Kind) -> TokenS
     };
     let cfg = match parse_config(args, kind) {
         Ok(c) => c,
-        Err(e) => {
-            let e = e.into_compile_error();
-            return quote!(#f #e);
-        }
+        Err(e) => return fallback(f, e, kind),
     };
     if let Some(e) = validate(&f, kind) {
-        let e = e.into_compile_error();
-        return quote!(#f #e);
+        return fallback(f, e, kind);
     }
     let ItemFn {
         attrs,
@@ -169,4 +184,17 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, kind: Kind) -> TokenS
             }
         },
     }
+}
+
+/// On error: the user's function, made synchronous (so rustc adds no "main cannot be async" or
+/// "async test" error of its own) and stripped of test attributes, plus our error.
+fn fallback(mut f: ItemFn, e: syn::Error, kind: Kind) -> TokenStream {
+    f.sig.asyncness = None;
+    if kind == Kind::Test {
+        f.attrs
+            .retain(|a| a.path().segments.last().is_none_or(|s| s.ident != "test"));
+    }
+    f.block = syn::parse_quote!({ ::core::unimplemented!() });
+    let e = e.into_compile_error();
+    quote!(#f #e)
 }
