@@ -37,6 +37,31 @@ fn emit(case: &str, unit: &str, better: &str, mut samples: Vec<f64>, note: &str)
     );
 }
 
+/// Times `reps` runs (after one warm-up) of `run` on a fresh clone of `size` bytes; `run` returns
+/// the length it got back, which must be `size`.
+async fn payload_samples<F, Fut>(
+    reps: usize,
+    size: usize,
+    run: F,
+) -> multiprocessing::Result<Vec<f64>>
+where
+    F: Fn(ByteBuf) -> Fut,
+    Fut: std::future::Future<Output = multiprocessing::Result<usize>>,
+{
+    let data = ByteBuf::from(vec![1u8; size]);
+    let mut samples = Vec::new();
+    for i in 0..=reps {
+        let t0 = Instant::now();
+        let len = run(data.clone()).await?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(len, size);
+        if i >= 1 {
+            samples.push(dt);
+        }
+    }
+    Ok(samples)
+}
+
 #[process_main]
 async fn main() -> multiprocessing::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -59,35 +84,19 @@ async fn main() -> multiprocessing::Result<()> {
         "Process::spawn(noop, ()) -> join() returned; re-exec of current_exe",
     );
 
-    let size = 64 << 20;
-    let data = ByteBuf::from(vec![1u8; size]);
     let reps = if quick { 3 } else { 7 };
-    let mut samples = Vec::new();
-    for i in 0..reps + 1 {
-        let t0 = Instant::now();
-        let p = Process::spawn(echo, data.clone()).await?;
-        let back = p.join().await?;
-        let dt = t0.elapsed().as_secs_f64();
-        assert_eq!(back.len(), size);
-        if i >= 1 {
-            samples.push(dt);
-        }
-    }
+    let samples = payload_samples(reps, 64 << 20, |data| async move {
+        let back = Process::spawn(echo, data).await?.join().await?;
+        Ok(back.len())
+    })
+    .await?;
     emit("process_roundtrip_64MiB", "s", "lower", samples, "spawn + 64 MiB bytes to the child + 64 MiB back + exit; includes the clone of the argument");
 
-    let size = 100 << 20;
-    let data = ByteBuf::from(vec![1u8; size]);
-    let mut samples = Vec::new();
-    for i in 0..reps + 1 {
-        let t0 = Instant::now();
-        let p = Process::spawn(length, data.clone()).await?;
-        let len = p.join().await?;
-        let dt = t0.elapsed().as_secs_f64();
-        assert_eq!(len, size as u64);
-        if i >= 1 {
-            samples.push(dt);
-        }
-    }
+    let samples = payload_samples(reps, 100 << 20, |data| async move {
+        let len = Process::spawn(length, data).await?.join().await?;
+        Ok(len as usize)
+    })
+    .await?;
     emit("process_len_100MiB", "s", "lower", samples, "spawn + 100 MiB bytes to a fresh child, its length back; Python's case uses a running pool worker");
     Ok(())
 }
