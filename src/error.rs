@@ -63,6 +63,18 @@ pub enum Error {
         /// The signal that ended it, if one did.
         signal: Option<i32>,
     },
+    /// The pool worker running this task died (abort, segfault, SIGKILL, OOM kill) before the task
+    /// finished. The worker was replaced; the pool goes on.
+    #[error("pool worker {pid} died while running this task{}", signal.map(|s| format!(" (signal {s}{})", signal_name(s))).unwrap_or_default())]
+    WorkerLost {
+        /// The dead worker's process id.
+        pid: u32,
+        /// The signal that ended it, if one did.
+        signal: Option<i32>,
+    },
+    /// The pool was closed to new work, or terminated before this task ran.
+    #[error("the pool is closed or was terminated; the task did not run")]
+    PoolClosed,
     /// The child executable has no `#[entry]` registered under this name. This happens when a
     /// child is started from a different build of the executable than its parent.
     #[error("entry `{name}` is not registered in this executable (was the child built from the same binary as its parent?)")]
@@ -139,9 +151,10 @@ impl Error {
         matches!(self, Error::Panicked { .. })
     }
 
-    /// True when the process that was running the work is gone ([`Error::ProcessDied`]).
+    /// True when the process that was running the work is gone ([`Error::WorkerLost`] from a
+    /// pool, [`Error::ProcessDied`] from a `Process`).
     pub fn is_worker_lost(&self) -> bool {
-        matches!(self, Error::ProcessDied { .. })
+        matches!(self, Error::WorkerLost { .. } | Error::ProcessDied { .. })
     }
 
     pub(crate) fn encode(what: &'static str, e: impl fmt::Display) -> Self {

@@ -114,6 +114,9 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
         }
     };
     bootstrap::die_with_parent(&cfg);
+    // Whatever this child starts with `std::process::Command` must not inherit the marker (and
+    // the run's key); children we start get a marker of their own.
+    std::env::remove_var(crate::protocol::CHILD_ENV);
     crate::transport::set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
     let ctx = match Context::child(&cfg) {
         Ok(ctx) => ctx,
@@ -130,7 +133,17 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
         &ctx,
     );
     Context::set_current(Some(ctx));
-    let code = runtime.block_on(bootstrap::serve(cfg));
+    let code = runtime.block_on(async move {
+        let code = bootstrap::serve(cfg).await;
+        if code != bootstrap::EXIT_PARENT_GONE {
+            // As at the end of `main`: wait for our own non-daemon children, stop the daemons.
+            if let Some(ctx) = Context::try_current() {
+                ctx.finish().await;
+            }
+        }
+        code
+    });
+    let _ = std::io::stderr().flush();
     let _ = std::io::stdout().flush();
     std::process::exit(code);
 }

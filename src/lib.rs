@@ -18,11 +18,14 @@ mod hub;
 // Layer 5: starting and supervising children.
 mod process;
 mod start;
+// Layer 6: user-facing modules over the layers above.
+mod pool;
 // Layer 7: what the macros expand to.
 mod launch;
 
 pub use entry::{BoxFuture, Entry, Run};
 pub use error::{Error, Location, Result};
+pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessBuilder,
     ProcessInfo,

@@ -17,11 +17,15 @@ pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Down {
     /// Run `entry` on the arguments in the body. With `then_exit`, the child exits once the
-    /// result is sent (a `Process`); otherwise it waits for more calls.
+    /// result is sent (a `Process`); otherwise it waits for more calls. With `batch`, the body is
+    /// an [`encode_batch`] of several encoded arguments and the result a batch of outcomes. With
+    /// `report_start`, the child sends [`Up::Started`] (and flushes it) before running the call.
     Call {
         id: u64,
         entry: String,
         then_exit: bool,
+        batch: bool,
+        report_start: bool,
     },
     /// Abandon call `id` if it is still running.
     Cancel { id: u64 },
@@ -34,6 +38,8 @@ pub(crate) enum Down {
 pub(crate) enum Up {
     /// First message after authentication: who is calling.
     Hello { version: u16, token: u64, pid: u32 },
+    /// Call `id` is about to run: it left the child's queue.
+    Started { id: u64 },
     /// Outcome of call `id`; on success the body holds the encoded result.
     Return {
         id: u64,
@@ -75,6 +81,8 @@ pub(crate) struct ChildConfig {
     pub(crate) log_level: u8,
     /// In a test binary: the test (as libtest names it) that this child re-enters.
     pub(crate) test: Option<String>,
+    /// How many calls the child runs at once (0 = no limit); the others wait in order.
+    pub(crate) concurrency: u32,
 }
 
 impl ChildConfig {
@@ -138,6 +146,32 @@ pub(crate) fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]
     Ok(value)
 }
 
+/// Encodes several already-encoded values as one batch body.
+pub(crate) fn encode_batch(items: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let refs: Vec<&serde_bytes::Bytes> = items.iter().map(|i| serde_bytes::Bytes::new(i)).collect();
+    postcard::to_allocvec(&refs).map_err(|e| Error::encode("a batch of arguments", e))
+}
+
+/// Splits a batch body into its encoded values, without copying them.
+pub(crate) fn decode_batch(body: &[u8]) -> Result<Vec<&[u8]>> {
+    let items: Vec<&serde_bytes::Bytes> =
+        postcard::from_bytes(body).map_err(|e| Error::decode("a batch of arguments", e))?;
+    Ok(items.into_iter().map(|b| &**b).collect())
+}
+
+/// The outcome of each value of a batch: its encoded result, or the error it raised.
+pub(crate) type BatchResults = Vec<std::result::Result<serde_bytes::ByteBuf, RemoteError>>;
+
+/// Encodes the outcomes of a batch.
+pub(crate) fn encode_batch_results(results: &BatchResults) -> Result<Vec<u8>> {
+    postcard::to_allocvec(results).map_err(|e| Error::encode("a batch of results", e))
+}
+
+/// Decodes the outcomes of a batch.
+pub(crate) fn decode_batch_results(body: &[u8]) -> Result<BatchResults> {
+    decode_value("a batch of results", body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +182,8 @@ mod tests {
             id: 7,
             entry: "a::b".into(),
             then_exit: true,
+            batch: false,
+            report_start: false,
         })
         .unwrap();
         let head_len = msg.len();
@@ -184,6 +220,7 @@ mod tests {
             max_frame: 1 << 20,
             log_level: 2,
             test: Some("a::b".into()),
+            concurrency: 1,
         };
         let back = ChildConfig::from_env(&cfg.to_env().unwrap()).unwrap();
         assert_eq!(back.token, 42);

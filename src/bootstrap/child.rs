@@ -3,19 +3,23 @@
 use super::{log_forward, EXIT_NO_PARENT, EXIT_PARENT_GONE};
 use crate::entry::{self, Invocation};
 use crate::error::{Error, RemoteError, Result};
-use crate::protocol::{decode_head, encode_head, ChildConfig, Down, Up, PROTOCOL_VERSION};
+use crate::protocol::{
+    decode_batch, decode_head, encode_batch_results, encode_head, BatchResults, ChildConfig, Down,
+    Up, PROTOCOL_VERSION,
+};
 use crate::transport::auth::AuthKey;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 /// Serves the parent until it tells us to stop or goes away; returns the exit code.
 ///
-/// Must run inside a tokio runtime. A call sent with `then_exit` ends the process once its
-/// result is on the wire.
+/// Must run inside a tokio runtime. A call sent with `then_exit` ends serving once its result is
+/// on the wire, with exit code 0 (a value) or 1 (a failure); [`EXIT_PARENT_GONE`] means the
+/// parent is gone and the process should exit at once.
 pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
     entry::install_panic_hook();
     let pid = std::process::id();
@@ -47,14 +51,37 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
     log_forward::install(outbox.clone(), cfg.log_level);
 
     let running: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
-    loop {
-        let message = match reader.read_message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return EXIT_PARENT_GONE,
-            Err(e) => {
-                eprintln!("multiprocessing: child {pid} dropped its parent connection: {e}");
-                return EXIT_PARENT_GONE;
+    let permits = match cfg.concurrency {
+        0 => None,
+        n => Some(Arc::new(Semaphore::new(n as usize))),
+    };
+    // The reader runs on its own so that the loop below can also hear a finished `then_exit`
+    // call; both channels are cancel-safe to select on.
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        loop {
+            match reader.read_message().await {
+                Ok(Some(m)) => {
+                    if messages_tx.send(m).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    eprintln!("multiprocessing: child {pid} dropped its parent connection: {e}");
+                    return;
+                }
             }
+        }
+    });
+    let (exit_tx, mut exit) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    loop {
+        let message = tokio::select! {
+            m = messages.recv() => match m {
+                Some(m) => m,
+                None => return EXIT_PARENT_GONE,
+            },
+            Some(code) = exit.recv() => return code,
         };
         let (down, at) = match decode_head::<Down>(&message) {
             Ok(d) => d,
@@ -68,47 +95,43 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                 id,
                 entry,
                 then_exit,
+                batch,
+                report_start,
             } => {
-                let invocation = match entry::lookup(&entry) {
-                    Ok(record) => (record.invoke)(&message[at..]),
-                    Err(e) => Invocation::Failed(e),
-                };
-                drop(message);
+                let record = entry::lookup(&entry);
                 let outbox = outbox.clone();
                 let table = Arc::clone(&running);
+                let permits = permits.clone();
+                let exit_tx = exit_tx.clone();
                 let task = tokio::spawn(async move {
-                    let result = execute(invocation).await;
+                    // Calls wait here, in arrival order, for one of the child's slots.
+                    let _permit = match permits {
+                        Some(permits) => permits.acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    if report_start {
+                        // On the wire before the call runs: if the call then crashes the
+                        // process, the parent knows it had started and does not run it again.
+                        let _ = send_flushed(&outbox, &Up::Started { id }, Vec::new()).await;
+                    }
+                    let body = &message[at..];
+                    let result = match record {
+                        Err(e) => Err(e),
+                        Ok(record) if batch => run_batch(record, body).await,
+                        Ok(record) => execute((record.invoke)(body)).await,
+                    };
+                    drop(message);
                     table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     let code = i32::from(result.is_err());
                     let (outcome, body) = match result {
                         Ok(body) => (Ok(()), body),
                         Err(e) => (Err(RemoteError::from(&e)), Vec::new()),
                     };
-                    let head = match encode_head(&Up::Return { id, outcome }) {
-                        Ok(h) => h,
-                        Err(_) => return,
-                    };
                     if then_exit {
-                        let (ack, flushed) = tokio::sync::oneshot::channel();
-                        if outbox
-                            .send(Outgoing {
-                                head,
-                                body,
-                                ack: Some(ack),
-                            })
-                            .is_ok()
-                        {
-                            let _ = flushed.await;
-                        }
-                        let _ = std::io::stdout().flush();
-                        let _ = std::io::stderr().flush();
-                        std::process::exit(code);
+                        let _ = send_flushed(&outbox, &Up::Return { id, outcome }, body).await;
+                        let _ = exit_tx.send(code);
                     } else {
-                        let _ = outbox.send(Outgoing {
-                            head,
-                            body,
-                            ack: None,
-                        });
+                        let _ = send(&outbox, &Up::Return { id, outcome }, body);
                     }
                 });
                 running
@@ -149,13 +172,66 @@ async fn execute(invocation: Invocation) -> Result<Vec<u8>> {
     }
 }
 
-fn send(outbox: &Outbox, head: &Up, body: Vec<u8>) -> Result<()> {
+/// Runs every value of a batch through the entry; each value's failure stays its own. Sync
+/// entries run together on one blocking thread.
+async fn run_batch(record: &'static entry::EntryRecord, body: &[u8]) -> Result<Vec<u8>> {
+    let invocations: Vec<Invocation> = decode_batch(body)?
+        .into_iter()
+        .map(|item| (record.invoke)(item))
+        .collect();
+    let all_sync = invocations
+        .iter()
+        .all(|i| !matches!(i, Invocation::Async(_)));
+    let results: Vec<Result<Vec<u8>>> = if all_sync {
+        let run = move || {
+            invocations
+                .into_iter()
+                .map(|i| match i {
+                    Invocation::Sync(f) => entry::run_sync(f),
+                    Invocation::Failed(e) => Err(e),
+                    Invocation::Async(_) => {
+                        Err(Error::Protocol("async entry in a sync batch".into()))
+                    }
+                })
+                .collect()
+        };
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|e| Error::Protocol(format!("the entry's thread was lost: {e}")))?
+    } else {
+        let mut results = Vec::with_capacity(invocations.len());
+        for invocation in invocations {
+            results.push(execute(invocation).await);
+        }
+        results
+    };
+    let results: BatchResults = results
+        .into_iter()
+        .map(|r| {
+            r.map(serde_bytes::ByteBuf::from)
+                .map_err(|e| RemoteError::from(&e))
+        })
+        .collect();
+    encode_batch_results(&results)
+}
+
+/// Sends a message and waits until it has been flushed to the OS.
+async fn send_flushed(outbox: &Outbox, head: &Up, body: Vec<u8>) -> Result<()> {
     let head = encode_head(head)?;
+    let (ack, flushed) = tokio::sync::oneshot::channel();
     outbox
         .send(Outgoing {
             head,
-            body,
-            ack: None,
+            body: Arc::new(body),
+            ack: Some(ack),
         })
+        .map_err(|_| Error::Closed)?;
+    flushed.await.map_err(|_| Error::Closed)
+}
+
+fn send(outbox: &Outbox, head: &Up, body: Vec<u8>) -> Result<()> {
+    let head = encode_head(head)?;
+    outbox
+        .send(Outgoing::new(head, body))
         .map_err(|_| Error::Closed)
 }

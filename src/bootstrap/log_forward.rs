@@ -96,11 +96,7 @@ impl Subscriber for Forwarder {
             message,
         };
         if let Ok(head) = encode_head(&Up::Log(record)) {
-            let _ = self.outbox.send(Outgoing {
-                head,
-                body: Vec::new(),
-                ack: None,
-            });
+            let _ = self.outbox.send(Outgoing::new(head, Vec::new()));
         }
     }
 

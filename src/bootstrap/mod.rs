@@ -31,6 +31,7 @@ pub(crate) fn child_config() -> Option<Result<ChildConfig>> {
 /// once if the parent is already gone. Run first thing in a child.
 pub(crate) fn die_with_parent(cfg: &ChildConfig) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory of ours.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     }

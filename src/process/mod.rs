@@ -26,8 +26,9 @@ use tokio::sync::watch;
 /// What the supervisor has learned about the child.
 #[derive(Debug, Default)]
 struct State {
-    /// The call's outcome: encoded value, or the error the child reported.
-    outcome: Option<std::result::Result<Vec<u8>, RemoteError>>,
+    /// The call's outcome: the message holding the encoded value and where the value starts in
+    /// it, or the error the child reported.
+    outcome: Option<std::result::Result<(Vec<u8>, usize), RemoteError>>,
     /// Set once the process has exited and been reaped.
     exited: Option<ExitStatus>,
     /// Set when supervision failed (the runtime shut down under it).
@@ -161,7 +162,7 @@ impl<R: DeserializeOwned + Send + 'static> Process<R> {
             ));
         }
         match &state.outcome {
-            Some(Ok(bytes)) => decode_value("entry result", bytes),
+            Some(Ok((message, at))) => decode_value("entry result", &message[*at..]),
             Some(Err(remote)) => Err(remote.clone().into()),
             None => {
                 let status = state.exited.unwrap_or_else(|| ExitStatus::from_raw(0));
@@ -310,6 +311,7 @@ impl ProcessBuilder {
             start_method: self
                 .start_method
                 .unwrap_or_else(crate::start::get_start_method),
+            concurrency: 0,
         };
         let child = ctx.start_child(opts).await?;
         let pid = child.pid;
@@ -378,13 +380,11 @@ async fn supervise(
             id: 0,
             entry: entry.to_owned(),
             then_exit: true,
+            batch: false,
+            report_start: false,
         });
         if let Ok(head) = call {
-            let _ = conn.outbox.send(Outgoing {
-                head,
-                body,
-                ack: None,
-            });
+            let _ = conn.outbox.send(Outgoing::new(head, body));
         }
         loop {
             let message = match conn.reader.read_message().await {
@@ -397,11 +397,12 @@ async fn supervise(
             };
             match decode_head::<Up>(&message) {
                 Ok((Up::Return { outcome, .. }, at)) => {
-                    let outcome = outcome.map(|()| message[at..].to_vec());
+                    // Keep the message whole and remember where the value starts: no copy.
+                    let outcome = outcome.map(|()| (message, at));
                     state.send_modify(|s| s.outcome = Some(outcome));
                 }
                 Ok((Up::Log(record), _)) => emit_child_log(pid, &name, &record),
-                Ok((Up::Hello { .. }, _)) | Err(_) => {
+                Ok((Up::Hello { .. } | Up::Started { .. }, _)) | Err(_) => {
                     tracing::warn!(target: "multiprocessing::process", "child {pid} broke the protocol; dropping its connection");
                     break;
                 }
@@ -439,13 +440,11 @@ mod tests {
             id,
             entry: <nap as Entry>::NAME.into(),
             then_exit: false,
+            batch: false,
+            report_start: false,
         })
         .unwrap();
-        Outgoing {
-            head,
-            body: encode_value("args", &ms).unwrap(),
-            ack: None,
-        }
+        Outgoing::new(head, encode_value("args", &ms).unwrap())
     }
 
     /// One connection per child, many calls in flight on it: results come back by request id, in
@@ -458,6 +457,7 @@ mod tests {
             daemon: false,
             env: Vec::new(),
             start_method: StartMethod::Spawn,
+            concurrency: 0,
         };
         let child = ctx.start_child(opts).await.unwrap();
         let mut conn = child.connection.await.unwrap();
@@ -465,13 +465,7 @@ mod tests {
             conn.outbox.send(call(id, ms)).unwrap();
         }
         let cancel = encode_head(&Down::Cancel { id: 4 }).unwrap();
-        conn.outbox
-            .send(Outgoing {
-                head: cancel,
-                body: Vec::new(),
-                ack: None,
-            })
-            .unwrap();
+        conn.outbox.send(Outgoing::new(cancel, Vec::new())).unwrap();
         let mut order = Vec::new();
         while order.len() < 3 {
             let message = conn.reader.read_message().await.unwrap().unwrap();
@@ -483,11 +477,7 @@ mod tests {
         assert_eq!(order, vec![(2, 10), (3, 200), (1, 400)]);
         let shutdown = encode_head(&Down::Shutdown).unwrap();
         conn.outbox
-            .send(Outgoing {
-                head: shutdown,
-                body: Vec::new(),
-                ack: None,
-            })
+            .send(Outgoing::new(shutdown, Vec::new()))
             .unwrap();
         let mut process = child.child;
         assert_eq!(process.wait().await.unwrap().code(), Some(0));

@@ -260,6 +260,7 @@ impl Context {
                 Relaunch::Test(t) => Some(t.clone()),
                 Relaunch::Main => None,
             },
+            concurrency: opts.concurrency,
         };
         let connection = hub.expect(token);
         let started = self
@@ -304,10 +305,12 @@ impl Context {
         for child in children.iter().filter(|c| c.daemon) {
             signal(child, libc::SIGTERM);
         }
+        // One grace period for all daemons together, not one each.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         for child in children {
             let mut exited = child.exited.clone();
             if child.daemon
-                && tokio::time::timeout(Duration::from_secs(1), exited.wait_for(|s| s.is_some()))
+                && tokio::time::timeout_at(deadline, exited.wait_for(|s| s.is_some()))
                     .await
                     .is_err()
             {
@@ -331,6 +334,8 @@ pub(crate) struct ChildOptions {
     pub(crate) daemon: bool,
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) start_method: StartMethod,
+    /// How many calls the child runs at once (0 = no limit).
+    pub(crate) concurrency: u32,
 }
 
 /// The most verbose level any subscriber of this process wants, as the child forwarder's number

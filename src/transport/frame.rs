@@ -35,7 +35,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Bounds the size of a whole (multi-frame) message.
-    #[allow(dead_code)]
     pub(crate) fn set_max_message(&mut self, max_message: usize) {
         self.max_message = max_message;
     }
@@ -52,17 +51,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut message = Vec::new();
         loop {
             let mut header = [0u8; 4];
-            match self.inner.read_exact(&mut header).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    if message.is_empty() && self.inner.buffer().is_empty() {
-                        return Ok(None);
+            let mut got = 0;
+            while got < header.len() {
+                match self.inner.read(&mut header[got..]).await? {
+                    0 if got == 0 && message.is_empty() => return Ok(None),
+                    0 => {
+                        return Err(Error::Protocol(
+                            "connection closed in the middle of a message".into(),
+                        ))
                     }
-                    return Err(Error::Protocol(
-                        "connection closed in the middle of a message".into(),
-                    ));
+                    n => got += n,
                 }
-                Err(e) => return Err(e.into()),
             }
             let header = u32::from_le_bytes(header);
             let len = (header & !MORE) as usize;

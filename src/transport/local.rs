@@ -85,11 +85,40 @@ impl RunDir {
             .collect();
         let path = std::env::temp_dir().join(format!("mp-{}-{tag}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        remove_abandoned(&std::env::temp_dir());
         Ok(RunDir { path })
     }
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Removes the run directories of roots that died without cleaning up (a SIGKILLed root cannot).
+/// A directory is abandoned when no process has the pid in its name; a live process that reused
+/// the pid keeps it, which errs on the safe side.
+fn remove_abandoned(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mp-"))
+            .and_then(|n| n.split('-').next())
+        else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<libc::pid_t>() else {
+            continue;
+        };
+        // SAFETY: kill(pid, 0) only checks whether the process exists; it sends nothing.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -112,6 +141,9 @@ impl Listener {
     /// # Errors
     /// `Io` when the path is taken or its directory is missing.
     pub(crate) fn bind(path: PathBuf) -> Result<Self> {
+        // The directory is private to the run: a file of this name can only be the socket of a
+        // process of this run that died with the same pid, which nobody listens on any more.
+        let _ = std::fs::remove_file(&path);
         let name = path.as_path().to_fs_name::<GenericFilePath>()?;
         let inner = ListenerOptions::new()
             .name(name)

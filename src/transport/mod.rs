@@ -42,7 +42,8 @@ impl std::fmt::Debug for Conn {
 
 fn frames((recv, send): local::Halves) -> Conn {
     let mut reader = FrameReader::new(recv, HANDSHAKE_MAX_FRAME);
-    reader.set_max_frame(HANDSHAKE_MAX_FRAME);
+    // Until the peer has proved it holds the key, a whole message is as small as one frame.
+    reader.set_max_message(HANDSHAKE_MAX_FRAME);
     Conn {
         reader,
         writer: FrameWriter::new(send, max_frame()),
@@ -52,6 +53,7 @@ fn frames((recv, send): local::Halves) -> Conn {
 impl Conn {
     fn authenticated(mut self) -> Self {
         self.reader.set_max_frame(max_frame());
+        self.reader.set_max_message(usize::MAX);
         self
     }
 
@@ -80,9 +82,21 @@ impl Conn {
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) head: Vec<u8>,
-    pub(crate) body: Vec<u8>,
+    /// Shared so that a sender may keep the body (to send it again elsewhere) without a copy.
+    pub(crate) body: std::sync::Arc<Vec<u8>>,
     /// Told once this message (and everything before it) has been flushed to the OS.
     pub(crate) ack: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Outgoing {
+    /// A message without acknowledgement.
+    pub(crate) fn new(head: Vec<u8>, body: impl Into<std::sync::Arc<Vec<u8>>>) -> Self {
+        Outgoing {
+            head,
+            body: body.into(),
+            ack: None,
+        }
+    }
 }
 
 /// The sending side of a connection, shared by every task that talks to the peer.

@@ -1,0 +1,527 @@
+//! The seam between the pool's front end and where tasks run.
+//!
+//! The front end (`Pool`, `AsyncResult`, `Map`, `Imap`) knows only this: it submits encoded
+//! [`Task`]s, each carrying its id and where its [`Completion`] goes, cancels groups of tasks, and
+//! receives completions (results, or failures such as a lost worker). The local implementation
+//! below runs tasks on child processes of this executable; a broker backend (Redis streams, NATS)
+//! can later implement the same [`Command`] protocol without touching the front end.
+//!
+//! # Scheduling (local workers)
+//! Each worker holds up to `depth` tasks (pipelining: the next task is already in the child when
+//! the current one ends), handed out to the least-loaded worker first. The child runs
+//! `concurrency_per_worker` of them at once, in arrival order, and reports each start before
+//! running it, so when a worker dies the driver knows exactly which tasks had started (they fail
+//! with `WorkerLost`, or are retried if the caller opted in) and which had not (they go to
+//! another worker, unnoticed by the caller).
+
+use super::worker::{self, WorkerEvent, WorkerHandle, WorkerSpec};
+use crate::error::{Error, RemoteError};
+use crate::hub::emit_child_log;
+use crate::protocol::{decode_head, encode_head, Down, Up};
+use crate::start::{send_signal, Context};
+use crate::transport::Outgoing;
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// One unit of work: a batch of encoded arguments for one entry.
+#[derive(Debug)]
+pub(crate) struct Task {
+    /// Unique within the pool; never 0 (0 is the initializer's call).
+    pub(crate) id: u64,
+    /// Tasks of one call share a group; cancelling the call cancels the group.
+    pub(crate) group: u64,
+    pub(crate) entry: &'static str,
+    /// An `encode_batch` of the arguments.
+    pub(crate) body: Arc<Vec<u8>>,
+    /// Position of this batch within its call.
+    pub(crate) index: usize,
+    /// How many more times the task may run again after its worker died mid-task.
+    pub(crate) retries: u32,
+    pub(crate) reply: mpsc::UnboundedSender<Completion>,
+}
+
+/// What became of a task.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) index: usize,
+    /// The message holding the encoded batch results and where they start in it.
+    pub(crate) outcome: Result<(Vec<u8>, usize), TaskFailure>,
+}
+
+/// Why a whole task produced no results.
+#[derive(Debug, Clone)]
+pub(crate) enum TaskFailure {
+    /// The child refused the whole batch (unknown entry, undecodable batch).
+    Remote(RemoteError),
+    /// The worker died after the task had started.
+    WorkerLost { pid: u32, signal: Option<i32> },
+    /// The pool was terminated before the task finished.
+    Terminated,
+}
+
+impl From<TaskFailure> for Error {
+    fn from(f: TaskFailure) -> Self {
+        match f {
+            TaskFailure::Remote(r) => r.into(),
+            TaskFailure::WorkerLost { pid, signal } => Error::WorkerLost { pid, signal },
+            TaskFailure::Terminated => Error::PoolClosed,
+        }
+    }
+}
+
+/// What the front end asks of the backend.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Submit(Vec<Task>),
+    /// The receiver of this group is gone: drop its queued tasks, cancel its dispatched ones.
+    Cancel(u64),
+    Close,
+    /// Close, finish all work, stop the workers, then answer.
+    Join(oneshot::Sender<()>),
+    /// Kill the workers now, fail all work, then answer (if anyone asks).
+    Terminate(Option<oneshot::Sender<()>>),
+    Pids(oneshot::Sender<Vec<u32>>),
+}
+
+/// How the local backend runs its workers.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalConfig {
+    pub(crate) processes: usize,
+    pub(crate) spec: WorkerSpec,
+    pub(crate) max_tasks_per_child: Option<u32>,
+    pub(crate) concurrency: u32,
+}
+
+struct InFlight {
+    task: Task,
+    started: bool,
+}
+
+struct Worker {
+    handle: WorkerHandle,
+    inflight: HashMap<u64, InFlight>,
+    done: u32,
+    retiring: bool,
+    shutdown_sent: bool,
+}
+
+enum Slot {
+    Starting(u64),
+    Up(u64, Worker),
+    Empty,
+}
+
+struct Driver {
+    cfg: LocalConfig,
+    ctx: Arc<Context>,
+    depth: usize,
+    slots: Vec<Slot>,
+    next_gen: u64,
+    pending: VecDeque<Task>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    startup: Option<(oneshot::Sender<crate::Result<()>>, usize)>,
+    closed: bool,
+    draining: bool,
+    terminating: bool,
+    joiners: Vec<oneshot::Sender<()>>,
+    terminators: Vec<oneshot::Sender<()>>,
+}
+
+/// Starts the workers and the task that drives them. The returned receiver answers once every
+/// worker is up (or the first one failed to start).
+pub(crate) fn start(
+    ctx: Arc<Context>,
+    cfg: LocalConfig,
+) -> (
+    mpsc::UnboundedSender<Command>,
+    oneshot::Receiver<crate::Result<()>>,
+) {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (ready_tx, ready) = oneshot::channel();
+    let processes = cfg.processes;
+    let depth = (2 * cfg.concurrency.max(1) as usize).max(4);
+    let mut driver = Driver {
+        cfg,
+        ctx,
+        depth,
+        slots: (0..processes).map(|_| Slot::Empty).collect(),
+        next_gen: 0,
+        pending: VecDeque::new(),
+        events: events_tx,
+        startup: Some((ready_tx, processes)),
+        closed: false,
+        draining: false,
+        terminating: false,
+        joiners: Vec::new(),
+        terminators: Vec::new(),
+    };
+    for slot in 0..processes {
+        driver.start_worker(slot, Duration::ZERO);
+    }
+    tokio::spawn(driver.run(commands, events));
+    (commands_tx, ready)
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    // Every handle is gone: nobody can ask for results any more.
+                    None => self.terminate(),
+                },
+                Some(event) = events.recv() => self.on_event(event),
+            }
+            self.dispatch();
+            self.check_drained();
+            if self.terminating && self.all_empty() {
+                for t in self.terminators.drain(..) {
+                    let _ = t.send(());
+                }
+                for j in self.joiners.drain(..) {
+                    let _ = j.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit(tasks) => {
+                if self.closed || self.terminating {
+                    for task in tasks {
+                        fail(task, TaskFailure::Terminated);
+                    }
+                } else {
+                    self.pending.extend(tasks);
+                }
+            }
+            Command::Cancel(group) => self.cancel(group),
+            Command::Close => self.closed = true,
+            Command::Join(tx) => {
+                self.closed = true;
+                self.joiners.push(tx);
+            }
+            Command::Terminate(tx) => {
+                self.terminators.extend(tx);
+                self.terminate();
+            }
+            Command::Pids(tx) => {
+                let pids = self
+                    .slots
+                    .iter()
+                    .filter_map(|s| match s {
+                        Slot::Up(_, w) => Some(w.handle.pid),
+                        _ => None,
+                    })
+                    .collect();
+                let _ = tx.send(pids);
+            }
+        }
+    }
+
+    fn cancel(&mut self, group: u64) {
+        self.pending.retain(|t| t.group != group);
+        for slot in &mut self.slots {
+            if let Slot::Up(_, worker) = slot {
+                let ids: Vec<u64> = worker
+                    .inflight
+                    .iter()
+                    .filter(|(_, f)| f.task.group == group)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    worker.inflight.remove(&id);
+                    if let Ok(head) = encode_head(&Down::Cancel { id }) {
+                        let _ = worker.handle.outbox.send(Outgoing::new(head, Vec::new()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn terminate(&mut self) {
+        if !self.terminating {
+            self.terminating = true;
+            self.closed = true;
+            for task in self.pending.drain(..) {
+                fail(task, TaskFailure::Terminated);
+            }
+        }
+        for slot in &mut self.slots {
+            if let Slot::Up(_, worker) = slot {
+                for (_, f) in worker.inflight.drain() {
+                    fail(f.task, TaskFailure::Terminated);
+                }
+                send_signal(worker.handle.pid, libc::SIGKILL);
+            }
+        }
+        if let Some((tx, _)) = self.startup.take() {
+            let _ = tx.send(Err(Error::PoolClosed));
+        }
+    }
+
+    fn all_empty(&self) -> bool {
+        self.slots.iter().all(|s| matches!(s, Slot::Empty))
+    }
+
+    fn start_worker(&mut self, slot: usize, delay: Duration) {
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        self.slots[slot] = Slot::Starting(gen);
+        let spec = self.cfg.spec.clone();
+        let ctx = Arc::clone(&self.ctx);
+        let events = self.events.clone();
+        let concurrency = self.cfg.concurrency;
+        tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            worker::run(ctx, spec, concurrency, slot, gen, events).await;
+        });
+    }
+
+    fn on_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Ready { slot, gen, result } => {
+                if !matches!(self.slots[slot], Slot::Starting(g) if g == gen) {
+                    return;
+                }
+                match result {
+                    Ok(handle) => {
+                        if self.terminating {
+                            send_signal(handle.pid, libc::SIGKILL);
+                        }
+                        let mut worker = Worker {
+                            handle,
+                            inflight: HashMap::new(),
+                            done: 0,
+                            retiring: false,
+                            shutdown_sent: false,
+                        };
+                        if self.draining {
+                            shutdown(&mut worker);
+                        }
+                        self.slots[slot] = Slot::Up(gen, worker);
+                        if let Some((tx, left)) = self.startup.take() {
+                            if left <= 1 {
+                                let _ = tx.send(Ok(()));
+                            } else {
+                                self.startup = Some((tx, left - 1));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.slots[slot] = Slot::Empty;
+                        if let Some((tx, _)) = self.startup.take() {
+                            let _ = tx.send(Err(e));
+                            self.terminate();
+                        } else if !self.terminating && !self.draining {
+                            tracing::warn!(target: "multiprocessing::pool", "a replacement worker failed to start: {e}; trying again");
+                            self.start_worker(slot, Duration::from_millis(200));
+                        }
+                    }
+                }
+            }
+            WorkerEvent::Message { slot, gen, message } => {
+                let Slot::Up(g, worker) = &mut self.slots[slot] else {
+                    return;
+                };
+                if *g != gen {
+                    return;
+                }
+                match decode_head::<Up>(&message) {
+                    Ok((Up::Started { id }, _)) => {
+                        if let Some(f) = worker.inflight.get_mut(&id) {
+                            f.started = true;
+                        }
+                    }
+                    Ok((Up::Return { id, outcome }, at)) => {
+                        if let Some(f) = worker.inflight.remove(&id) {
+                            worker.done += 1;
+                            let outcome =
+                                outcome.map(|()| (message, at)).map_err(TaskFailure::Remote);
+                            let _ = f.task.reply.send(Completion {
+                                index: f.task.index,
+                                outcome,
+                            });
+                        }
+                        if let Some(max) = self.cfg.max_tasks_per_child {
+                            if worker.done >= max {
+                                worker.retiring = true;
+                            }
+                        }
+                        if worker.retiring && worker.inflight.is_empty() {
+                            shutdown(worker);
+                        }
+                    }
+                    Ok((Up::Log(record), _)) => {
+                        emit_child_log(worker.handle.pid, &worker.handle.name, &record)
+                    }
+                    Ok((Up::Hello { .. }, _)) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "multiprocessing::pool", "worker {} broke the protocol ({e}); killing it", worker.handle.pid);
+                        send_signal(worker.handle.pid, libc::SIGKILL);
+                    }
+                }
+            }
+            WorkerEvent::Exited { slot, gen, status } => {
+                let slot_state = std::mem::replace(&mut self.slots[slot], Slot::Empty);
+                let worker = match slot_state {
+                    Slot::Up(g, worker) if g == gen => worker,
+                    other => {
+                        self.slots[slot] = other;
+                        return;
+                    }
+                };
+                let pid = worker.handle.pid;
+                let mut lost: Vec<InFlight> = worker.inflight.into_values().collect();
+                lost.sort_by_key(|f| std::cmp::Reverse(f.task.id));
+                for f in lost {
+                    let mut task = f.task;
+                    if !f.started {
+                        // Certainly not started: it goes to another worker, unnoticed.
+                        self.pending.push_front(task);
+                    } else if task.retries > 0 {
+                        task.retries -= 1;
+                        self.pending.push_front(task);
+                    } else {
+                        fail(
+                            task,
+                            TaskFailure::WorkerLost {
+                                pid,
+                                signal: status.signal(),
+                            },
+                        );
+                    }
+                }
+                if !worker.shutdown_sent && !self.terminating {
+                    tracing::warn!(target: "multiprocessing::pool", "pool worker {pid} died ({status}); replacing it");
+                }
+                let finished = self.draining && self.pending.is_empty();
+                if !self.terminating && !finished {
+                    self.start_worker(slot, Duration::ZERO);
+                }
+            }
+        }
+    }
+
+    /// Hands queued tasks to the least-loaded workers with room.
+    fn dispatch(&mut self) {
+        if self.terminating {
+            return;
+        }
+        // A worker that may run only `max` tasks in its life is never handed more.
+        let lifetime = self
+            .cfg
+            .max_tasks_per_child
+            .map_or(usize::MAX, |m| m as usize);
+        while !self.pending.is_empty() {
+            let mut best: Option<(usize, usize)> = None;
+            for (i, slot) in self.slots.iter().enumerate() {
+                if let Slot::Up(_, w) = slot {
+                    let load = w.inflight.len();
+                    let room = load < self.depth && load + (w.done as usize) < lifetime;
+                    if !w.retiring && !w.shutdown_sent && room && best.is_none_or(|(_, n)| load < n)
+                    {
+                        best = Some((i, load));
+                    }
+                }
+            }
+            let Some((i, _)) = best else { return };
+            let Some(task) = self.next_task() else { return };
+            let Slot::Up(_, worker) = &mut self.slots[i] else {
+                return;
+            };
+            let head = encode_head(&Down::Call {
+                id: task.id,
+                entry: task.entry.to_owned(),
+                then_exit: false,
+                batch: true,
+                report_start: true,
+            });
+            match head {
+                Ok(head) => {
+                    let _ = worker
+                        .handle
+                        .outbox
+                        .send(Outgoing::new(head, Arc::clone(&task.body)));
+                    worker.inflight.insert(
+                        task.id,
+                        InFlight {
+                            task,
+                            started: false,
+                        },
+                    );
+                }
+                Err(e) => fail(task, TaskFailure::Remote(RemoteError::from(&e))),
+            }
+        }
+    }
+
+    /// The next queued task whose caller still wants it.
+    fn next_task(&mut self) -> Option<Task> {
+        while let Some(task) = self.pending.pop_front() {
+            if !task.reply.is_closed() {
+                return Some(task);
+            }
+        }
+        None
+    }
+
+    /// After `join`: once all work is done, stop the workers; once they are gone, answer.
+    fn check_drained(&mut self) {
+        if !self.closed || self.joiners.is_empty() || self.terminating {
+            return;
+        }
+        let busy = !self.pending.is_empty()
+            || self
+                .slots
+                .iter()
+                .any(|s| matches!(s, Slot::Up(_, w) if !w.inflight.is_empty()));
+        if busy {
+            return;
+        }
+        if !self.draining {
+            self.draining = true;
+            for slot in &mut self.slots {
+                if let Slot::Up(_, w) = slot {
+                    shutdown(w);
+                }
+            }
+        }
+        if self.all_empty() {
+            for j in self.joiners.drain(..) {
+                let _ = j.send(());
+            }
+            // The pool is finished: nothing more will come.
+            self.terminating = true;
+        }
+    }
+}
+
+fn shutdown(worker: &mut Worker) {
+    if !worker.shutdown_sent {
+        worker.shutdown_sent = true;
+        if let Ok(head) = encode_head(&Down::Shutdown) {
+            let _ = worker.handle.outbox.send(Outgoing::new(head, Vec::new()));
+        }
+    }
+}
+
+fn fail(task: Task, failure: TaskFailure) {
+    let _ = task.reply.send(Completion {
+        index: task.index,
+        outcome: Err(failure),
+    });
+}

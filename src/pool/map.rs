@@ -1,0 +1,435 @@
+//! The builder-futures and streams that pool calls return: `Apply`, `Map`, `Imap`,
+//! `ImapUnordered`.
+
+use super::backend::{Command, Completion, TaskFailure};
+use super::{decode_results, AsyncResult, PoolHandle};
+use crate::entry::BoxFuture;
+use crate::error::{Error, RemoteError, Result};
+use crate::protocol::encode_value;
+use futures::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::IntoFuture;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+type Input = Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>;
+
+/// Encodes items as they are pulled from the input.
+pub(crate) fn encoder<I>(items: I) -> Input
+where
+    I: Iterator + Send + 'static,
+    I::Item: Serialize,
+{
+    Box::new(items.map(|a| encode_value("entry arguments", &a)))
+}
+
+/// Sends `Cancel(group)` when dropped while armed.
+struct CancelOnDrop {
+    commands: mpsc::UnboundedSender<Command>,
+    group: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.commands.send(Command::Cancel(self.group));
+        }
+    }
+}
+
+/// One call on a pool worker, returned by [`Pool::apply`](super::Pool::apply): set options,
+/// then `.await` it (or [`submit`](Self::submit) it for an [`AsyncResult`]).
+///
+/// # Cancel safety
+/// As [`AsyncResult`]: dropping the awaiting future before the task started cancels it.
+#[must_use = "a pool call does nothing until it is awaited or submitted"]
+pub struct Apply<R> {
+    handle: PoolHandle,
+    entry: &'static str,
+    args: Result<Vec<u8>>,
+    retries: u32,
+    _output: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Apply<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Apply")
+            .field("entry", &self.entry)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Apply<R> {
+    pub(crate) fn new(handle: PoolHandle, entry: &'static str, args: Result<Vec<u8>>) -> Self {
+        Apply {
+            handle,
+            entry,
+            args,
+            retries: 0,
+            _output: PhantomData,
+        }
+    }
+
+    /// If the worker dies while running the task, run it again on another worker, up to `n`
+    /// times. Default: 0 (the task fails with [`Error::WorkerLost`]). Only for tasks that may
+    /// safely run twice.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Submits the task now; Python's `apply_async`.
+    pub fn submit(self) -> AsyncResult<R> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let group = self.handle.next_id();
+        let submitted = self.args.and_then(|args| {
+            self.handle
+                .submit(self.entry, vec![vec![args]], 0, self.retries, group, &tx)
+        });
+        if let Err(e) = submitted {
+            let failure = match e {
+                Error::PoolClosed => TaskFailure::Terminated,
+                other => TaskFailure::Remote(RemoteError::from(&other)),
+            };
+            let _ = tx.send(Completion {
+                index: 0,
+                outcome: Err(failure),
+            });
+        }
+        AsyncResult::new(rx, group, self.handle.commands.clone())
+    }
+}
+
+impl<R: DeserializeOwned> IntoFuture for Apply<R> {
+    type Output = Result<R>;
+    type IntoFuture = AsyncResult<R>;
+
+    fn into_future(self) -> AsyncResult<R> {
+        self.submit()
+    }
+}
+
+/// Python's default: `len / (4 × processes)`, rounded up.
+fn default_chunksize(len: usize, processes: usize) -> usize {
+    len.div_ceil(4 * processes.max(1)).max(1)
+}
+
+/// Many calls, all values in input order; returned by [`Pool::map`](super::Pool::map). Set
+/// options, then `.await` it.
+///
+/// # Cancel safety
+/// Dropping the future cancels the chunks that have not started.
+///
+/// # Errors
+/// The first failure met (a task's own error, [`Error::WorkerLost`], [`Error::PoolClosed`]);
+/// the chunks not yet started are then cancelled.
+#[must_use = "a pool call does nothing until it is awaited"]
+pub struct Map<R> {
+    handle: PoolHandle,
+    entry: &'static str,
+    items: Vec<Result<Vec<u8>>>,
+    chunksize: Option<usize>,
+    retries: u32,
+    _output: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Map<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("entry", &self.entry)
+            .field("items", &self.items.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Map<R> {
+    pub(crate) fn new(
+        handle: PoolHandle,
+        entry: &'static str,
+        items: Vec<Result<Vec<u8>>>,
+    ) -> Self {
+        Map {
+            handle,
+            entry,
+            items,
+            chunksize: None,
+            retries: 0,
+            _output: PhantomData,
+        }
+    }
+
+    /// Items per chunk. Default: `len / (4 × processes)`, rounded up, as Python picks it.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = Some(n.max(1));
+        self
+    }
+
+    /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
+    type Output = Result<Vec<R>>;
+    type IntoFuture = BoxFuture<Result<Vec<R>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let items: Vec<Vec<u8>> = self.items.into_iter().collect::<Result<_>>()?;
+            if items.is_empty() {
+                return Ok(Vec::new());
+            }
+            let size = self
+                .chunksize
+                .unwrap_or_else(|| default_chunksize(items.len(), self.handle.processes));
+            let mut chunks: Vec<Vec<Vec<u8>>> = Vec::with_capacity(items.len().div_ceil(size));
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                chunks.push(items.by_ref().take(size).collect());
+            }
+            let count = chunks.len();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let group = self.handle.next_id();
+            let mut guard = CancelOnDrop {
+                commands: self.handle.commands.clone(),
+                group,
+                armed: true,
+            };
+            self.handle
+                .submit(self.entry, chunks, 0, self.retries, group, &tx)?;
+            drop(tx);
+            let mut done: Vec<Option<Vec<Result<R>>>> = (0..count).map(|_| None).collect();
+            for _ in 0..count {
+                let completion = rx.recv().await.ok_or(Error::PoolClosed)?;
+                let (message, at) = completion.outcome.map_err(Error::from)?;
+                done[completion.index] = Some(decode_results(&message[at..])?);
+            }
+            guard.armed = false;
+            done.into_iter().flatten().flatten().collect()
+        })
+    }
+}
+
+/// Results of [`Pool::imap`](super::Pool::imap): a `Stream` of per-item results, in input order.
+///
+/// The input is read lazily: at most a window of chunks (8 per worker) is submitted ahead of
+/// what the stream has yielded, so a huge (or endless) iterator never sits in memory at once.
+///
+/// # Cancel safety
+/// Dropping the stream cancels the chunks that have not started; the pool stays healthy.
+#[must_use = "streams do nothing unless polled"]
+pub struct Imap<R> {
+    handle: PoolHandle,
+    entry: &'static str,
+    input: Option<Input>,
+    chunksize: usize,
+    retries: u32,
+    ordered: bool,
+    group: u64,
+    tx: mpsc::UnboundedSender<Completion>,
+    rx: mpsc::UnboundedReceiver<Completion>,
+    sizes: HashMap<usize, usize>,
+    next_index: usize,
+    outstanding: usize,
+    window: usize,
+    buffer: BTreeMap<usize, Vec<Result<R>>>,
+    next_yield: usize,
+    ready: VecDeque<Result<R>>,
+}
+
+impl<R> std::fmt::Debug for Imap<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("entry", &self.entry)
+            .field("ordered", &self.ordered)
+            .field("outstanding", &self.outstanding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: DeserializeOwned> Imap<R> {
+    pub(crate) fn new(
+        handle: PoolHandle,
+        entry: &'static str,
+        input: Input,
+        ordered: bool,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let group = handle.next_id();
+        let window = 8 * handle.processes.max(1);
+        Imap {
+            handle,
+            entry,
+            input: Some(input),
+            chunksize: 1,
+            retries: 0,
+            ordered,
+            group,
+            tx,
+            rx,
+            sizes: HashMap::new(),
+            next_index: 0,
+            outstanding: 0,
+            window,
+            buffer: BTreeMap::new(),
+            next_yield: 0,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Items per chunk. Default: 1. Set it before the first poll.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = n.max(1);
+        self
+    }
+
+    /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    fn deliver(&mut self, index: usize, results: Vec<Result<R>>) {
+        if self.ordered {
+            self.buffer.insert(index, results);
+            while let Some(results) = self.buffer.remove(&self.next_yield) {
+                self.ready.extend(results);
+                self.next_yield += 1;
+            }
+        } else {
+            self.ready.extend(results);
+        }
+    }
+
+    /// Submits chunks until the window is full or the input ends.
+    fn top_up(&mut self) {
+        while self.outstanding < self.window {
+            let Some(input) = self.input.as_mut() else {
+                return;
+            };
+            let mut chunk = Vec::with_capacity(self.chunksize);
+            let mut bad = None;
+            for _ in 0..self.chunksize {
+                match input.next() {
+                    Some(Ok(item)) => chunk.push(item),
+                    Some(Err(e)) => bad = Some(e),
+                    None => {
+                        self.input = None;
+                        break;
+                    }
+                }
+            }
+            if chunk.is_empty() && bad.is_none() {
+                return;
+            }
+            let index = self.next_index;
+            self.next_index += 1;
+            if let Some(e) = bad {
+                // The chunk holding an item that does not encode yields that error, once.
+                self.deliver(index, vec![Err(e)]);
+                continue;
+            }
+            let len = chunk.len();
+            match self.handle.submit(
+                self.entry,
+                vec![chunk],
+                index,
+                self.retries,
+                self.group,
+                &self.tx,
+            ) {
+                Ok(()) => {
+                    self.sizes.insert(index, len);
+                    self.outstanding += 1;
+                }
+                Err(e) => self.deliver(index, vec![Err(e)]),
+            }
+        }
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            self.top_up();
+            if let Some(item) = self.ready.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if self.outstanding == 0 && self.input.is_none() {
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(completion)) => {
+                    self.outstanding -= 1;
+                    let len = self.sizes.remove(&completion.index).unwrap_or(1);
+                    let results = match completion.outcome {
+                        Ok((message, at)) => {
+                            decode_results(&message[at..]).unwrap_or_else(|e| vec![Err(e)])
+                        }
+                        Err(failure) => (0..len).map(|_| Err(failure.clone().into())).collect(),
+                    };
+                    self.deliver(completion.index, results);
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+// Nothing in `Imap` is structurally pinned: the buffered results are plain values it moves.
+impl<R> Unpin for Imap<R> {}
+
+impl<R: DeserializeOwned> Stream for Imap<R> {
+    type Item = Result<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        self.get_mut().poll_item(cx)
+    }
+}
+
+impl<R> Drop for Imap<R> {
+    fn drop(&mut self) {
+        if self.outstanding > 0 {
+            let _ = self.handle.commands.send(Command::Cancel(self.group));
+        }
+    }
+}
+
+/// Results of [`Pool::imap_unordered`](super::Pool::imap_unordered): a `Stream` of per-item
+/// results in the order they finish; one slow task holds up no other.
+///
+/// # Cancel safety
+/// As [`Imap`]: dropping the stream cancels the chunks that have not started.
+#[must_use = "streams do nothing unless polled"]
+#[derive(Debug)]
+pub struct ImapUnordered<R>(pub(crate) Imap<R>);
+
+impl<R: DeserializeOwned> ImapUnordered<R> {
+    /// Items per chunk. Default: 1. Set it before the first poll.
+    pub fn chunksize(self, n: usize) -> Self {
+        ImapUnordered(self.0.chunksize(n))
+    }
+
+    /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
+    pub fn retries(self, n: u32) -> Self {
+        ImapUnordered(self.0.retries(n))
+    }
+}
+
+impl<R: DeserializeOwned> Stream for ImapUnordered<R> {
+    type Item = Result<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        self.get_mut().0.poll_item(cx)
+    }
+}

@@ -1,0 +1,388 @@
+//! Layer 6: `Pool`, a set of worker processes that run `#[entry]` functions for you.
+//!
+//! Python's `multiprocessing.Pool`, with futures and streams instead of blocking calls, and
+//! without its two classic hangs: a worker that dies (abort, segfault, SIGKILL, OOM kill) costs
+//! only the tasks it was running, which fail with [`Error::WorkerLost`] (or run again, if the call
+//! opted in with `.retries(n)`), and the worker is replaced; a dropped result cancels the tasks
+//! it had not started.
+//!
+//! # Which call to use
+//! - [`Pool::apply`] / [`Pool::apply_async`]: one call; the second returns a handle at once.
+//! - [`Pool::map`] / [`Pool::starmap`]: many calls, all results in input order, as a `Vec`.
+//! - [`Pool::imap`] / [`Pool::imap_unordered`]: many calls as a `Stream` of per-item results, in
+//!   input order or as they finish; the input is read lazily, a bounded window ahead.
+//!
+//! # Chunks
+//! Items travel to workers in chunks (one message, one result message each). `map` picks the chunk
+//! size as Python does (`len / (4 × processes)`, rounded up); `imap`/`imap_unordered` default to
+//! one item per chunk. Set it with `.chunksize(n)`. A panic in one item fails that item only.
+//!
+//! # What "in flight" means
+//! Each worker holds a few tasks ahead (pipelining). The child reports each task's start, so when
+//! a worker dies the pool knows which tasks had started: those fail with `WorkerLost` (or are
+//! retried); the ones that had certainly not started go to another worker, unnoticed.
+
+mod async_result;
+mod backend;
+mod map;
+mod worker;
+
+pub use async_result::AsyncResult;
+pub use map::{Apply, Imap, ImapUnordered, Map};
+
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+use crate::protocol::{decode_batch_results, decode_value, encode_batch, encode_value};
+use crate::start::{Context, StartMethod};
+use backend::{Command, Completion, LocalConfig, Task};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use worker::WorkerSpec;
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Workers are children of this process, started eagerly: [`Pool::new`] returns once all of
+/// them are up. Dropping the pool without [`close`](Pool::close) + [`join`](Pool::join)
+/// terminates its workers.
+///
+/// ```
+/// use multiprocessing::{entry, Pool};
+///
+/// #[entry]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[multiprocessing::process_main]
+/// async fn main() -> multiprocessing::Result<()> {
+///     let pool = Pool::new(2).await?;
+///     assert_eq!(pool.apply(square, 7).await?, 49);
+///     assert_eq!(pool.map(square, 0..5).await?, vec![0, 1, 4, 9, 16]);
+///     pool.close();
+///     pool.join().await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Pool {
+    handle: PoolHandle,
+    processes: usize,
+}
+
+/// What calls need of the pool: where commands go, and fresh ids.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    ids: Arc<AtomicU64>,
+    processes: usize,
+}
+
+impl PoolHandle {
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Submits one call's chunks; returns its group and where completions arrive.
+    fn submit(
+        &self,
+        entry: &'static str,
+        chunks: Vec<Vec<Vec<u8>>>,
+        first_index: usize,
+        retries: u32,
+        group: u64,
+        reply: &mpsc::UnboundedSender<Completion>,
+    ) -> Result<()> {
+        let mut tasks = Vec::with_capacity(chunks.len());
+        for (i, items) in chunks.into_iter().enumerate() {
+            tasks.push(Task {
+                id: self.next_id(),
+                group,
+                entry,
+                body: Arc::new(encode_batch(&items)?),
+                index: first_index + i,
+                retries,
+                reply: reply.clone(),
+            });
+        }
+        self.commands
+            .send(Command::Submit(tasks))
+            .map_err(|_| Error::PoolClosed)
+    }
+}
+
+/// Decodes a batch of results as `R`s; each item keeps its own error.
+pub(crate) fn decode_results<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<Result<R>>> {
+    Ok(decode_batch_results(body)?
+        .into_iter()
+        .map(|r| match r {
+            Ok(bytes) => decode_value::<R>("entry result", &bytes),
+            Err(remote) => Err(remote.into()),
+        })
+        .collect())
+}
+
+/// Whether a batch holds one result and it is a value.
+pub(crate) fn batch_succeeded(body: &[u8]) -> bool {
+    matches!(decode_batch_results(body).as_deref(), Ok([Ok(_)]))
+}
+
+impl Pool {
+    /// A pool of `processes` workers with every other setting at its default.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while workers start terminates the ones already started.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub async fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build().await
+    }
+
+    /// A builder for the pool's settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The pids of the workers running now (they change as workers are replaced).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] once the pool has finished.
+    pub async fn worker_pids(&self) -> Result<Vec<u32>> {
+        let (tx, rx) = oneshot::channel();
+        self.handle
+            .commands
+            .send(Command::Pids(tx))
+            .map_err(|_| Error::PoolClosed)?;
+        rx.await.map_err(|_| Error::PoolClosed)
+    }
+
+    /// Runs `entry(args)` on a worker: a builder-future (`.retries(n)`, then `.await`).
+    pub fn apply<E: Entry>(&self, entry: E, args: E::Args) -> Apply<E::Output> {
+        let _ = entry;
+        Apply::new(
+            self.handle.clone(),
+            E::NAME,
+            encode_value("entry arguments", &args),
+        )
+    }
+
+    /// Submits `entry(args)` now and returns its [`AsyncResult`] (Python's `apply_async`).
+    pub fn apply_async<E: Entry>(&self, entry: E, args: E::Args) -> AsyncResult<E::Output> {
+        self.apply(entry, args).submit()
+    }
+
+    /// Runs `entry` on every item; the values in input order (Python's `map`). A builder-future:
+    /// `.chunksize(n)`, `.retries(n)`, then `.await`. The items are encoded now.
+    pub fn map<E, I>(&self, entry: E, items: I) -> Map<E::Output>
+    where
+        E: Entry,
+        I: IntoIterator<Item = E::Args>,
+    {
+        let _ = entry;
+        let encoded = items
+            .into_iter()
+            .map(|a| encode_value("entry arguments", &a))
+            .collect();
+        Map::new(self.handle.clone(), E::NAME, encoded)
+    }
+
+    /// [`map`](Self::map) for entries with several parameters, each item a tuple (Python's
+    /// `starmap`). Since several parameters already travel as one tuple, this is `map`.
+    pub fn starmap<E, I>(&self, entry: E, items: I) -> Map<E::Output>
+    where
+        E: Entry,
+        I: IntoIterator<Item = E::Args>,
+    {
+        self.map(entry, items)
+    }
+
+    /// A `Stream` of `entry(item)` results in input order (Python's `imap`). The input is read
+    /// lazily, a bounded window ahead of what has been consumed.
+    pub fn imap<E, I>(&self, entry: E, items: I) -> Imap<E::Output>
+    where
+        E: Entry,
+        I: IntoIterator<Item = E::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        let _ = entry;
+        Imap::new(
+            self.handle.clone(),
+            E::NAME,
+            map::encoder(items.into_iter()),
+            true,
+        )
+    }
+
+    /// A `Stream` of `entry(item)` results as they finish (Python's `imap_unordered`).
+    pub fn imap_unordered<E, I>(&self, entry: E, items: I) -> ImapUnordered<E::Output>
+    where
+        E: Entry,
+        I: IntoIterator<Item = E::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        let _ = entry;
+        ImapUnordered(Imap::new(
+            self.handle.clone(),
+            E::NAME,
+            map::encoder(items.into_iter()),
+            false,
+        ))
+    }
+
+    /// Accepts no new work (Python's `close`); work already submitted goes on.
+    pub fn close(&self) {
+        let _ = self.handle.commands.send(Command::Close);
+    }
+
+    /// Closes the pool, waits for all submitted work to finish and the workers to exit.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the pool still closes and drains; awaiting `join` again waits for the end.
+    ///
+    /// # Errors
+    /// None today; `Result` leaves room for backends that can fail to drain.
+    pub async fn join(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.handle.commands.send(Command::Join(tx)).is_err() {
+            return Ok(());
+        }
+        let _ = rx.await;
+        Ok(())
+    }
+
+    /// Kills the workers now (Python's `terminate`); unfinished work fails with
+    /// [`Error::PoolClosed`]. Returns once every worker has exited.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the workers are killed either way.
+    ///
+    /// # Errors
+    /// None today; `Result` leaves room for backends that can fail to stop.
+    pub async fn terminate(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .handle
+            .commands
+            .send(Command::Terminate(Some(tx)))
+            .is_err()
+        {
+            return Ok(());
+        }
+        let _ = rx.await;
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.handle.commands.send(Command::Terminate(None));
+    }
+}
+
+/// Settings of a [`Pool`] (Python's `Pool(processes, initializer, initargs, maxtasksperchild)`).
+#[derive(Debug, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    initializer: Option<(&'static str, Result<Vec<u8>>)>,
+    max_tasks_per_child: Option<u32>,
+    start_method: Option<StartMethod>,
+    name_prefix: Option<String>,
+    concurrency: Option<u32>,
+}
+
+impl PoolBuilder {
+    /// The number of workers. Default: [`cpu_count`](crate::cpu_count).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// An entry each worker runs once, before any task (Python's `initializer`/`initargs`).
+    /// State it leaves in statics (e.g. a `OnceLock`) is visible to the tasks of that worker.
+    /// Default: none.
+    pub fn initializer<E: Entry>(mut self, entry: E, args: E::Args) -> Self {
+        let _ = entry;
+        self.initializer = Some((E::NAME, encode_value("initializer arguments", &args)));
+        self
+    }
+
+    /// Replace a worker after it has run `k` tasks (chunks), as Python's `maxtasksperchild`.
+    /// Default: workers live as long as the pool.
+    pub fn max_tasks_per_child(mut self, k: u32) -> Self {
+        self.max_tasks_per_child = Some(k.max(1));
+        self
+    }
+
+    /// How workers are started. Default: [`get_start_method`](crate::get_start_method).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
+        self
+    }
+
+    /// Workers are named `<prefix>-N`. Default: `PoolWorker`.
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = Some(prefix.into());
+        self
+    }
+
+    /// How many tasks one worker runs at once. Useful for async entries that wait on I/O; sync
+    /// entries then run on that many threads of the worker. Default: 1.
+    pub fn concurrency_per_worker(mut self, k: u32) -> Self {
+        self.concurrency = Some(k.max(1));
+        self
+    }
+
+    /// Starts the workers and returns once all are up (and have run the initializer).
+    ///
+    /// # Cancel safety
+    /// Dropping the future while workers start terminates the ones already started.
+    ///
+    /// # Errors
+    /// [`Error::NotLaunched`] outside `#[process_main]` / `#[multiprocessing::test]`;
+    /// [`Error::Encode`] for initializer arguments that do not encode; the initializer's own
+    /// error ([`Error::Panicked`], …) if it fails in a worker; [`Error::Io`] when a process
+    /// cannot be started.
+    pub async fn build(self) -> Result<Pool> {
+        let ctx = Context::current()?;
+        let processes = self.processes.unwrap_or_else(crate::cpu_count).max(1);
+        let initializer = match self.initializer {
+            None => None,
+            Some((name, body)) => Some((name, Arc::new(body?))),
+        };
+        let cfg = LocalConfig {
+            processes,
+            spec: WorkerSpec {
+                name_prefix: self.name_prefix.unwrap_or_else(|| "PoolWorker".into()),
+                counter: Arc::new(AtomicU32::new(0)),
+                start_method: self
+                    .start_method
+                    .unwrap_or_else(crate::start::get_start_method),
+                initializer,
+            },
+            max_tasks_per_child: self.max_tasks_per_child,
+            concurrency: self.concurrency.unwrap_or(1),
+        };
+        let (commands, ready) = backend::start(ctx, cfg);
+        let pool = Pool {
+            handle: PoolHandle {
+                commands,
+                ids: Arc::new(AtomicU64::new(1)),
+                processes,
+            },
+            processes,
+        };
+        // If this future is dropped here, dropping `pool` terminates what has started.
+        ready.await.map_err(|_| Error::PoolClosed)??;
+        Ok(pool)
+    }
+}

@@ -1,0 +1,178 @@
+//! One pool worker: a child process started for the pool, its initializer, its messages.
+
+use crate::error::{Error, Result};
+use crate::hub::emit_child_log;
+use crate::protocol::{decode_head, encode_head, Down, Up};
+use crate::start::{ChildOptions, ChildProcess, ChildRecord, Context, StartMethod};
+use crate::transport::{Outbox, Outgoing};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSpec {
+    pub(crate) name_prefix: String,
+    pub(crate) counter: Arc<AtomicU32>,
+    pub(crate) start_method: StartMethod,
+    /// The initializer entry and its encoded arguments, run once before any task.
+    pub(crate) initializer: Option<(&'static str, Arc<Vec<u8>>)>,
+}
+
+/// A running worker, as the driver sees it.
+#[derive(Debug)]
+pub(crate) struct WorkerHandle {
+    pub(crate) pid: u32,
+    pub(crate) name: String,
+    pub(crate) outbox: Outbox,
+}
+
+/// What a worker's task tells the driver.
+#[derive(Debug)]
+pub(crate) enum WorkerEvent {
+    Ready {
+        slot: usize,
+        gen: u64,
+        result: Result<WorkerHandle>,
+    },
+    Message {
+        slot: usize,
+        gen: u64,
+        message: Vec<u8>,
+    },
+    Exited {
+        slot: usize,
+        gen: u64,
+        status: ExitStatus,
+    },
+}
+
+/// Starts a worker, runs its initializer, then relays its messages until it exits.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    spec: WorkerSpec,
+    concurrency: u32,
+    slot: usize,
+    gen: u64,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+) {
+    let n = spec.counter.fetch_add(1, Ordering::Relaxed) + 1;
+    let name = format!("{}-{n}", spec.name_prefix);
+    let opts = ChildOptions {
+        name: name.clone(),
+        daemon: true,
+        env: Vec::new(),
+        start_method: spec.start_method,
+        concurrency,
+    };
+    let child = match ctx.start_child(opts).await {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = events.send(WorkerEvent::Ready {
+                slot,
+                gen,
+                result: Err(e),
+            });
+            return;
+        }
+    };
+    let ChildProcess {
+        pid,
+        child: mut process,
+        connection,
+        token,
+        hub,
+    } = child;
+    let (exited_tx, exited) = watch::channel(None);
+    ctx.track(ChildRecord {
+        pid,
+        name: name.clone(),
+        daemon: true,
+        exited,
+    });
+    let conn = tokio::select! {
+        conn = connection => conn.ok(),
+        _ = process.wait() => None,
+    };
+    hub.forget(token);
+    let setup = match conn {
+        None => Err(Error::Protocol(format!(
+            "pool worker {pid} exited before it connected"
+        ))),
+        Some(mut conn) => match &spec.initializer {
+            None => Ok(conn),
+            Some((entry, body)) => initialize(&mut conn, pid, &name, entry, body)
+                .await
+                .map(|()| conn),
+        },
+    };
+    match setup {
+        Ok(mut conn) => {
+            let handle = WorkerHandle {
+                pid,
+                name,
+                outbox: conn.outbox.clone(),
+            };
+            let _ = events.send(WorkerEvent::Ready {
+                slot,
+                gen,
+                result: Ok(handle),
+            });
+            drop(conn.outbox);
+            while let Ok(Some(message)) = conn.reader.read_message().await {
+                if events
+                    .send(WorkerEvent::Message { slot, gen, message })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        Err(e) => {
+            crate::start::send_signal(pid, libc::SIGKILL);
+            let _ = events.send(WorkerEvent::Ready {
+                slot,
+                gen,
+                result: Err(e),
+            });
+        }
+    }
+    let status = process
+        .wait()
+        .await
+        .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0xff00));
+    let _ = exited_tx.send(Some(status));
+    let _ = events.send(WorkerEvent::Exited { slot, gen, status });
+}
+
+/// Runs the initializer (call id 0) and waits for it to return.
+async fn initialize(
+    conn: &mut crate::hub::ChildConn,
+    pid: u32,
+    name: &str,
+    entry: &str,
+    body: &Arc<Vec<u8>>,
+) -> Result<()> {
+    let head = encode_head(&Down::Call {
+        id: 0,
+        entry: entry.to_owned(),
+        then_exit: false,
+        batch: false,
+        report_start: false,
+    })?;
+    conn.outbox
+        .send(Outgoing::new(head, Arc::clone(body)))
+        .map_err(|_| Error::Closed)?;
+    loop {
+        let message =
+            conn.reader.read_message().await?.ok_or_else(|| {
+                Error::Protocol(format!("pool worker {pid} died in its initializer"))
+            })?;
+        match decode_head::<Up>(&message)? {
+            (Up::Return { id: 0, outcome }, _) => return outcome.map_err(Error::from),
+            (Up::Log(record), _) => emit_child_log(pid, name, &record),
+            _ => {}
+        }
+    }
+}

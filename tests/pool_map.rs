@@ -1,0 +1,321 @@
+//! Pool calls of every shape, on 0, 1 and 100,000 items; order; initializer; worker recycling;
+//! lifecycle.
+
+use futures::StreamExt;
+use multiprocessing::{entry, Error, Pool};
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+#[entry]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[entry]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[entry]
+async fn async_double(x: u64) -> u64 {
+    tokio::task::yield_now().await;
+    x * 2
+}
+
+#[entry]
+fn pid_of_worker(_: u64) -> u32 {
+    std::process::id()
+}
+
+static GREETING: OnceLock<String> = OnceLock::new();
+
+#[entry]
+fn init_greeting(greeting: String) {
+    let _ = GREETING.set(greeting);
+}
+
+#[entry]
+fn greet(name: String) -> String {
+    format!(
+        "{}, {name}",
+        GREETING
+            .get()
+            .map(String::as_str)
+            .unwrap_or("<no initializer ran>")
+    )
+}
+
+#[entry]
+fn nap_then(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[multiprocessing::test]
+async fn apply_and_apply_async() {
+    let pool = Pool::new(2).await.unwrap();
+    assert_eq!(pool.apply(square, 7).await.unwrap(), 49);
+    assert_eq!(pool.apply(add, (2, 3)).await.unwrap(), 5);
+    assert_eq!(pool.apply(async_double, 21).await.unwrap(), 42);
+    let mut r = pool.apply_async(nap_then, 100);
+    assert!(!r.ready());
+    assert_eq!(r.successful(), None);
+    assert!(r
+        .get(Duration::from_millis(10))
+        .await
+        .unwrap_err()
+        .is_timeout());
+    assert_eq!(r.get(Duration::from_secs(10)).await.unwrap(), 100);
+    assert!(r.ready());
+    assert_eq!(r.successful(), Some(true));
+    assert_eq!(
+        (&mut r).await.unwrap(),
+        100,
+        "the result can be taken again"
+    );
+    pool.close();
+    pool.join().await.unwrap();
+}
+
+#[multiprocessing::test]
+async fn every_shape_on_zero_and_one_items() {
+    let pool = Pool::new(2).await.unwrap();
+    assert_eq!(
+        pool.map(square, Vec::<u64>::new()).await.unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(pool.map(square, [3]).await.unwrap(), vec![9]);
+    assert_eq!(
+        pool.starmap(add, Vec::<(u64, u64)>::new()).await.unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(pool.starmap(add, [(1, 2)]).await.unwrap(), vec![3]);
+    assert!(pool
+        .imap(square, Vec::<u64>::new())
+        .collect::<Vec<_>>()
+        .await
+        .is_empty());
+    assert!(pool
+        .imap_unordered(square, Vec::<u64>::new())
+        .collect::<Vec<_>>()
+        .await
+        .is_empty());
+    let one: Vec<u64> = pool.imap(square, [4]).map(|r| r.unwrap()).collect().await;
+    assert_eq!(one, vec![16]);
+    let one: Vec<u64> = pool
+        .imap_unordered(square, [5])
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(one, vec![25]);
+}
+
+#[multiprocessing::test]
+async fn every_shape_on_100_000_items() {
+    const N: u64 = 100_000;
+    let pool = Pool::new(2).await.unwrap();
+    let expected: Vec<u64> = (0..N).map(|x| x * x).collect();
+    assert_eq!(pool.map(square, 0..N).await.unwrap(), expected);
+    assert_eq!(pool.map(square, 0..N).chunksize(7).await.unwrap(), expected);
+    let sums = pool.starmap(add, (0..N).map(|i| (i, 1))).await.unwrap();
+    assert_eq!(sums, (1..=N).collect::<Vec<_>>());
+    let ordered: Vec<u64> = pool
+        .imap(square, 0..N)
+        .chunksize(64)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(ordered, expected);
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 0..N)
+        .chunksize(64)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    unordered.sort_unstable();
+    assert_eq!(
+        unordered, expected,
+        "imap_unordered returns every item exactly once"
+    );
+    let many = (0..1_000)
+        .map(|i| pool.apply_async(square, i))
+        .collect::<Vec<_>>();
+    let values = futures::future::try_join_all(many).await.unwrap();
+    assert_eq!(values, (0..1_000u64).map(|x| x * x).collect::<Vec<_>>());
+    pool.close();
+    pool.join().await.unwrap();
+}
+
+#[multiprocessing::test]
+async fn imap_keeps_order_with_uneven_tasks() {
+    let pool = Pool::new(2).await.unwrap();
+    let naps = vec![200, 1, 50, 1, 120, 1, 1, 30];
+    let ordered: Vec<u64> = pool
+        .imap(nap_then, naps.clone())
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(ordered, naps);
+    // Unordered: the 200 ms task does not hold up the others.
+    let first: Vec<u64> = pool
+        .imap_unordered(nap_then, naps.clone())
+        .take(3)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert!(!first.contains(&200), "{first:?}");
+}
+
+#[multiprocessing::test]
+async fn async_entries_run_concurrently_in_one_worker() {
+    let pool = Pool::builder()
+        .processes(1)
+        .concurrency_per_worker(8)
+        .build()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let values = pool
+        .map(async_nap, vec![200u64; 8])
+        .chunksize(1)
+        .await
+        .unwrap();
+    assert_eq!(values, vec![200; 8]);
+    assert!(
+        started.elapsed() < Duration::from_millis(1_200),
+        "8 × 200 ms naps ran one after another: {:?}",
+        started.elapsed()
+    );
+}
+
+#[entry]
+async fn async_nap(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+#[multiprocessing::test]
+async fn initializer_state_is_visible_to_tasks() {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(init_greeting, "hello".to_string())
+        .build()
+        .await
+        .unwrap();
+    let greetings = pool
+        .map(greet, vec!["ann".to_string(), "bob".to_string()])
+        .chunksize(1)
+        .await
+        .unwrap();
+    assert_eq!(greetings, vec!["hello, ann", "hello, bob"]);
+}
+
+#[multiprocessing::test]
+async fn failing_initializer_fails_the_build() {
+    let err = Pool::builder()
+        .processes(2)
+        .initializer(panicking_init, ())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.is_panicked(), "{err:?}");
+}
+
+#[entry]
+fn panicking_init() {
+    panic!("no configuration")
+}
+
+#[multiprocessing::test]
+async fn max_tasks_per_child_replaces_workers() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(2)
+        .build()
+        .await
+        .unwrap();
+    let pids: Vec<u32> = pool.map(pid_of_worker, 0..6).chunksize(1).await.unwrap();
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "6 tasks, 2 per worker: {pids:?}");
+    assert_eq!(pids[0], pids[1]);
+    assert_ne!(pids[1], pids[2]);
+}
+
+#[multiprocessing::test]
+async fn worker_names_use_the_prefix() {
+    let pool = Pool::builder()
+        .processes(2)
+        .name_prefix("cruncher")
+        .build()
+        .await
+        .unwrap();
+    let names: HashSet<String> = multiprocessing::active_children()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert!(
+        names.contains("cruncher-1") && names.contains("cruncher-2"),
+        "{names:?}"
+    );
+    assert_eq!(pool.worker_pids().await.unwrap().len(), 2);
+}
+
+#[multiprocessing::test]
+async fn closed_pool_refuses_new_work() {
+    let pool = Pool::new(1).await.unwrap();
+    pool.close();
+    assert!(matches!(
+        pool.apply(square, 2).await,
+        Err(Error::PoolClosed)
+    ));
+    pool.join().await.unwrap();
+    assert!(multiprocessing::active_children().is_empty());
+}
+
+#[multiprocessing::test]
+async fn terminate_leaves_no_process_behind() {
+    let pool = Pool::new(3).await.unwrap();
+    let pids = pool.worker_pids().await.unwrap();
+    let running = pool.apply_async(nap_then, 10_000);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pool.terminate().await.unwrap();
+    assert!(matches!(running.await, Err(Error::PoolClosed)));
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+            "worker {pid} survived"
+        );
+    }
+    assert!(multiprocessing::active_children().is_empty());
+}
+
+#[multiprocessing::test]
+async fn dropped_pool_terminates_its_workers() {
+    let pool = Pool::new(2).await.unwrap();
+    let pids = pool.worker_pids().await.unwrap();
+    drop(pool);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pids
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers outlived their pool"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
