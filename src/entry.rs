@@ -5,7 +5,7 @@
 //! name up and calls the function with the decoded arguments: no function pointer, address or
 //! code ever crosses the wire.
 
-use crate::error::{Error, Location, Result};
+use crate::error::{Error, Location, RemoteError, Result};
 use crate::protocol::{decode_value, encode_value};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -89,6 +89,9 @@ pub struct EntryRecord {
     pub name: &'static str,
     /// Decodes the arguments and prepares the call.
     pub invoke: fn(&[u8]) -> Invocation,
+    /// Decodes a batch (`Vec<Args>`) and prepares a call on each item; the result is an encoded
+    /// `Vec<Result<Output, RemoteError>>`, each item failing on its own.
+    pub invoke_batch: fn(&[u8]) -> Invocation,
 }
 
 /// Every `#[entry]` of the executable, collected at link time.
@@ -126,6 +129,51 @@ where
                 async move { encode_value("entry result", &fut.await) },
             ))
         }
+        Err(e) => Invocation::Failed(e),
+    }
+}
+
+/// Prepares a call of a synchronous entry on every item of a batch.
+#[doc(hidden)]
+pub fn invoke_batch_sync<A, O, F>(args: &[u8], f: F) -> Invocation
+where
+    A: DeserializeOwned + Send + 'static,
+    O: Serialize,
+    F: Fn(A) -> O + Send + 'static,
+{
+    match decode_value::<Vec<A>>("a batch of arguments", args) {
+        Ok(items) => Invocation::Sync(Box::new(move || {
+            let results: Vec<std::result::Result<O, RemoteError>> = items
+                .into_iter()
+                .map(|a| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(a)))
+                        .map_err(|p| RemoteError::from(&panic_error(p)))
+                })
+                .collect();
+            encode_value("a batch of results", &results)
+        })),
+        Err(e) => Invocation::Failed(e),
+    }
+}
+
+/// Prepares a call of an async entry on every item of a batch, one after another.
+#[doc(hidden)]
+pub fn invoke_batch_async<A, O, F>(args: &[u8], f: F) -> Invocation
+where
+    A: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+    F: Fn(A) -> BoxFuture<O> + Send + 'static,
+{
+    match decode_value::<Vec<A>>("a batch of arguments", args) {
+        Ok(items) => Invocation::Async(Box::pin(async move {
+            let mut results: Vec<std::result::Result<O, RemoteError>> =
+                Vec::with_capacity(items.len());
+            for a in items {
+                let outcome = AssertUnwindSafe(f(a)).catch_unwind().await;
+                results.push(outcome.map_err(|p| RemoteError::from(&panic_error(p))));
+            }
+            encode_value("a batch of results", &results)
+        })),
         Err(e) => Invocation::Failed(e),
     }
 }

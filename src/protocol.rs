@@ -18,7 +18,7 @@ pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
 pub(crate) enum Down {
     /// Run `entry` on the arguments in the body. With `then_exit`, the child exits once the
     /// result is sent (a `Process`); otherwise it waits for more calls. With `batch`, the body is
-    /// an [`encode_batch`] of several encoded arguments and the result a batch of outcomes. With
+    /// a `Vec` of arguments and the result a `Vec<Result<Output, RemoteError>>`, one per item. With
     /// `report_start`, the child sends [`Up::Started`] (and flushes it) before running the call.
     Call {
         id: u64,
@@ -144,32 +144,6 @@ pub(crate) fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]
         ));
     }
     Ok(value)
-}
-
-/// Encodes several already-encoded values as one batch body.
-pub(crate) fn encode_batch(items: &[Vec<u8>]) -> Result<Vec<u8>> {
-    let refs: Vec<&serde_bytes::Bytes> = items.iter().map(|i| serde_bytes::Bytes::new(i)).collect();
-    postcard::to_allocvec(&refs).map_err(|e| Error::encode("a batch of arguments", e))
-}
-
-/// Splits a batch body into its encoded values, without copying them.
-pub(crate) fn decode_batch(body: &[u8]) -> Result<Vec<&[u8]>> {
-    let items: Vec<&serde_bytes::Bytes> =
-        postcard::from_bytes(body).map_err(|e| Error::decode("a batch of arguments", e))?;
-    Ok(items.into_iter().map(|b| &**b).collect())
-}
-
-/// The outcome of each value of a batch: its encoded result, or the error it raised.
-pub(crate) type BatchResults = Vec<std::result::Result<serde_bytes::ByteBuf, RemoteError>>;
-
-/// Encodes the outcomes of a batch.
-pub(crate) fn encode_batch_results(results: &BatchResults) -> Result<Vec<u8>> {
-    postcard::to_allocvec(results).map_err(|e| Error::encode("a batch of results", e))
-}
-
-/// Decodes the outcomes of a batch.
-pub(crate) fn decode_batch_results(body: &[u8]) -> Result<BatchResults> {
-    decode_value("a batch of results", body)
 }
 
 #[cfg(test)]

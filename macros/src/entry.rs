@@ -186,17 +186,21 @@ fn expand_fn(krate: &Path, f: ItemFn) -> TokenStream {
     let is_async = sig.asyncness.is_some();
     let mut hidden_sig = sig.clone();
     hidden_sig.ident = hidden.clone();
-    let (target, pointer, invoke) = if is_async {
+    let call = quote!(|#args_pat: #args_ty| #hidden(#(#vars),*));
+    let boxed = quote!(|#args_pat: #args_ty| ::std::boxed::Box::pin(#hidden(#(#vars),*)) as #krate::BoxFuture<#output>);
+    let (target, pointer, invoke, invoke_batch) = if is_async {
         (
             quote!(fn(#(#types),*) -> #krate::BoxFuture<#output>),
             quote!(|#(#vars),*| ::std::boxed::Box::pin(#hidden(#(#vars),*))),
-            quote!(#krate::__private::invoke_async(args, |#args_pat: #args_ty| ::std::boxed::Box::pin(#hidden(#(#vars),*)) as #krate::BoxFuture<#output>)),
+            quote!(#krate::__private::invoke_async(args, #boxed)),
+            quote!(#krate::__private::invoke_batch_async(args, #boxed)),
         )
     } else {
         (
             quote!(fn(#(#types),*) -> #output),
             quote!(#hidden),
-            quote!(#krate::__private::invoke_sync(args, |#args_pat: #args_ty| #hidden(#(#vars),*))),
+            quote!(#krate::__private::invoke_sync(args, #call)),
+            quote!(#krate::__private::invoke_batch_sync(args, #call)),
         )
     };
     let span = name.span();
@@ -207,6 +211,7 @@ fn expand_fn(krate: &Path, f: ItemFn) -> TokenStream {
             static ENTRY: #krate::__private::EntryRecord = #krate::__private::EntryRecord {
                 name: <#name as #krate::Entry>::NAME,
                 invoke: |args: &[u8]| #invoke,
+                invoke_batch: |args: &[u8]| #invoke_batch,
             };
         };
     };
@@ -281,6 +286,7 @@ fn expand_run(krate: &Path, item: ItemImpl) -> TokenStream {
             static ENTRY: #krate::__private::EntryRecord = #krate::__private::EntryRecord {
                 name: <#ty as #krate::__private::RegisteredRun>::NAME,
                 invoke: |args: &[u8]| #krate::__private::invoke_sync(args, |value: #ty| <#ty as #krate::Run>::run(value)),
+                invoke_batch: |args: &[u8]| #krate::__private::invoke_batch_sync(args, |value: #ty| <#ty as #krate::Run>::run(value)),
             };
         };
     }

@@ -3,10 +3,7 @@
 use super::{log_forward, EXIT_NO_PARENT, EXIT_PARENT_GONE};
 use crate::entry::{self, Invocation};
 use crate::error::{Error, RemoteError, Result};
-use crate::protocol::{
-    decode_batch, decode_head, encode_batch_results, encode_head, BatchResults, ChildConfig, Down,
-    Up, PROTOCOL_VERSION,
-};
+use crate::protocol::{decode_head, encode_head, ChildConfig, Down, Up, PROTOCOL_VERSION};
 use crate::transport::auth::AuthKey;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::HashMap;
@@ -51,6 +48,7 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
     log_forward::install(outbox.clone(), cfg.log_level);
 
     let running: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
+    let inline = cfg.concurrency == 1;
     let permits = match cfg.concurrency {
         0 => None,
         n => Some(Arc::new(Semaphore::new(n as usize))),
@@ -117,8 +115,20 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                     let body = &message[at..];
                     let result = match record {
                         Err(e) => Err(e),
-                        Ok(record) if batch => run_batch(record, body).await,
-                        Ok(record) => execute((record.invoke)(body)).await,
+                        Ok(record) => {
+                            let invoke = if batch {
+                                record.invoke_batch
+                            } else {
+                                record.invoke
+                            };
+                            match invoke(body) {
+                                // One call at a time: run it right here, without a thread
+                                // hand-off. Reading and writing wait until it returns (its
+                                // start is already on the wire).
+                                Invocation::Sync(f) if inline => entry::run_sync(f),
+                                other => execute(other).await,
+                            }
+                        }
                     };
                     drop(message);
                     table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -170,49 +180,6 @@ async fn execute(invocation: Invocation) -> Result<Vec<u8>> {
         Invocation::Async(fut) => entry::run_async(fut).await,
         Invocation::Failed(e) => Err(e),
     }
-}
-
-/// Runs every value of a batch through the entry; each value's failure stays its own. Sync
-/// entries run together on one blocking thread.
-async fn run_batch(record: &'static entry::EntryRecord, body: &[u8]) -> Result<Vec<u8>> {
-    let invocations: Vec<Invocation> = decode_batch(body)?
-        .into_iter()
-        .map(|item| (record.invoke)(item))
-        .collect();
-    let all_sync = invocations
-        .iter()
-        .all(|i| !matches!(i, Invocation::Async(_)));
-    let results: Vec<Result<Vec<u8>>> = if all_sync {
-        let run = move || {
-            invocations
-                .into_iter()
-                .map(|i| match i {
-                    Invocation::Sync(f) => entry::run_sync(f),
-                    Invocation::Failed(e) => Err(e),
-                    Invocation::Async(_) => {
-                        Err(Error::Protocol("async entry in a sync batch".into()))
-                    }
-                })
-                .collect()
-        };
-        tokio::task::spawn_blocking(run)
-            .await
-            .map_err(|e| Error::Protocol(format!("the entry's thread was lost: {e}")))?
-    } else {
-        let mut results = Vec::with_capacity(invocations.len());
-        for invocation in invocations {
-            results.push(execute(invocation).await);
-        }
-        results
-    };
-    let results: BatchResults = results
-        .into_iter()
-        .map(|r| {
-            r.map(serde_bytes::ByteBuf::from)
-                .map_err(|e| RemoteError::from(&e))
-        })
-        .collect();
-    encode_batch_results(&results)
 }
 
 /// Sends a message and waits until it has been flushed to the OS.

@@ -1,7 +1,7 @@
 //! `AsyncResult<R>`: the handle of one submitted task (Python's `AsyncResult`).
 
 use super::backend::{Command, Completion};
-use super::{batch_succeeded, decode_results};
+use super::decode_results;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -69,19 +69,21 @@ impl<R> AsyncResult<R> {
     pub fn ready(&self) -> bool {
         self.with_state(|s| s.done.is_some())
     }
+}
 
+impl<R: DeserializeOwned> AsyncResult<R> {
     /// Whether the task finished with a value: `None` while it runs (Python raises there).
     pub fn successful(&self) -> Option<bool> {
         self.with_state(|s| {
             s.done.as_ref().map(|c| match &c.outcome {
-                Ok((message, at)) => batch_succeeded(&message[*at..]),
+                Ok((message, at)) => {
+                    matches!(decode_results::<R>(&message[*at..]).as_deref(), Ok([Ok(_)]))
+                }
                 Err(_) => false,
             })
         })
     }
-}
 
-impl<R: DeserializeOwned> AsyncResult<R> {
     fn take_value(done: &Completion) -> Result<R> {
         match &done.outcome {
             Ok((message, at)) => decode_results::<R>(&message[*at..])?

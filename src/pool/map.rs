@@ -2,10 +2,9 @@
 //! `ImapUnordered`.
 
 use super::backend::{Command, Completion, TaskFailure};
-use super::{decode_results, AsyncResult, PoolHandle};
+use super::{decode_results, encode_chunk, AsyncResult, PoolHandle};
 use crate::entry::BoxFuture;
 use crate::error::{Error, RemoteError, Result};
-use crate::protocol::encode_value;
 use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,15 +15,30 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
-type Input = Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>;
+/// Pulls up to `n` items from the input and encodes them as one chunk, with its item count;
+/// `None` once the input is exhausted.
+type Input = Box<dyn FnMut(usize) -> Option<(Result<Vec<u8>>, usize)> + Send>;
 
-/// Encodes items as they are pulled from the input.
-pub(crate) fn encoder<I>(items: I) -> Input
+/// Reads `items` lazily, a chunk at a time.
+pub(crate) fn chunker<I>(mut items: I) -> Input
 where
     I: Iterator + Send + 'static,
     I::Item: Serialize,
 {
-    Box::new(items.map(|a| encode_value("entry arguments", &a)))
+    Box::new(move |n| {
+        let chunk: Vec<I::Item> = items.by_ref().take(n).collect();
+        if chunk.is_empty() {
+            None
+        } else {
+            Some((encode_chunk(&chunk), chunk.len()))
+        }
+    })
+}
+
+/// The same error for each of `len` items.
+fn failed_items<R>(e: &Error, len: usize) -> Vec<Result<R>> {
+    let remote = RemoteError::from(e);
+    (0..len).map(|_| Err(remote.clone().into())).collect()
 }
 
 /// Sends `Cancel(group)` when dropped while armed.
@@ -90,7 +104,7 @@ impl<R> Apply<R> {
         let group = self.handle.next_id();
         let submitted = self.args.and_then(|args| {
             self.handle
-                .submit(self.entry, vec![vec![args]], 0, self.retries, group, &tx)
+                .submit(self.entry, vec![args], 0, self.retries, group, &tx)
         });
         if let Err(e) = submitted {
             let failure = match e {
@@ -133,7 +147,9 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 pub struct Map<R> {
     handle: PoolHandle,
     entry: &'static str,
-    items: Vec<Result<Vec<u8>>>,
+    len: usize,
+    /// Encodes the items in chunks of the given size.
+    chunker: Box<dyn FnOnce(usize) -> Result<Vec<Vec<u8>>> + Send>,
     chunksize: Option<usize>,
     retries: u32,
     _output: PhantomData<fn() -> R>,
@@ -143,21 +159,21 @@ impl<R> std::fmt::Debug for Map<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Map")
             .field("entry", &self.entry)
-            .field("items", &self.items.len())
+            .field("items", &self.len)
             .finish_non_exhaustive()
     }
 }
 
 impl<R> Map<R> {
-    pub(crate) fn new(
-        handle: PoolHandle,
-        entry: &'static str,
-        items: Vec<Result<Vec<u8>>>,
-    ) -> Self {
+    pub(crate) fn new<A>(handle: PoolHandle, entry: &'static str, items: Vec<A>) -> Self
+    where
+        A: Serialize + Send + 'static,
+    {
         Map {
             handle,
             entry,
-            items,
+            len: items.len(),
+            chunker: Box::new(move |size| items.chunks(size).map(encode_chunk).collect()),
             chunksize: None,
             retries: 0,
             _output: PhantomData,
@@ -183,18 +199,13 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let items: Vec<Vec<u8>> = self.items.into_iter().collect::<Result<_>>()?;
-            if items.is_empty() {
+            if self.len == 0 {
                 return Ok(Vec::new());
             }
             let size = self
                 .chunksize
-                .unwrap_or_else(|| default_chunksize(items.len(), self.handle.processes));
-            let mut chunks: Vec<Vec<Vec<u8>>> = Vec::with_capacity(items.len().div_ceil(size));
-            let mut items = items.into_iter().peekable();
-            while items.peek().is_some() {
-                chunks.push(items.by_ref().take(size).collect());
-            }
+                .unwrap_or_else(|| default_chunksize(self.len, self.handle.processes));
+            let chunks = (self.chunker)(size)?;
             let count = chunks.len();
             let (tx, mut rx) = mpsc::unbounded_channel();
             let group = self.handle.next_id();
@@ -315,42 +326,28 @@ impl<R: DeserializeOwned> Imap<R> {
             let Some(input) = self.input.as_mut() else {
                 return;
             };
-            let mut chunk = Vec::with_capacity(self.chunksize);
-            let mut bad = None;
-            for _ in 0..self.chunksize {
-                match input.next() {
-                    Some(Ok(item)) => chunk.push(item),
-                    Some(Err(e)) => bad = Some(e),
-                    None => {
-                        self.input = None;
-                        break;
-                    }
-                }
-            }
-            if chunk.is_empty() && bad.is_none() {
+            let Some((body, len)) = input(self.chunksize) else {
+                self.input = None;
                 return;
-            }
+            };
             let index = self.next_index;
             self.next_index += 1;
-            if let Some(e) = bad {
-                // The chunk holding an item that does not encode yields that error, once.
-                self.deliver(index, vec![Err(e)]);
-                continue;
-            }
-            let len = chunk.len();
-            match self.handle.submit(
-                self.entry,
-                vec![chunk],
-                index,
-                self.retries,
-                self.group,
-                &self.tx,
-            ) {
+            let submitted = body.and_then(|body| {
+                self.handle.submit(
+                    self.entry,
+                    vec![body],
+                    index,
+                    self.retries,
+                    self.group,
+                    &self.tx,
+                )
+            });
+            match submitted {
                 Ok(()) => {
                     self.sizes.insert(index, len);
                     self.outstanding += 1;
                 }
-                Err(e) => self.deliver(index, vec![Err(e)]),
+                Err(e) => self.deliver(index, failed_items(&e, len)),
             }
         }
     }

@@ -31,8 +31,9 @@ pub use async_result::AsyncResult;
 pub use map::{Apply, Imap, ImapUnordered, Map};
 
 use crate::entry::Entry;
+use crate::error::RemoteError;
 use crate::error::{Error, Result};
-use crate::protocol::{decode_batch_results, decode_value, encode_batch, encode_value};
+use crate::protocol::{decode_value, encode_value};
 use crate::start::{Context, StartMethod};
 use backend::{Command, Completion, LocalConfig, Task};
 use serde::de::DeserializeOwned;
@@ -88,19 +89,19 @@ impl PoolHandle {
     fn submit(
         &self,
         entry: &'static str,
-        chunks: Vec<Vec<Vec<u8>>>,
+        chunks: Vec<Vec<u8>>,
         first_index: usize,
         retries: u32,
         group: u64,
         reply: &mpsc::UnboundedSender<Completion>,
     ) -> Result<()> {
         let mut tasks = Vec::with_capacity(chunks.len());
-        for (i, items) in chunks.into_iter().enumerate() {
+        for (i, body) in chunks.into_iter().enumerate() {
             tasks.push(Task {
                 id: self.next_id(),
                 group,
                 entry,
-                body: Arc::new(encode_batch(&items)?),
+                body: Arc::new(body),
                 index: first_index + i,
                 retries,
                 reply: reply.clone(),
@@ -114,18 +115,17 @@ impl PoolHandle {
 
 /// Decodes a batch of results as `R`s; each item keeps its own error.
 pub(crate) fn decode_results<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<Result<R>>> {
-    Ok(decode_batch_results(body)?
+    let results: Vec<std::result::Result<R, RemoteError>> =
+        decode_value("a batch of results", body)?;
+    Ok(results
         .into_iter()
-        .map(|r| match r {
-            Ok(bytes) => decode_value::<R>("entry result", &bytes),
-            Err(remote) => Err(remote.into()),
-        })
+        .map(|r| r.map_err(Error::from))
         .collect())
 }
 
-/// Whether a batch holds one result and it is a value.
-pub(crate) fn batch_succeeded(body: &[u8]) -> bool {
-    matches!(decode_batch_results(body).as_deref(), Ok([Ok(_)]))
+/// Encodes items as one batch (a chunk).
+pub(crate) fn encode_chunk<A: serde::Serialize>(items: &[A]) -> Result<Vec<u8>> {
+    encode_value("entry arguments", items)
 }
 
 impl Pool {
@@ -172,7 +172,7 @@ impl Pool {
         Apply::new(
             self.handle.clone(),
             E::NAME,
-            encode_value("entry arguments", &args),
+            encode_chunk(std::slice::from_ref(&args)),
         )
     }
 
@@ -189,11 +189,8 @@ impl Pool {
         I: IntoIterator<Item = E::Args>,
     {
         let _ = entry;
-        let encoded = items
-            .into_iter()
-            .map(|a| encode_value("entry arguments", &a))
-            .collect();
-        Map::new(self.handle.clone(), E::NAME, encoded)
+        let items: Vec<E::Args> = items.into_iter().collect();
+        Map::new(self.handle.clone(), E::NAME, items)
     }
 
     /// [`map`](Self::map) for entries with several parameters, each item a tuple (Python's
@@ -218,7 +215,7 @@ impl Pool {
         Imap::new(
             self.handle.clone(),
             E::NAME,
-            map::encoder(items.into_iter()),
+            map::chunker(items.into_iter()),
             true,
         )
     }
@@ -234,7 +231,7 @@ impl Pool {
         ImapUnordered(Imap::new(
             self.handle.clone(),
             E::NAME,
-            map::encoder(items.into_iter()),
+            map::chunker(items.into_iter()),
             false,
         ))
     }

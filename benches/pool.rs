@@ -1,0 +1,211 @@
+//! `Pool` on the workloads of `../shared/bench/bench_mp.py`'s groups `pool_startup`, `pool_map`,
+//! `pool_apply_latency` and `large_payload`, printed as JSON lines in the same shape (median,
+//! min, max over the repetitions) so `benches/compare.sh` can set them beside Python's.
+//!
+//! `cargo bench --bench pool` (add `-- --quick` for fewer repetitions).
+
+use futures::StreamExt;
+use multiprocessing::{entry, process_main, Pool};
+use serde_bytes::ByteBuf;
+use std::time::Instant;
+
+#[entry]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[entry]
+fn length(data: ByteBuf) -> u64 {
+    data.len() as u64
+}
+
+fn emit(case: &str, unit: &str, better: &str, mut samples: Vec<f64>, note: &str) {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    };
+    println!(
+        "{{\"impl\": \"multiprocessing-rs\", \"case\": \"{case}\", \"unit\": \"{unit}\", \"better\": \"{better}\", \"median\": {median:.6}, \"min\": {:.6}, \"max\": {:.6}, \"reps\": {n}, \"note\": \"{note}\"}}",
+        samples[0],
+        samples[n - 1],
+    );
+}
+
+/// Runs `f` once to warm up, then `reps` times; returns what each run measured.
+async fn repeat<F, Fut>(reps: usize, mut f: F) -> multiprocessing::Result<Vec<f64>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = multiprocessing::Result<f64>>,
+{
+    f().await?;
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        samples.push(f().await?);
+    }
+    Ok(samples)
+}
+
+/// Resident memory of a process, in MB, from /proc.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    kb / 1024.0
+}
+
+#[process_main]
+async fn main() -> multiprocessing::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let reps = if quick { 3 } else { 5 };
+
+    let samples = repeat(reps, || async {
+        let t0 = Instant::now();
+        let pool = Pool::new(2).await?;
+        pool.close();
+        pool.join().await?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    })
+    .await?;
+    emit(
+        "pool2_startup_shutdown[spawn]",
+        "ms",
+        "lower",
+        samples,
+        "Pool::new(2); close(); join()",
+    );
+
+    let pool = Pool::new(2).await?;
+
+    let samples = repeat(reps, || async {
+        let n = 1_000_000u64;
+        let t0 = Instant::now();
+        let r = pool.map(square, 0..n).await?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(r[r.len() - 1], (n - 1) * (n - 1));
+        Ok(n as f64 / dt)
+    })
+    .await?;
+    emit(
+        "pool2_map_default_chunksize",
+        "items/s",
+        "higher",
+        samples,
+        "map(square, 0..1_000_000), default chunksize (125,000)",
+    );
+
+    let samples = repeat(reps, || async {
+        let n = 50_000u64;
+        let t0 = Instant::now();
+        let r = pool.map(square, 0..n).chunksize(1).await?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(r.len() as u64, n);
+        Ok(n as f64 / dt)
+    })
+    .await?;
+    emit(
+        "pool2_map_chunksize1",
+        "items/s",
+        "higher",
+        samples,
+        "map(square, 0..50_000).chunksize(1)",
+    );
+
+    let samples = repeat(reps, || async {
+        let n = 50_000u64;
+        let t0 = Instant::now();
+        let mut stream = pool.imap_unordered(square, 0..n).chunksize(1);
+        let mut count = 0u64;
+        while let Some(r) = stream.next().await {
+            r?;
+            count += 1;
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(count, n);
+        Ok(n as f64 / dt)
+    })
+    .await?;
+    emit(
+        "pool2_imap_unordered_chunksize1",
+        "items/s",
+        "higher",
+        samples,
+        "imap_unordered(square, 0..50_000).chunksize(1)",
+    );
+
+    let samples = repeat(reps, || async {
+        let n = 10_000u64;
+        let t0 = Instant::now();
+        let results: Vec<_> = (0..n).map(|i| pool.apply_async(square, i)).collect();
+        let out = futures::future::try_join_all(results).await?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(out[out.len() - 1], (n - 1) * (n - 1));
+        Ok(n as f64 / dt)
+    })
+    .await?;
+    emit(
+        "pool2_apply_async_10k_concurrent",
+        "tasks/s",
+        "higher",
+        samples,
+        "10,000 apply_async in flight, then all awaited",
+    );
+
+    let samples = repeat(reps, || async {
+        let mut lat = Vec::with_capacity(2_000);
+        for i in 0..2_000u64 {
+            let t0 = Instant::now();
+            pool.apply(square, i).await?;
+            lat.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        lat.sort_by(f64::total_cmp);
+        Ok(lat[lat.len() / 2])
+    })
+    .await?;
+    emit(
+        "pool2_apply_async_get_sequential_latency",
+        "us",
+        "lower",
+        samples,
+        "per rep: median latency of apply(square, i).await over 2,000 calls",
+    );
+
+    let data = ByteBuf::from(vec![1u8; 100 << 20]);
+    let samples = repeat(reps, || async {
+        let t0 = Instant::now();
+        let n = pool.apply(length, data.clone()).await?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(n, 100 << 20);
+        Ok(dt)
+    })
+    .await?;
+    emit(
+        "pool_apply_len_100MiB",
+        "s",
+        "lower",
+        samples,
+        "pool.apply(length, 100 MiB ByteBuf); includes the clone of the argument",
+    );
+    drop(data);
+    pool.terminate().await?;
+
+    // Idle worker memory: a fresh pool whose workers have done nothing.
+    let idle = Pool::new(2).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let rss: Vec<f64> = idle.worker_pids().await?.into_iter().map(rss_mb).collect();
+    emit(
+        "idle_pool_worker_rss",
+        "MB",
+        "lower",
+        rss,
+        "VmRSS of an idle pool worker, from /proc",
+    );
+    idle.terminate().await?;
+    Ok(())
+}
