@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Runs our benches and Python's multiprocessing on the same workloads, one after the other in one
-# run, and prints: case | ours | Python | ratio (Python / ours for "lower is better" cases).
+# run, and prints: case | ours | Python | ratio (how many times better ours is) | target | met.
 #   bash benches/compare.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --bench spawn --no-run -q 2>/dev/null || cargo bench --bench spawn --no-run
-echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%d)"
+cargo bench --no-run -q --bench spawn --bench pool
+echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,large_payload $quick > "$out/python.jsonl"
+cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload $quick > "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
-PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 ../shared/bench/bench_mp.py --only spawn $quick > "$out/python_pinned.jsonl"
+taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
+PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 ../shared/bench/bench_mp.py --only spawn,pool_apply_latency $quick > "$out/python_pinned.jsonl"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
@@ -26,24 +28,39 @@ def load(name):
             if "median" in r:
                 recs[r["case"]] = r
     return recs
+# (ours, python, target as "x times better", label)
 pairs = [
-    ("spawn_latency[spawn]", "spawn_latency[spawn]", "vs Python spawn"),
-    ("spawn_latency[spawn]", "spawn_latency[forkserver]", "vs Python forkserver"),
-    ("spawn_latency[spawn]", "spawn_latency[fork]", "vs Python fork"),
-    ("process_len_100MiB", "pool_apply_len_100MiB", "fresh child vs Python pool worker"),
-    ("process_roundtrip_64MiB", None, "no Python peer"),
+    ("spawn_latency[spawn]", "spawn_latency[spawn]", 25, "spawn+join vs Python spawn"),
+    ("spawn_latency[spawn]", "spawn_latency[fork]", 1, "spawn+join vs Python fork"),
+    ("spawn_latency[spawn]", "spawn_latency[forkserver]", None, "spawn+join vs Python forkserver"),
+    ("pool2_startup_shutdown[spawn]", "pool2_startup_shutdown[fork]", 1 / 0.7, "Pool(2) start+close+join vs fork"),
+    ("pool2_map_default_chunksize", "pool2_map_default_chunksize", 5, "map 1M tiny, default chunks"),
+    ("pool2_map_chunksize1", "pool2_map_chunksize1", 5, "map 50k, chunksize 1"),
+    ("pool2_imap_unordered_chunksize1", "pool2_imap_unordered_chunksize1", 5, "imap_unordered 50k, chunksize 1"),
+    ("pool2_apply_async_10k_concurrent", "pool2_apply_async_10k_concurrent", 5, "10k apply_async in flight"),
+    ("pool2_apply_async_get_sequential_latency", "pool2_apply_async_get_sequential_latency", 1 / 0.6, "sequential apply round trip"),
+    ("pool_apply_len_100MiB", "pool_apply_len_100MiB", 2, "100 MiB bytes to a pool worker"),
+    ("process_len_100MiB", "pool_apply_len_100MiB", None, "100 MiB bytes to a fresh Process"),
+    ("process_roundtrip_64MiB", None, None, "64 MiB to a Process and back"),
+    ("idle_pool_worker_rss", None, None, "idle pool worker RSS (Python 12-16 MB; target <= 4 MB)"),
 ]
-for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
+for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)
     print(f"\n{label}")
-    print(f"| case | ours (median) | Python (median) | ratio Python/ours | note |")
-    print(f"|---|---|---|---|---|")
-    for o, p, note in pairs:
+    print("| case | ours (median) | Python (median) | ours is x better | target | met |")
+    print("|---|---|---|---|---|---|")
+    for o, p, target, note in pairs:
         if o not in ours:
             continue
         r = ours[o]
         pv = py.get(p) if p else None
-        ratio = f"{pv['median'] / r['median']:.1f}x" if pv else "-"
-        pvs = f"{pv['median']:.3f} {pv['unit']} ({p})" if pv else "-"
-        print(f"| {o} | {r['median']:.3f} {r['unit']} | {pvs} | {ratio} | {note} |")
+        if pv:
+            better = pv["median"] / r["median"] if r["better"] == "lower" else r["median"] / pv["median"]
+            ratio = f"{better:.2f}x"
+            met = "-" if target is None else ("yes" if better >= target else "NO")
+            pvs = f"{pv['median']:.4g} {pv['unit']} ({p})"
+        else:
+            ratio, met, pvs = "-", "-", "-"
+        tgt = "-" if target is None else f">= {target:.2f}x"
+        print(f"| {note} | {r['median']:.4g} {r['unit']} | {pvs} | {ratio} | {tgt} | {met} |")
 PY

@@ -1,8 +1,10 @@
-//! The quick start: entries, one child per call, values and failures coming back.
+//! The quick start: entries, a pool of workers, one child per call, values and failures coming
+//! back.
 //!
 //! Run with `cargo run --release --example quickstart`.
 
-use multiprocessing::{entry, process_main, Process};
+use futures::StreamExt;
+use multiprocessing::{entry, process_main, Pool, Process};
 
 /// Runs in a child process; still callable here as `square(3)`.
 #[entry]
@@ -30,6 +32,22 @@ fn fails(why: String) -> u64 {
 #[process_main]
 async fn main() -> multiprocessing::Result<()> {
     println!("square(3) in this process: {}", square(3));
+
+    let pool = Pool::new(4).await?;
+    println!("pool of 4 workers: {:?}", pool.worker_pids().await?);
+    println!("pool.apply(square, 7) = {}", pool.apply(square, 7).await?);
+    let squares: Vec<u64> = pool.map(square, 0..10).await?;
+    println!("pool.map(square, 0..10) = {squares:?}");
+    let mut stream = pool.imap_unordered(square, 0..1000);
+    let mut total = 0;
+    while let Some(r) = stream.next().await {
+        total += r?;
+    }
+    println!("sum of imap_unordered(square, 0..1000) = {total}");
+    let sums = pool.starmap(add, vec![(1, 2), (3, 4)]).await?;
+    println!("pool.starmap(add, [(1, 2), (3, 4)]) = {sums:?}");
+    pool.close();
+    pool.join().await?;
 
     let p = Process::spawn(square, 12).await?;
     println!("square(12) in child {}: {}", p.pid(), p.join().await?);
