@@ -319,3 +319,40 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[multiprocessing::test]
+async fn imap_reads_its_input_lazily() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let pool = Pool::new(2).await.unwrap();
+    for ordered in [true, false] {
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&pulled);
+        // Ten million items, produced on demand.
+        let items = (0..10_000_000u64).inspect(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let taken: Vec<u64> = if ordered {
+            pool.imap(square, items)
+                .chunksize(4)
+                .take(100)
+                .map(|r| r.unwrap())
+                .collect()
+                .await
+        } else {
+            pool.imap_unordered(square, items)
+                .chunksize(4)
+                .take(100)
+                .map(|r| r.unwrap())
+                .collect()
+                .await
+        };
+        assert_eq!(taken.len(), 100);
+        let read = pulled.load(Ordering::Relaxed);
+        // A window of 8 chunks per worker (2 workers × 8 × 4 items) ahead of what was consumed.
+        assert!(
+            read <= 100 + 2 * 8 * 4 + 4,
+            "read {read} items to yield 100 (ordered: {ordered})"
+        );
+    }
+}
