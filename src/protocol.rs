@@ -29,6 +29,9 @@ pub(crate) enum Down {
     },
     /// Abandon call `id` if it is still running.
     Cancel { id: u64 },
+    /// Give call `id` back if it has not started yet (the parent will run it elsewhere); the
+    /// child answers [`Up::Withdrawn`].
+    Withdraw { id: u64 },
     /// Exit now.
     Shutdown,
 }
@@ -40,6 +43,9 @@ pub(crate) enum Up {
     Hello { version: u16, token: u64, pid: u32 },
     /// Call `id` is about to run: it left the child's queue.
     Started { id: u64 },
+    /// Answer to [`Down::Withdraw`]: `taken` if the call was dropped before it started (it will
+    /// never run here); otherwise it had started and will answer as usual.
+    Withdrawn { id: u64, taken: bool },
     /// Outcome of call `id`; on success the body holds the encoded result.
     Return {
         id: u64,

@@ -356,3 +356,31 @@ async fn imap_reads_its_input_lazily() {
         );
     }
 }
+
+#[multiprocessing::test]
+async fn short_tasks_do_not_wait_behind_a_long_one() {
+    for processes in [2, 4] {
+        let pool = Pool::new(processes).await.unwrap();
+        let long = pool.apply_async(nap_then, 5_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Some of these are first handed to the busy worker; the idle ones take them back.
+        let squares = pool.map(square, 0..16u64).chunksize(1).await.unwrap();
+        assert_eq!(squares[15], 225);
+        assert!(
+            !long.ready(),
+            "the short tasks waited for the 5 s task ({processes} workers)"
+        );
+        let mut quick = Vec::new();
+        for i in 0..6u64 {
+            quick.push(pool.apply_async(square, i));
+        }
+        for (i, r) in quick.into_iter().enumerate() {
+            assert_eq!(r.await.unwrap(), (i * i) as u64);
+        }
+        assert!(
+            !long.ready(),
+            "apply_async waited for the 5 s task ({processes} workers)"
+        );
+        pool.terminate().await.unwrap();
+    }
+}

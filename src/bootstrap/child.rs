@@ -8,9 +8,17 @@ use crate::transport::auth::AuthKey;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
+
+/// A call the child has accepted and not finished.
+struct Running {
+    abort: AbortHandle,
+    /// Set once the call holds its slot and is about to run.
+    started: Arc<AtomicBool>,
+}
 
 /// Serves the parent until it tells us to stop or goes away; returns the exit code.
 ///
@@ -47,8 +55,7 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
     }
     log_forward::install(outbox.clone(), cfg.log_level);
 
-    let running: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
-    let inline = cfg.concurrency == 1;
+    let running: Arc<Mutex<HashMap<u64, Running>>> = Arc::default();
     let permits = match cfg.concurrency {
         0 => None,
         n => Some(Arc::new(Semaphore::new(n as usize))),
@@ -64,7 +71,8 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                         return;
                     }
                 }
-                Ok(None) => return,
+                // The parent closed or reset the connection: it is gone, nothing to report.
+                Ok(None) | Err(Error::Io(_)) => return,
                 Err(e) => {
                     eprintln!("multiprocessing: child {pid} dropped its parent connection: {e}");
                     return;
@@ -101,12 +109,16 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                 let table = Arc::clone(&running);
                 let permits = permits.clone();
                 let exit_tx = exit_tx.clone();
+                let started = Arc::new(AtomicBool::new(false));
+                let started_flag = Arc::clone(&started);
                 let task = tokio::spawn(async move {
                     // Calls wait here, in arrival order, for one of the child's slots.
                     let _permit = match permits {
                         Some(permits) => permits.acquire_owned().await.ok(),
                         None => None,
                     };
+                    // From here on the call counts as started: `Withdraw` no longer takes it.
+                    started_flag.store(true, Ordering::Relaxed);
                     if report_start {
                         // On the wire before the call runs: if the call then crashes the
                         // process, the parent knows it had started and does not run it again.
@@ -121,13 +133,10 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                             } else {
                                 record.invoke
                             };
-                            match invoke(body) {
-                                // One call at a time: run it right here, without a thread
-                                // hand-off. Reading and writing wait until it returns (its
-                                // start is already on the wire).
-                                Invocation::Sync(f) if inline => entry::run_sync(f),
-                                other => execute(other).await,
-                            }
+                            // Sync calls run on a blocking thread, so that this thread keeps
+                            // reading (a `Withdraw` must be answered while a long call runs)
+                            // and forwarding logs.
+                            execute(invoke(body)).await
                         }
                     };
                     drop(message);
@@ -144,10 +153,13 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                         let _ = send(&outbox, &Up::Return { id, outcome }, body);
                     }
                 });
-                running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, task.abort_handle());
+                running.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    id,
+                    Running {
+                        abort: task.abort_handle(),
+                        started,
+                    },
+                );
             }
             Down::Cancel { id } => {
                 if let Some(task) = running
@@ -155,8 +167,22 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id)
                 {
-                    task.abort();
+                    task.abort.abort();
                 }
+            }
+            Down::Withdraw { id } => {
+                // This runtime has one thread: no call can pass its start while we look.
+                let mut table = running.lock().unwrap_or_else(|p| p.into_inner());
+                let taken = match table.get(&id) {
+                    Some(r) if !r.started.load(Ordering::Relaxed) => {
+                        r.abort.abort();
+                        table.remove(&id);
+                        true
+                    }
+                    _ => false,
+                };
+                drop(table);
+                let _ = send(&outbox, &Up::Withdrawn { id, taken }, Vec::new());
             }
             Down::Shutdown => return 0,
         }

@@ -98,6 +98,8 @@ pub(crate) struct LocalConfig {
 struct InFlight {
     task: Task,
     started: bool,
+    /// A `Withdraw` for it is on its way.
+    withdrawing: bool,
 }
 
 struct Worker {
@@ -182,6 +184,7 @@ impl Driver {
                 Some(event) = events.recv() => self.on_event(event),
             }
             self.dispatch();
+            self.rebalance();
             self.check_drained();
             if self.terminating && self.all_empty() {
                 for t in self.terminators.drain(..) {
@@ -346,6 +349,16 @@ impl Driver {
                             f.started = true;
                         }
                     }
+                    Ok((Up::Withdrawn { id, taken }, _)) => {
+                        if taken {
+                            // Never ran there: it goes to the front of the queue, for an idle worker.
+                            if let Some(f) = worker.inflight.remove(&id) {
+                                self.pending.push_front(f.task);
+                            }
+                        } else if let Some(f) = worker.inflight.get_mut(&id) {
+                            f.withdrawing = false;
+                        }
+                    }
                     Ok((Up::Return { id, outcome }, at)) => {
                         if let Some(f) = worker.inflight.remove(&id) {
                             worker.done += 1;
@@ -461,10 +474,64 @@ impl Driver {
                         InFlight {
                             task,
                             started: false,
+                            withdrawing: false,
                         },
                     );
                 }
                 Err(e) => fail(task, TaskFailure::Remote(RemoteError::from(&e))),
+            }
+        }
+    }
+
+    /// No head-of-line blocking: when the queue is empty and a worker sits idle while another holds
+    /// tasks that wait behind a running one, ask for one of those back (it then goes to the idle
+    /// worker). The child gives it back only if it has not started, so nothing runs twice.
+    fn rebalance(&mut self) {
+        if self.terminating || !self.pending.is_empty() {
+            return;
+        }
+        let idle = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Up(_, w) if w.inflight.is_empty() && !w.retiring && !w.shutdown_sent))
+            .count();
+        let mut asked = self
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Up(_, w) => w.inflight.values().filter(|f| f.withdrawing).count(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        let concurrency = self.cfg.concurrency.max(1) as usize;
+        for slot in &mut self.slots {
+            if asked >= idle {
+                return;
+            }
+            let Slot::Up(_, w) = slot else { continue };
+            if w.inflight.len() <= concurrency {
+                continue;
+            }
+            // The last dispatched of its waiting tasks.
+            let candidate = w
+                .inflight
+                .iter()
+                .filter(|(_, f)| !f.started && !f.withdrawing)
+                .map(|(id, _)| *id)
+                .max();
+            if let Some(id) = candidate {
+                if let Ok(head) = encode_head(&Down::Withdraw { id }) {
+                    if w.handle
+                        .outbox
+                        .send(Outgoing::new(head, Vec::new()))
+                        .is_ok()
+                    {
+                        if let Some(f) = w.inflight.get_mut(&id) {
+                            f.withdrawing = true;
+                        }
+                        asked += 1;
+                    }
+                }
             }
         }
     }

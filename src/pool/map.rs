@@ -322,7 +322,9 @@ impl<R: DeserializeOwned> Imap<R> {
 
     /// Submits chunks until the window is full or the input ends.
     fn top_up(&mut self) {
-        while self.outstanding < self.window {
+        // Completed chunks still waiting for an earlier one (ordered imap) count against the
+        // window too, so memory stays bounded however the chunks finish.
+        while self.outstanding + self.buffer.len() < self.window {
             let Some(input) = self.input.as_mut() else {
                 return;
             };
