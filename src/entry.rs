@@ -178,22 +178,35 @@ where
     }
 }
 
-fn registry() -> &'static HashMap<&'static str, &'static EntryRecord> {
-    static MAP: OnceLock<HashMap<&'static str, &'static EntryRecord>> = OnceLock::new();
-    MAP.get_or_init(|| ENTRIES.iter().map(|r| (r.name, r)).collect())
+/// Name → entry; `None` for a name registered twice (two `#[entry] fn work` in different
+/// function bodies of one module share a module path), which must never run the wrong one.
+fn registry() -> &'static HashMap<&'static str, Option<&'static EntryRecord>> {
+    static MAP: OnceLock<HashMap<&'static str, Option<&'static EntryRecord>>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut map = HashMap::new();
+        for record in ENTRIES.iter() {
+            map.entry(record.name)
+                .and_modify(|slot| *slot = None)
+                .or_insert(Some(record));
+        }
+        map
+    })
 }
 
 /// Finds a registered entry by name.
 ///
 /// # Errors
-/// `NotAnEntry` when this executable has no entry of that name.
+/// `NotAnEntry` when this executable has no entry of that name, or more than one.
 pub(crate) fn lookup(name: &str) -> Result<&'static EntryRecord> {
-    registry()
-        .get(name)
-        .copied()
-        .ok_or_else(|| Error::NotAnEntry {
+    match registry().get(name) {
+        Some(Some(record)) => Ok(record),
+        Some(None) => Err(Error::Protocol(format!(
+            "entry `{name}` is registered more than once in this executable (two #[entry] functions with one name in one module); rename one"
+        ))),
+        None => Err(Error::NotAnEntry {
             name: name.to_owned(),
-        })
+        }),
+    }
 }
 
 thread_local! {

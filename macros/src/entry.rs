@@ -158,6 +158,13 @@ fn expand_fn(krate: &Path, f: ItemFn) -> TokenStream {
     } = f;
     let name = &sig.ident;
     let hidden = format_ident!("__mp_entry_{}", name);
+    // `#[cfg(..)]` must hold for everything generated, or a compiled-out fn leaves a dangling
+    // struct and registration behind.
+    let cfgs: Vec<syn::Attribute> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .cloned()
+        .collect();
     let (doc_attrs, other_attrs): (Vec<_>, Vec<_>) =
         attrs.into_iter().partition(|a| a.path().is_ident("doc"));
     let types: Vec<&Type> = sig
@@ -224,8 +231,10 @@ fn expand_fn(krate: &Path, f: ItemFn) -> TokenStream {
         #(#doc_attrs)*
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug)]
+        #(#cfgs)*
         #vis struct #name;
 
+        #(#cfgs)*
         impl ::core::ops::Deref for #name {
             type Target = #target;
             fn deref(&self) -> &Self::Target {
@@ -234,12 +243,14 @@ fn expand_fn(krate: &Path, f: ItemFn) -> TokenStream {
             }
         }
 
+        #(#cfgs)*
         impl #krate::Entry for #name {
             type Args = #args_ty;
             type Output = #output;
             const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name));
         }
 
+        #(#cfgs)*
         #registration
     }
 }

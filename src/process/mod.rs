@@ -106,8 +106,9 @@ impl<R: DeserializeOwned + Send + 'static> Process<R> {
     /// connects back.
     ///
     /// # Cancel safety
-    /// If the future is dropped after the OS started the child, the child runs detached (as a
-    /// dropped handle does).
+    /// Cancel-safe in the sense that matters: if the future is dropped once the start is under
+    /// way, the child is still started, supervised and counted by `active_children`, and runs
+    /// detached, as with a dropped handle.
     ///
     /// # Errors
     /// [`Error::NotLaunched`] outside `#[process_main]` / `#[multiprocessing::test]`;
@@ -313,24 +314,33 @@ impl ProcessBuilder {
                 .unwrap_or_else(crate::start::get_start_method),
             concurrency: 0,
         };
-        let child = ctx.start_child(opts).await?;
-        let pid = child.pid;
-        let (state_tx, state) = watch::channel(State::default());
-        let (exited_tx, exited) = watch::channel(None);
-        ctx.track(ChildRecord {
-            pid,
-            name: name.clone(),
-            daemon,
-            exited,
+        // Started in a task of its own: if the caller stops waiting, a child the OS has already
+        // started is still tracked and supervised (it runs detached), never half set up.
+        let supervisor_name = name.clone();
+        let started = tokio::spawn(async move {
+            let child = ctx.start_child(opts).await?;
+            let pid = child.pid;
+            let (state_tx, state) = watch::channel(State::default());
+            let (exited_tx, exited) = watch::channel(None);
+            ctx.track(ChildRecord {
+                pid,
+                name: supervisor_name.clone(),
+                daemon,
+                exited,
+            });
+            tokio::spawn(supervise(
+                child,
+                supervisor_name,
+                entry,
+                body,
+                state_tx,
+                exited_tx,
+            ));
+            Ok::<_, Error>((pid, state))
         });
-        tokio::spawn(supervise(
-            child,
-            name.clone(),
-            entry,
-            body,
-            state_tx,
-            exited_tx,
-        ));
+        let (pid, state) = started
+            .await
+            .map_err(|e| Error::Protocol(format!("the task starting the child was lost: {e}")))??;
         Ok(Process {
             shared: Arc::new(Shared {
                 pid,

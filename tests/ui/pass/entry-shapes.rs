@@ -100,3 +100,10 @@ async fn main() {
     assert!(is_entry(zero).ends_with("::zero"));
     assert!(is_entry(async_three).ends_with("::async_three"));
 }
+
+// A compiled-out entry leaves nothing behind.
+#[entry]
+#[cfg(any())]
+fn never_compiled(x: u8) -> u8 {
+    x
+}
