@@ -124,7 +124,7 @@ struct Driver {
     next_gen: u64,
     pending: VecDeque<Task>,
     events: mpsc::UnboundedSender<WorkerEvent>,
-    startup: Option<(oneshot::Sender<crate::Result<()>>, usize)>,
+    startup: Option<(oneshot::Sender<crate::error::Result<()>>, usize)>,
     closed: bool,
     draining: bool,
     terminating: bool,
@@ -139,7 +139,7 @@ pub(crate) fn start(
     cfg: LocalConfig,
 ) -> (
     mpsc::UnboundedSender<Command>,
-    oneshot::Receiver<crate::Result<()>>,
+    oneshot::Receiver<crate::error::Result<()>>,
 ) {
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();

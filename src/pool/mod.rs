@@ -351,7 +351,10 @@ impl PoolBuilder {
     /// cannot be started.
     pub async fn build(self) -> Result<Pool> {
         let ctx = Context::current()?;
-        let processes = self.processes.unwrap_or_else(crate::cpu_count).max(1);
+        let processes = self
+            .processes
+            .unwrap_or_else(crate::process::cpu_count)
+            .max(1);
         let initializer = match self.initializer {
             None => None,
             Some((name, body)) => Some((name, Arc::new(body?))),
