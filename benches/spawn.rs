@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench spawn` (add `-- --quick` for fewer samples).
 
-use multiprocessing::{entry, process_main, Process};
+use multiprocessing::{entry, process_main, Process, StartMethod};
 use serde_bytes::ByteBuf;
 use std::time::Instant;
 
@@ -82,6 +82,26 @@ async fn main() -> multiprocessing::Result<()> {
         "lower",
         samples,
         "Process::spawn(noop, ()) -> join() returned; re-exec of current_exe",
+    );
+
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let t0 = Instant::now();
+        let p = Process::builder()
+            .start_method(StartMethod::ForkServer)
+            .spawn(noop, ())
+            .await?;
+        p.join().await?;
+        if i >= 5 {
+            samples.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    emit(
+        "spawn_latency[forkserver]",
+        "ms",
+        "lower",
+        samples,
+        "Process::builder().start_method(ForkServer).spawn(noop, ()) -> join() returned; server started during warm-up",
     );
 
     let reps = if quick { 3 } else { 7 };

@@ -117,6 +117,18 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     // Whatever this child starts with `std::process::Command` must not inherit the marker (and
     // the run's key); children we start get a marker of their own.
     std::env::remove_var(crate::protocol::CHILD_ENV);
+    let cfg = if cfg.fork_server {
+        // Returns only in a forked child, single-threaded: set its environment, then carry on
+        // as any child does.
+        let (cfg, env) = bootstrap::fork_server::serve();
+        for (key, value) in env {
+            std::env::set_var(key, value);
+        }
+        bootstrap::die_with_parent(&cfg);
+        cfg
+    } else {
+        cfg
+    };
     crate::transport::set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
     let ctx = match Context::child(&cfg) {
         Ok(ctx) => ctx,

@@ -89,6 +89,31 @@ pub(crate) struct ChildConfig {
     pub(crate) test: Option<String>,
     /// How many calls the child runs at once (0 = no limit); the others wait in order.
     pub(crate) concurrency: u32,
+    /// The pid the OS reports as this process's parent: the fork server for a forked child,
+    /// otherwise `parent_pid`. A different `getppid()` at start-up means the parent died.
+    pub(crate) os_parent: u32,
+    /// This process is the fork server of `parent_pid`, not a worker.
+    pub(crate) fork_server: bool,
+}
+
+/// Root → fork server, on the server's control socket (its stdin).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ForkRequest {
+    /// The child's configuration.
+    pub(crate) config: ChildConfig,
+    /// Environment variables to set in the child.
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// Fork server → root.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ForkReply {
+    /// The child of the last request runs under this pid.
+    Started { pid: u32 },
+    /// The last request failed.
+    Failed { message: String },
+    /// A forked child exited; `status` is the raw `waitpid` status.
+    Exited { pid: u32, status: i32 },
 }
 
 impl ChildConfig {
@@ -201,6 +226,8 @@ mod tests {
             log_level: 2,
             test: Some("a::b".into()),
             concurrency: 1,
+            os_parent: 1,
+            fork_server: false,
         };
         let back = ChildConfig::from_env(&cfg.to_env().unwrap()).unwrap();
         assert_eq!(back.token, 42);

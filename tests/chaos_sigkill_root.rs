@@ -50,6 +50,9 @@ async fn root_that_gets_killed() {
             .unwrap()
             .pid(),
     );
+    // A child of the fork server: it must die with the server, which dies with the root.
+    let forked = Process::builder().start_method(multiprocessing::StartMethod::ForkServer);
+    pids.push(forked.spawn(sleep_long, ()).await.unwrap().pid());
     let dir = multiprocessing::__private::testing::run_dir().unwrap();
     let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
     std::fs::write(format!("{path}.dir"), dir.to_string_lossy().as_bytes()).unwrap();
@@ -97,12 +100,12 @@ fn sigkill_of_root_leaves_no_descendant() {
         .unwrap();
     let start = Instant::now();
     let (mut pids, mut grandchild) = (Vec::new(), Vec::new());
-    while start.elapsed() < Duration::from_secs(15) && (pids.len() < 5 || grandchild.is_empty()) {
+    while start.elapsed() < Duration::from_secs(15) && (pids.len() < 6 || grandchild.is_empty()) {
         std::thread::sleep(Duration::from_millis(20));
         pids = read_pids(&path);
         grandchild = read_pids(&format!("{path}.grandchild"));
     }
-    assert_eq!(pids.len(), 5, "the root did not report its children");
+    assert_eq!(pids.len(), 6, "the root did not report its children");
     assert_eq!(
         grandchild.len(),
         1,

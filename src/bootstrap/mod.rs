@@ -6,6 +6,7 @@
 //! is sent, forwards `tracing` events, and exits when the parent is gone.
 
 mod child;
+pub(crate) mod fork_server;
 mod log_forward;
 
 pub(crate) use child::serve;
@@ -37,7 +38,7 @@ pub(crate) fn die_with_parent(cfg: &ChildConfig) {
     }
     // SAFETY: getppid(2) cannot fail and has no preconditions.
     let parent = unsafe { libc::getppid() };
-    if u32::try_from(parent).ok() != Some(cfg.parent_pid) {
+    if u32::try_from(parent).ok() != Some(cfg.os_parent) {
         std::process::exit(EXIT_PARENT_GONE);
     }
 }

@@ -18,10 +18,56 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub(crate) struct ChildProcess {
     pub(crate) pid: u32,
-    pub(crate) child: tokio::process::Child,
+    pub(crate) child: ChildHandle,
     pub(crate) connection: oneshot::Receiver<ChildConn>,
     pub(crate) token: u64,
     pub(crate) hub: Arc<Hub>,
+}
+
+/// How the parent learns that a child exited.
+#[derive(Debug)]
+pub(crate) enum ChildHandle {
+    /// Our own child: tokio reaps it.
+    Spawned(tokio::process::Child),
+    /// A child of the fork server, which reports its exit.
+    Forked {
+        exit: Option<oneshot::Receiver<std::process::ExitStatus>>,
+        status: Option<std::process::ExitStatus>,
+    },
+}
+
+impl ChildHandle {
+    /// Waits for the child to exit.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe; once it has returned, it returns the same status again.
+    ///
+    /// # Errors
+    /// `Io` when the status cannot be learned (the fork server died).
+    pub(crate) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            ChildHandle::Spawned(child) => child.wait().await,
+            ChildHandle::Forked { exit, status } => {
+                if let Some(s) = status {
+                    return Ok(*s);
+                }
+                let Some(rx) = exit.as_mut() else {
+                    return Err(std::io::Error::other("the fork server is gone"));
+                };
+                match rx.await {
+                    Ok(s) => {
+                        *status = Some(s);
+                        *exit = None;
+                        Ok(s)
+                    }
+                    Err(_) => {
+                        *exit = None;
+                        Err(std::io::Error::other("the fork server is gone"))
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Request {
@@ -69,6 +115,7 @@ impl Spawner {
         relaunch: &Relaunch,
         marker: String,
         env: Vec<(OsString, OsString)>,
+        stdin: Option<std::os::fd::OwnedFd>,
     ) -> Result<(u32, tokio::process::Child)> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
@@ -84,7 +131,7 @@ impl Spawner {
         command
             .envs(env)
             .env(CHILD_ENV, marker)
-            .stdin(Stdio::null());
+            .stdin(stdin.map_or_else(Stdio::null, Stdio::from));
         let (reply, answer) = oneshot::channel();
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::NotLaunched("starting a child needs a tokio runtime".into()))?;

@@ -1,0 +1,142 @@
+//! The fork server: a fresh, single-threaded copy of this executable that forks children on
+//! request (Python's `forkserver`).
+//!
+//! It is started like any child (re-exec of `current_exe`) with `fork_server` set in its
+//! configuration and a socket as its stdin, on which the root sends [`ForkRequest`]s. It never
+//! builds a runtime, so `fork()` is sound here; each forked child then takes the ordinary child
+//! path (runtime, connect, serve). The server reaps its children and reports their exit status,
+//! since the root cannot wait for processes that are not its own children.
+
+use crate::protocol::{ChildConfig, ForkReply, ForkRequest};
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+fn send(control: &mut UnixStream, reply: &ForkReply) -> bool {
+    let Ok(body) = postcard::to_allocvec(reply) else {
+        return false;
+    };
+    let Ok(len) = u32::try_from(body.len()) else {
+        return false;
+    };
+    control
+        .write_all(&len.to_le_bytes())
+        .and_then(|()| control.write_all(&body))
+        .is_ok()
+}
+
+fn receive(control: &mut UnixStream) -> Option<ForkRequest> {
+    let mut len = [0u8; 4];
+    control.read_exact(&mut len).ok()?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > 1 << 20 {
+        return None;
+    }
+    let mut body = vec![0u8; len];
+    control.read_exact(&mut body).ok()?;
+    postcard::from_bytes(&body).ok()
+}
+
+/// Serves fork requests until the root closes the control socket (then exits). Returns only in
+/// a freshly forked child, with that child's configuration.
+///
+/// Children are watched through pidfds, not SIGCHLD: in a test binary this process has other
+/// threads (libtest's), which would take the signal.
+pub(crate) fn serve() -> (ChildConfig, Vec<(String, String)>) {
+    // SAFETY: fd 0 is the control socket the root passed as our stdin; we own it from here on.
+    let mut control = unsafe { UnixStream::from_raw_fd(0) };
+    // (pid, pidfd) of every child not yet reaped.
+    let mut children: Vec<(libc::pid_t, libc::c_int)> = Vec::new();
+    loop {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .chain(children.iter().map(|&(_, fd)| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }))
+        .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            continue; // EINTR
+        }
+        let exited: Vec<usize> = fds[1..]
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.revents != 0)
+            .map(|(i, _)| i)
+            .collect();
+        for &i in exited.iter().rev() {
+            let (pid, pidfd) = children.swap_remove(i);
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a valid out-pointer; its pidfd said it exited,
+            // so this does not block. Then the pidfd is ours to close.
+            let reaped = unsafe {
+                let r = libc::waitpid(pid, &mut status, 0);
+                libc::close(pidfd);
+                r
+            };
+            if reaped == pid
+                && !send(
+                    &mut control,
+                    &ForkReply::Exited {
+                        pid: pid as u32,
+                        status,
+                    },
+                )
+            {
+                std::process::exit(0);
+            }
+        }
+        if fds[0].revents != 0 {
+            let Some(request) = receive(&mut control) else {
+                // The root is gone or closed us: our children follow by their death signal.
+                std::process::exit(0);
+            };
+            // SAFETY: this thread never started a runtime or any other thread; the forked child
+            // has only this thread and may run arbitrary code.
+            match unsafe { libc::fork() } {
+                -1 => {
+                    let message = std::io::Error::last_os_error().to_string();
+                    if !send(&mut control, &ForkReply::Failed { message }) {
+                        std::process::exit(0);
+                    }
+                }
+                0 => {
+                    // The child: drop the server's descriptors; stdin becomes /dev/null.
+                    // SAFETY: closing our own descriptors and opening /dev/null.
+                    unsafe {
+                        for &(_, fd) in &children {
+                            libc::close(fd);
+                        }
+                        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                        if null >= 0 {
+                            libc::dup2(null, 0);
+                            libc::close(null);
+                        }
+                    }
+                    // fd 0 now is /dev/null; the socket must not be closed again by a drop.
+                    std::mem::forget(control);
+                    return (request.config, request.env);
+                }
+                pid => {
+                    // SAFETY: pidfd_open(2) on our own child; returns a new descriptor or -1.
+                    let pidfd =
+                        unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+                    if pidfd >= 0 {
+                        // SAFETY: setting FD_CLOEXEC on a descriptor we own.
+                        unsafe { libc::fcntl(pidfd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                        children.push((pid, pidfd));
+                    }
+                    if !send(&mut control, &ForkReply::Started { pid: pid as u32 }) {
+                        std::process::exit(0);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The root's side of the fork server: start it on first use, ask it for children, learn
+//! their exit status.
+
+use super::spawn::Spawner;
+use super::Relaunch;
+use crate::error::{Error, Result};
+use crate::protocol::{ChildConfig, ForkReply, ForkRequest};
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::oneshot;
+
+type Started = Result<(u32, oneshot::Receiver<ExitStatus>)>;
+
+#[derive(Debug, Default)]
+struct Waiters {
+    /// Who waits for the answer to each request, in the order they were sent.
+    replies: VecDeque<oneshot::Sender<Started>>,
+    /// Who waits for each forked child's exit.
+    exits: HashMap<u32, oneshot::Sender<ExitStatus>>,
+    /// Set once the server is gone: every later request fails at once.
+    gone: bool,
+}
+
+/// A running fork server.
+#[derive(Debug)]
+pub(crate) struct ForkServer {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    waiters: Arc<Mutex<Waiters>>,
+    pid: u32,
+    _process: tokio::process::Child,
+}
+
+fn lock(w: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ForkServer {
+    /// Starts the server: this executable again, in server mode, with a socket as its stdin.
+    ///
+    /// # Errors
+    /// `Io` when the process or the socket cannot be made.
+    pub(crate) async fn start(
+        spawner: &Spawner,
+        relaunch: &Relaunch,
+        mut cfg: ChildConfig,
+    ) -> Result<Self> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        cfg.fork_server = true;
+        let (pid, process) = spawner
+            .spawn(relaunch, cfg.to_env()?, Vec::new(), Some(theirs.into()))
+            .await?;
+        let (mut reader, writer) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let waiters: Arc<Mutex<Waiters>> = Arc::default();
+        let shared = Arc::clone(&waiters);
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 4];
+                if reader.read_exact(&mut len).await.is_err() {
+                    break;
+                }
+                let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+                if reader.read_exact(&mut body).await.is_err() {
+                    break;
+                }
+                let Ok(reply) = postcard::from_bytes::<ForkReply>(&body) else {
+                    break;
+                };
+                let mut w = lock(&shared);
+                match reply {
+                    ForkReply::Started { pid } => {
+                        let (tx, rx) = oneshot::channel();
+                        w.exits.insert(pid, tx);
+                        if let Some(waiter) = w.replies.pop_front() {
+                            let _ = waiter.send(Ok((pid, rx)));
+                        }
+                    }
+                    ForkReply::Failed { message } => {
+                        if let Some(waiter) = w.replies.pop_front() {
+                            let _ = waiter.send(Err(Error::Io(std::io::Error::other(format!(
+                                "the fork server could not fork: {message}"
+                            )))));
+                        }
+                    }
+                    ForkReply::Exited { pid, status } => {
+                        if let Some(tx) = w.exits.remove(&pid) {
+                            let _ = tx.send(ExitStatus::from_raw(status));
+                        }
+                    }
+                }
+            }
+            // The server is gone: fail whoever still waits (dropping the senders does that).
+            let mut w = lock(&shared);
+            w.gone = true;
+            w.replies.clear();
+            w.exits.clear();
+        });
+        Ok(ForkServer {
+            writer: tokio::sync::Mutex::new(writer),
+            waiters,
+            pid,
+            _process: process,
+        })
+    }
+
+    /// The server's pid: the OS parent of every child it forks.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Asks for a child with `cfg`; returns its pid and a receiver of its exit status.
+    ///
+    /// # Errors
+    /// `Io` when the server is gone or cannot fork.
+    pub(crate) async fn fork(&self, config: ChildConfig, env: Vec<(String, String)>) -> Started {
+        let body = postcard::to_allocvec(&ForkRequest { config, env })
+            .map_err(|e| Error::encode("a fork request", e))?;
+        let len =
+            u32::try_from(body.len()).map_err(|_| Error::encode("a fork request", "too large"))?;
+        let (tx, rx) = oneshot::channel();
+        {
+            // Hold the writer while queueing the waiter, so answers match requests in order.
+            let mut writer = self.writer.lock().await;
+            {
+                let mut w = lock(&self.waiters);
+                if w.gone {
+                    return Err(Error::Io(std::io::Error::other("the fork server is gone")));
+                }
+                w.replies.push_back(tx);
+            }
+            writer.write_all(&len.to_le_bytes()).await?;
+            writer.write_all(&body).await?;
+        }
+        rx.await
+            .map_err(|_| Error::Io(std::io::Error::other("the fork server is gone")))?
+    }
+}
