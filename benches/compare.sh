@@ -33,6 +33,8 @@ pairs = [
     ("spawn_latency[spawn]", "spawn_latency[spawn]", 25, "spawn+join vs Python spawn"),
     ("spawn_latency[spawn]", "spawn_latency[fork]", 1, "spawn+join vs Python fork"),
     ("spawn_latency[spawn]", "spawn_latency[forkserver]", None, "spawn+join vs Python forkserver"),
+    ("spawn_latency[forkserver]", "spawn_latency[fork]", None, "ForkServer spawn+join vs Python fork (target <= 0.5 ms)"),
+    ("spawn_latency[forkserver]", "spawn_latency[forkserver]", None, "ForkServer spawn+join vs Python forkserver"),
     ("pool2_startup_shutdown[spawn]", "pool2_startup_shutdown[fork]", 1 / 0.7, "Pool(2) start+close+join vs fork"),
     ("pool2_map_default_chunksize", "pool2_map_default_chunksize", 5, "map 1M tiny, default chunks"),
     ("pool2_map_chunksize1", "pool2_map_chunksize1", 5, "map 50k, chunksize 1"),
