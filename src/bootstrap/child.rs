@@ -1,11 +1,12 @@
 //! Connect, authenticate, serve calls, exit when the parent is gone.
 
+use super::call_thread::{self, CallQueue, QueuedCall};
 use super::{log_forward, EXIT_NO_PARENT, EXIT_PARENT_GONE};
 use crate::entry::{self, Invocation};
 use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{decode_head, encode_head, ChildConfig, Down, Up, PROTOCOL_VERSION};
 use crate::transport::auth::AuthKey;
-use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
+use crate::transport::{spawn_shared_writer, Conn, Outbox, Outgoing, SharedWriter};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +40,8 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
         }
     };
     let Conn { mut reader, writer } = conn;
-    let (outbox, _writer) = spawn_writer(writer);
+    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
+    let (outbox, _writer) = spawn_shared_writer(Arc::clone(&writer));
     if send(
         &outbox,
         &Up::Hello {
@@ -81,6 +83,34 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
         }
     });
     let (exit_tx, mut exit) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    // One slot: calls run on a thread of their own, straight from a queue.
+    let queue = if cfg.concurrency == 1 {
+        let queue = Arc::new(CallQueue::default());
+        let handle = tokio::runtime::Handle::current();
+        if call_thread::spawn(
+            Arc::clone(&queue),
+            Arc::clone(&writer),
+            handle,
+            exit_tx.clone(),
+        )
+        .is_err()
+        {
+            return EXIT_NO_PARENT;
+        }
+        Some(queue)
+    } else {
+        None
+    };
+    // Stop the call thread however serving ends.
+    struct CloseOnDrop(Option<Arc<CallQueue>>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            if let Some(q) = &self.0 {
+                q.close();
+            }
+        }
+    }
+    let _close = CloseOnDrop(queue.clone());
     loop {
         let message = tokio::select! {
             m = messages.recv() => match m {
@@ -105,6 +135,18 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                 report_start,
             } => {
                 let record = entry::lookup(&entry);
+                if let Some(queue) = &queue {
+                    queue.push(QueuedCall {
+                        id,
+                        record,
+                        batch,
+                        report_start,
+                        then_exit,
+                        message,
+                        at,
+                    });
+                    continue;
+                }
                 let outbox = outbox.clone();
                 let table = Arc::clone(&running);
                 let permits = permits.clone();
@@ -162,6 +204,10 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                 );
             }
             Down::Cancel { id } => {
+                // A queued call is dropped; one already running on the call thread finishes.
+                if let Some(queue) = &queue {
+                    queue.withdraw(id);
+                }
                 if let Some(task) = running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -169,6 +215,10 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
                 {
                     task.abort.abort();
                 }
+            }
+            Down::Withdraw { id } if queue.is_some() => {
+                let taken = queue.as_ref().is_some_and(|q| q.withdraw(id));
+                let _ = send(&outbox, &Up::Withdrawn { id, taken }, Vec::new());
             }
             Down::Withdraw { id } => {
                 // This runtime has one thread: no call can pass its start while we look.

@@ -5,6 +5,7 @@
 //! and hands control to [`serve`], which connects to the parent, authenticates, runs the calls it
 //! is sent, forwards `tracing` events, and exits when the parent is gone.
 
+mod call_thread;
 mod child;
 pub(crate) mod fork_server;
 mod log_forward;

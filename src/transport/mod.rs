@@ -12,6 +12,7 @@ use frame::{FrameReader, FrameWriter};
 use local::{RecvHalf, SendHalf};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Default limit on one frame: 16 MiB. Larger messages cross as several frames.
@@ -105,13 +106,21 @@ pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing>;
 /// Moves the writer into a task that sends what arrives on the returned [`Outbox`], batching
 /// whatever is queued into one flush. The task ends when every `Outbox` is dropped or the peer
 /// is gone.
-pub(crate) fn spawn_writer(
-    mut writer: FrameWriter<SendHalf>,
-) -> (Outbox, tokio::task::JoinHandle<()>) {
+pub(crate) fn spawn_writer(writer: FrameWriter<SendHalf>) -> (Outbox, tokio::task::JoinHandle<()>) {
+    spawn_shared_writer(Arc::new(tokio::sync::Mutex::new(writer)))
+}
+
+/// The writing side of a connection that more than one thread writes to; each holder writes and
+/// flushes whole messages under the lock.
+pub(crate) type SharedWriter = Arc<tokio::sync::Mutex<FrameWriter<SendHalf>>>;
+
+/// As [`spawn_writer`], over a writer that others may also lock to write directly.
+pub(crate) fn spawn_shared_writer(shared: SharedWriter) -> (Outbox, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let task = tokio::spawn(async move {
         let mut acks = Vec::new();
         while let Some(first) = rx.recv().await {
+            let mut writer = shared.lock().await;
             let mut next = Some(first);
             while let Some(msg) = next {
                 if writer.write_message(&[&msg.head, &msg.body]).await.is_err() {
