@@ -158,7 +158,14 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
     what: &'static str,
     value: &T,
 ) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value).map_err(|e| Error::encode(what, e))
+    // Sized first, so a large value is written once into a buffer of the right size instead of
+    // being copied each time a growing buffer doubles.
+    let size = postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
+        value,
+        postcard::ser_flavors::Size::default(),
+    )
+    .map_err(|e| Error::encode(what, e))?;
+    postcard::to_extend(value, Vec::with_capacity(size)).map_err(|e| Error::encode(what, e))
 }
 
 /// Decodes a user value; the whole slice must be consumed.
