@@ -82,6 +82,9 @@ pub enum Error {
         /// The entry's registered name (its module path).
         name: String,
     },
+    /// An argument is out of its range (for example a pool of 0 processes).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A process was about to be started outside a launch context.
     #[error("spawning needs #[multiprocessing::process_main] on main (or #[multiprocessing::test] on the test): {0}")]
     NotLaunched(String),

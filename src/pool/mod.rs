@@ -348,9 +348,14 @@ impl PoolBuilder {
     /// [`Error::NotLaunched`] outside `#[process_main]` / `#[multiprocessing::test]`;
     /// [`Error::Encode`] for initializer arguments that do not encode; the initializer's own
     /// error ([`Error::Panicked`], …) if it fails in a worker; [`Error::Io`] when a process
-    /// cannot be started.
+    /// cannot be started; [`Error::InvalidArgument`] for `processes(0)`.
     pub async fn build(self) -> Result<Pool> {
         let ctx = Context::current()?;
+        if self.processes == Some(0) {
+            return Err(Error::InvalidArgument(
+                "a pool needs at least 1 process (Python raises ValueError here too)".into(),
+            ));
+        }
         let processes = self
             .processes
             .unwrap_or_else(crate::process::cpu_count)
