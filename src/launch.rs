@@ -146,7 +146,10 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     );
     Context::set_current(Some(ctx));
     let code = runtime.block_on(async move {
-        let code = bootstrap::serve(cfg).await;
+        let context = Context::try_current();
+        let on_thread_start: Arc<dyn Fn() + Send + Sync> =
+            Arc::new(move || Context::set_current(context.clone()));
+        let code = bootstrap::serve(cfg, on_thread_start).await;
         if code != bootstrap::EXIT_PARENT_GONE {
             // As at the end of `main`: wait for our own non-daemon children, stop the daemons.
             if let Some(ctx) = Context::try_current() {

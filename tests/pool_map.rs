@@ -384,3 +384,48 @@ async fn short_tasks_do_not_wait_behind_a_long_one() {
         pool.terminate().await.unwrap();
     }
 }
+
+#[entry]
+fn whoami(_: u64) -> (String, Option<u32>) {
+    let me = multiprocessing::current_process();
+    (me.name, multiprocessing::parent_process().map(|p| p.pid))
+}
+
+#[entry]
+async fn spawn_from_a_task(x: u64) -> u64 {
+    let p = multiprocessing::Process::spawn(square, x)
+        .await
+        .expect("a pool task can spawn");
+    p.join().await.expect("the grandchild returns")
+}
+
+#[multiprocessing::test]
+async fn tasks_run_inside_their_workers_launch_context() {
+    let pool = Pool::builder()
+        .processes(2)
+        .name_prefix("ctx")
+        .build()
+        .await
+        .unwrap();
+    for (name, parent) in pool.map(whoami, 0..8).chunksize(1).await.unwrap() {
+        assert!(name.starts_with("ctx-"), "{name}");
+        assert_eq!(parent, Some(std::process::id()));
+    }
+    assert_eq!(pool.apply(spawn_from_a_task, 7).await.unwrap(), 49);
+}
+
+#[multiprocessing::test]
+async fn calls_made_before_close_still_run() {
+    let pool = Pool::new(2).await.unwrap();
+    let stream = pool.imap(square, 0..100u64).chunksize(3);
+    let map = pool.map(square, 0..50u64);
+    pool.close();
+    let streamed: Vec<u64> = stream.map(|r| r.unwrap()).collect().await;
+    assert_eq!(streamed, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(map.await.unwrap().len(), 50);
+    assert!(
+        matches!(pool.apply(square, 1).await, Err(Error::PoolClosed)),
+        "a call made after close is refused"
+    );
+    pool.join().await.unwrap();
+}

@@ -94,10 +94,12 @@ pub(super) fn spawn(
     writer: SharedWriter,
     runtime: Handle,
     exit: UnboundedSender<i32>,
+    on_start: Arc<dyn Fn() + Send + Sync>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("multiprocessing-call".into())
         .spawn(move || {
+            on_start();
             while let Some(call) = queue.next() {
                 if call.report_start
                     && write_now(&writer, &runtime, &Up::Started { id: call.id }, &[]).is_err()

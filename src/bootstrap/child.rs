@@ -26,7 +26,10 @@ struct Running {
 /// Must run inside a tokio runtime. A call sent with `then_exit` ends serving once its result is
 /// on the wire, with exit code 0 (a value) or 1 (a failure); [`EXIT_PARENT_GONE`] means the
 /// parent is gone and the process should exit at once.
-pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
+///
+/// `on_thread_start` runs first thing on every thread the child starts outside the runtime (the
+/// call thread): `launch` uses it to make the launch context current there too.
+pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send + Sync>) -> i32 {
     entry::install_panic_hook();
     let pid = std::process::id();
     let conn = match connect(&cfg).await {
@@ -92,6 +95,7 @@ pub(crate) async fn serve(cfg: ChildConfig) -> i32 {
             Arc::clone(&writer),
             handle,
             exit_tx.clone(),
+            on_thread_start,
         )
         .is_err()
         {

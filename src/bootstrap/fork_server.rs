@@ -62,7 +62,11 @@ pub(crate) fn serve() -> (ChildConfig, Vec<(String, String)>) {
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd for the duration of the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if ready < 0 {
-            continue; // EINTR
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Nothing sensible is left to do: our children follow by their death signal.
+            std::process::exit(0);
         }
         let exited: Vec<usize> = fds[1..]
             .iter()
@@ -127,11 +131,24 @@ pub(crate) fn serve() -> (ChildConfig, Vec<(String, String)>) {
                     // SAFETY: pidfd_open(2) on our own child; returns a new descriptor or -1.
                     let pidfd =
                         unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
-                    if pidfd >= 0 {
-                        // SAFETY: setting FD_CLOEXEC on a descriptor we own.
-                        unsafe { libc::fcntl(pidfd, libc::F_SETFD, libc::FD_CLOEXEC) };
-                        children.push((pid, pidfd));
+                    if pidfd < 0 {
+                        // Without a pidfd we could not report its exit: take it back now.
+                        let message =
+                            format!("pidfd_open failed: {}", std::io::Error::last_os_error());
+                        // SAFETY: kill and reap our own child, with a valid out-pointer.
+                        unsafe {
+                            libc::kill(pid, libc::SIGKILL);
+                            let mut status = 0;
+                            libc::waitpid(pid, &mut status, 0);
+                        }
+                        if !send(&mut control, &ForkReply::Failed { message }) {
+                            std::process::exit(0);
+                        }
+                        continue;
                     }
+                    // SAFETY: setting FD_CLOEXEC on a descriptor we own.
+                    unsafe { libc::fcntl(pidfd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                    children.push((pid, pidfd));
                     if !send(&mut control, &ForkReply::Started { pid: pid as u32 }) {
                         std::process::exit(0);
                     }

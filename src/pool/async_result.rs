@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 /// Awaiting it (or [`get`](Self::get)) is cancel-safe: the result stays available to a later
 /// await. Dropping the handle before the task has started cancels the task; if it is already
 /// running, it runs to the end and its result is discarded.
+#[must_use = "dropping an AsyncResult cancels its task if it has not started"]
 pub struct AsyncResult<R> {
     state: Mutex<State>,
     group: u64,
@@ -86,11 +87,15 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     fn take_value(done: &Completion) -> Result<R> {
         match &done.outcome {
-            Ok((message, at)) => decode_results::<R>(&message[*at..])?
-                .pop()
-                .unwrap_or_else(|| {
-                    Err(Error::Protocol("the worker returned an empty batch".into()))
-                }),
+            Ok((message, at)) => {
+                let mut results = decode_results::<R>(&message[*at..])?;
+                match (results.pop(), results.is_empty()) {
+                    (Some(result), true) => result,
+                    _ => Err(Error::Protocol(
+                        "a worker returned a batch of other than one result for one task".into(),
+                    )),
+                }
+            }
             Err(f) => Err(f.clone().into()),
         }
     }

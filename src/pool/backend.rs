@@ -84,6 +84,10 @@ pub(crate) enum Command {
     /// Kill the workers now, fail all work, then answer (if anyone asks).
     Terminate(Option<oneshot::Sender<()>>),
     Pids(oneshot::Sender<Vec<u32>>),
+    /// A lazily submitting call (map, imap) was made: its chunks are accepted after `close`.
+    Open(u64),
+    /// That call will submit nothing more.
+    Done(u64),
 }
 
 /// How the local backend runs its workers.
@@ -108,6 +112,7 @@ struct Worker {
     done: u32,
     retiring: bool,
     shutdown_sent: bool,
+    killed: bool,
 }
 
 enum Slot {
@@ -130,6 +135,7 @@ struct Driver {
     terminating: bool,
     joiners: Vec<oneshot::Sender<()>>,
     terminators: Vec<oneshot::Sender<()>>,
+    open: std::collections::HashSet<u64>,
 }
 
 /// Starts the workers and the task that drives them. The returned receiver answers once every
@@ -160,6 +166,7 @@ pub(crate) fn start(
         terminating: false,
         joiners: Vec::new(),
         terminators: Vec::new(),
+        open: std::collections::HashSet::new(),
     };
     for slot in 0..processes {
         driver.start_worker(slot, Duration::ZERO);
@@ -174,12 +181,16 @@ impl Driver {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
     ) {
+        let mut handles_left = true;
         loop {
             tokio::select! {
-                command = commands.recv() => match command {
+                command = commands.recv(), if handles_left => match command {
                     Some(command) => self.on_command(command),
                     // Every handle is gone: nobody can ask for results any more.
-                    None => self.terminate(),
+                    None => {
+                        handles_left = false;
+                        self.terminate();
+                    }
                 },
                 Some(event) = events.recv() => self.on_event(event),
             }
@@ -193,6 +204,27 @@ impl Driver {
                 for j in self.joiners.drain(..) {
                     let _ = j.send(());
                 }
+                // Whatever was still on its way is answered, not dropped: a stream waiting for
+                // chunks it had submitted learns the pool is gone.
+                commands.close();
+                while let Ok(command) = commands.try_recv() {
+                    match command {
+                        Command::Submit(tasks) => tasks
+                            .into_iter()
+                            .for_each(|t| fail(t, TaskFailure::Terminated)),
+                        Command::Join(tx) | Command::Terminate(Some(tx)) => {
+                            let _ = tx.send(());
+                        }
+                        Command::Pids(tx) => {
+                            let _ = tx.send(Vec::new());
+                        }
+                        Command::Cancel(_)
+                        | Command::Close
+                        | Command::Terminate(None)
+                        | Command::Open(_)
+                        | Command::Done(_) => {}
+                    }
+                }
                 return;
             }
         }
@@ -200,8 +232,16 @@ impl Driver {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::Open(group) => {
+                self.open.insert(group);
+            }
+            Command::Done(group) => {
+                self.open.remove(&group);
+            }
             Command::Submit(tasks) => {
-                if self.closed || self.terminating {
+                // After `close`, calls made before it still run (as in Python); new ones do not.
+                let before_close = tasks.first().is_some_and(|t| self.open.contains(&t.group));
+                if self.terminating || (self.closed && !before_close) {
                     for task in tasks {
                         fail(task, TaskFailure::Terminated);
                     }
@@ -237,10 +277,12 @@ impl Driver {
         self.pending.retain(|t| t.group != group);
         for slot in &mut self.slots {
             if let Slot::Up(_, worker) = slot {
+                // A task that has started runs to its end (a sync call cannot be interrupted)
+                // and keeps its place in the accounting; its result goes nowhere.
                 let ids: Vec<u64> = worker
                     .inflight
                     .iter()
-                    .filter(|(_, f)| f.task.group == group)
+                    .filter(|(_, f)| f.task.group == group && !f.started)
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
@@ -266,7 +308,10 @@ impl Driver {
                 for (_, f) in worker.inflight.drain() {
                     fail(f.task, TaskFailure::Terminated);
                 }
-                send_signal(worker.handle.pid, libc::SIGKILL);
+                if !worker.killed {
+                    worker.killed = true;
+                    send_signal(worker.handle.pid, libc::SIGKILL);
+                }
             }
         }
         if let Some((tx, _)) = self.startup.take() {
@@ -311,6 +356,7 @@ impl Driver {
                             done: 0,
                             retiring: false,
                             shutdown_sent: false,
+                            killed: self.terminating,
                         };
                         if self.draining {
                             shutdown(&mut worker);
@@ -331,6 +377,14 @@ impl Driver {
                             self.terminate();
                         } else if !self.terminating && !self.draining {
                             tracing::warn!(target: "multiprocessing::pool", "a replacement worker failed to start: {e}; trying again");
+                            // With no worker left to run them, queued tasks fail now rather
+                            // than wait for a start that may never succeed.
+                            if !self.slots.iter().any(|s| matches!(s, Slot::Up(..))) {
+                                let failure = TaskFailure::Remote(RemoteError::from(&e));
+                                for task in self.pending.drain(..) {
+                                    fail(task, failure.clone());
+                                }
+                            }
                             self.start_worker(slot, Duration::from_millis(200));
                         }
                     }
@@ -557,6 +611,9 @@ impl Driver {
                 .iter()
                 .any(|s| matches!(s, Slot::Up(_, w) if !w.inflight.is_empty()));
         if busy {
+            // More work arrived (a call made before `close` submitting lazily): workers told to
+            // stop are replaced as they exit.
+            self.draining = false;
             return;
         }
         if !self.draining {

@@ -41,18 +41,53 @@ fn failed_items<R>(e: &Error, len: usize) -> Vec<Result<R>> {
     (0..len).map(|_| Err(remote.clone().into())).collect()
 }
 
-/// Sends `Cancel(group)` when dropped while armed.
-struct CancelOnDrop {
+/// The group of one lazily submitting call, registered with the pool when the call is made (so
+/// its chunks still run after `close`, as in Python). Dropped before [`Group::finish`], it cancels
+/// the call's tasks that have not started.
+struct Group {
     commands: mpsc::UnboundedSender<Command>,
-    group: u64,
-    armed: bool,
+    id: u64,
+    finished: bool,
 }
 
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = self.commands.send(Command::Cancel(self.group));
+impl Group {
+    fn open(handle: &PoolHandle) -> Self {
+        let id = handle.next_id();
+        let _ = handle.commands.send(Command::Open(id));
+        Group {
+            commands: handle.commands.clone(),
+            id,
+            finished: false,
         }
+    }
+
+    /// Everything of this call is done: nothing to cancel, nothing more to submit.
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            let _ = self.commands.send(Command::Done(self.id));
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.commands.send(Command::Cancel(self.id));
+            let _ = self.commands.send(Command::Done(self.id));
+        }
+    }
+}
+
+/// Checks that a batch has one result per item sent.
+fn check_count<R>(results: Vec<Result<R>>, sent: usize) -> Result<Vec<Result<R>>> {
+    if results.len() == sent {
+        Ok(results)
+    } else {
+        Err(Error::Protocol(format!(
+            "a worker returned {} results for {sent} items",
+            results.len()
+        )))
     }
 }
 
@@ -152,6 +187,7 @@ pub struct Map<R> {
     chunker: Box<dyn FnOnce(usize) -> Result<Vec<Vec<u8>>> + Send>,
     chunksize: Option<usize>,
     retries: u32,
+    group: Group,
     _output: PhantomData<fn() -> R>,
 }
 
@@ -170,6 +206,7 @@ impl<R> Map<R> {
         A: Serialize + Send + 'static,
     {
         Map {
+            group: Group::open(&handle),
             handle,
             entry,
             len: items.len(),
@@ -199,7 +236,9 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
+            let mut group = self.group;
             if self.len == 0 {
+                group.finish();
                 return Ok(Vec::new());
             }
             let size = self
@@ -208,22 +247,25 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
             let chunks = (self.chunker)(size)?;
             let count = chunks.len();
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let group = self.handle.next_id();
-            let mut guard = CancelOnDrop {
-                commands: self.handle.commands.clone(),
-                group,
-                armed: true,
-            };
             self.handle
-                .submit(self.entry, chunks, 0, self.retries, group, &tx)?;
+                .submit(self.entry, chunks, 0, self.retries, group.id, &tx)?;
             drop(tx);
             let mut done: Vec<Option<Vec<Result<R>>>> = (0..count).map(|_| None).collect();
             for _ in 0..count {
                 let completion = rx.recv().await.ok_or(Error::PoolClosed)?;
                 let (message, at) = completion.outcome.map_err(Error::from)?;
-                done[completion.index] = Some(decode_results(&message[at..])?);
+                let index = completion.index;
+                let sent = if index + 1 == count {
+                    self.len - size * (count - 1)
+                } else {
+                    size
+                };
+                let slot = done.get_mut(index).ok_or_else(|| {
+                    Error::Protocol("a result for a chunk that was not sent".into())
+                })?;
+                *slot = Some(check_count(decode_results(&message[at..])?, sent)?);
             }
-            guard.armed = false;
+            group.finish();
             done.into_iter().flatten().flatten().collect()
         })
     }
@@ -244,7 +286,7 @@ pub struct Imap<R> {
     chunksize: usize,
     retries: u32,
     ordered: bool,
-    group: u64,
+    group: Group,
     tx: mpsc::UnboundedSender<Completion>,
     rx: mpsc::UnboundedReceiver<Completion>,
     sizes: HashMap<usize, usize>,
@@ -274,7 +316,7 @@ impl<R: DeserializeOwned> Imap<R> {
         ordered: bool,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let group = handle.next_id();
+        let group = Group::open(&handle);
         let window = 8 * handle.processes.max(1);
         Imap {
             handle,
@@ -340,7 +382,7 @@ impl<R: DeserializeOwned> Imap<R> {
                     vec![body],
                     index,
                     self.retries,
-                    self.group,
+                    self.group.id,
                     &self.tx,
                 )
             });
@@ -364,16 +406,18 @@ impl<R: DeserializeOwned> Imap<R> {
                 return Poll::Ready(Some(item));
             }
             if self.outstanding == 0 && self.input.is_none() {
+                self.group.finish();
                 return Poll::Ready(None);
             }
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(completion)) => {
                     self.outstanding -= 1;
                     let len = self.sizes.remove(&completion.index).unwrap_or(1);
+                    // One result per item sent, whatever the worker said.
                     let results = match completion.outcome {
-                        Ok((message, at)) => {
-                            decode_results(&message[at..]).unwrap_or_else(|e| vec![Err(e)])
-                        }
+                        Ok((message, at)) => decode_results(&message[at..])
+                            .and_then(|r| check_count(r, len))
+                            .unwrap_or_else(|e| failed_items(&e, len)),
                         Err(failure) => (0..len).map(|_| Err(failure.clone().into())).collect(),
                     };
                     self.deliver(completion.index, results);
@@ -393,14 +437,6 @@ impl<R: DeserializeOwned> Stream for Imap<R> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
         self.get_mut().poll_item(cx)
-    }
-}
-
-impl<R> Drop for Imap<R> {
-    fn drop(&mut self) {
-        if self.outstanding > 0 {
-            let _ = self.handle.commands.send(Command::Cancel(self.group));
-        }
     }
 }
 

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
+/// How long a new worker may take to connect and say hello.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How to start a worker.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerSpec {
@@ -94,11 +97,13 @@ pub(crate) async fn run(
     let conn = tokio::select! {
         conn = connection => conn.ok(),
         _ = process.wait() => None,
+        // A child that neither connects nor exits must not hold the slot (or `Pool::new`) forever.
+        _ = tokio::time::sleep(CONNECT_TIMEOUT) => None,
     };
     hub.forget(token);
     let setup = match conn {
         None => Err(Error::Protocol(format!(
-            "pool worker {pid} exited before it connected"
+            "pool worker {pid} exited or did not connect within {CONNECT_TIMEOUT:?}"
         ))),
         Some(mut conn) => match &spec.initializer {
             None => Ok(conn),
@@ -120,12 +125,24 @@ pub(crate) async fn run(
                 result: Ok(handle),
             });
             drop(conn.outbox);
-            while let Ok(Some(message)) = conn.reader.read_message().await {
-                if events
-                    .send(WorkerEvent::Message { slot, gen, message })
-                    .is_err()
-                {
-                    break;
+            loop {
+                match conn.reader.read_message().await {
+                    Ok(Some(message)) => {
+                        if events
+                            .send(WorkerEvent::Message { slot, gen, message })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // A worker that breaks the protocol is of no more use, and would never
+                        // see end-of-stream (the driver still holds the write half): end it.
+                        tracing::warn!(target: "multiprocessing::pool", "killing pool worker {pid}: {e}");
+                        crate::start::send_signal(pid, libc::SIGKILL);
+                        break;
+                    }
                 }
             }
         }

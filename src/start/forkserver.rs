@@ -28,7 +28,7 @@ struct Waiters {
 /// A running fork server.
 #[derive(Debug)]
 pub(crate) struct ForkServer {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
     waiters: Arc<Mutex<Waiters>>,
     pid: u32,
     _process: tokio::process::Child,
@@ -63,7 +63,11 @@ impl ForkServer {
                 if reader.read_exact(&mut len).await.is_err() {
                     break;
                 }
-                let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+                let len = u32::from_le_bytes(len) as usize;
+                if len > 1 << 20 {
+                    break; // not a reply of ours
+                }
+                let mut body = vec![0u8; len];
                 if reader.read_exact(&mut body).await.is_err() {
                     break;
                 }
@@ -100,7 +104,7 @@ impl ForkServer {
             w.exits.clear();
         });
         Ok(ForkServer {
-            writer: tokio::sync::Mutex::new(writer),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
             waiters,
             pid,
             _process: process,
@@ -117,6 +121,29 @@ impl ForkServer {
     /// # Errors
     /// `Io` when the server is gone or cannot fork.
     pub(crate) async fn fork(&self, config: ChildConfig, env: Vec<(String, String)>) -> Started {
+        // Run to the end even if the caller stops waiting: a request half written, or a reply
+        // nobody takes, would pair later replies with the wrong requests.
+        let (writer, waiters) = (Arc::clone(&self.writer), Arc::clone(&self.waiters));
+        tokio::spawn(Self::request(writer, waiters, config, env))
+            .await
+            .map_err(|e| {
+                Error::Io(std::io::Error::other(format!(
+                    "the fork request was lost: {e}"
+                )))
+            })?
+    }
+
+    /// Whether the server has gone away (then a new one must be started).
+    pub(crate) fn is_gone(&self) -> bool {
+        lock(&self.waiters).gone
+    }
+
+    async fn request(
+        writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+        waiters: Arc<Mutex<Waiters>>,
+        config: ChildConfig,
+        env: Vec<(String, String)>,
+    ) -> Started {
         let body = postcard::to_allocvec(&ForkRequest { config, env })
             .map_err(|e| Error::encode("a fork request", e))?;
         let len =
@@ -124,9 +151,9 @@ impl ForkServer {
         let (tx, rx) = oneshot::channel();
         {
             // Hold the writer while queueing the waiter, so answers match requests in order.
-            let mut writer = self.writer.lock().await;
+            let mut writer = writer.lock().await;
             {
-                let mut w = lock(&self.waiters);
+                let mut w = lock(&waiters);
                 if w.gone {
                     return Err(Error::Io(std::io::Error::other("the fork server is gone")));
                 }

@@ -108,7 +108,7 @@ pub(crate) struct Context {
     identity: Identity,
     hub: Mutex<Option<Arc<Hub>>>,
     spawner: spawn::Spawner,
-    fork_server: tokio::sync::OnceCell<forkserver::ForkServer>,
+    fork_server: tokio::sync::Mutex<Option<Arc<forkserver::ForkServer>>>,
     children: Mutex<HashMap<u32, ChildRecord>>,
     counter: AtomicU32,
 }
@@ -141,7 +141,7 @@ impl Context {
             },
             hub: Mutex::new(None),
             spawner: spawn::Spawner::new(),
-            fork_server: tokio::sync::OnceCell::new(),
+            fork_server: tokio::sync::Mutex::new(None),
             children: Mutex::default(),
             counter: AtomicU32::new(0),
         }))
@@ -171,7 +171,7 @@ impl Context {
             },
             hub: Mutex::new(None),
             spawner: spawn::Spawner::new(),
-            fork_server: tokio::sync::OnceCell::new(),
+            fork_server: tokio::sync::Mutex::new(None),
             children: Mutex::default(),
             counter: AtomicU32::new(0),
         }))
@@ -306,12 +306,21 @@ impl Context {
         mut cfg: ChildConfig,
         env: Vec<(OsString, OsString)>,
     ) -> Result<(u32, ChildHandle)> {
-        let server = self
-            .fork_server
-            .get_or_try_init(|| {
-                forkserver::ForkServer::start(&self.spawner, &self.relaunch, cfg.clone())
-            })
-            .await?;
+        // Started on first use, and again if it died (its children died with it).
+        let server = {
+            let mut slot = self.fork_server.lock().await;
+            match slot.as_ref() {
+                Some(server) if !server.is_gone() => Arc::clone(server),
+                _ => {
+                    let server = Arc::new(
+                        forkserver::ForkServer::start(&self.spawner, &self.relaunch, cfg.clone())
+                            .await?,
+                    );
+                    *slot = Some(Arc::clone(&server));
+                    server
+                }
+            }
+        };
         cfg.os_parent = server.pid();
         let env = env
             .into_iter()
