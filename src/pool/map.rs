@@ -177,7 +177,8 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 ///
 /// # Errors
 /// The first failure met (a task's own error, [`Error::WorkerLost`], [`Error::PoolClosed`]);
-/// the chunks not yet started are then cancelled.
+/// the chunks not yet started are then cancelled. For the outcome of every item, values and
+/// failures side by side, use [`Pool::imap`](super::Pool::imap).
 #[must_use = "a pool call does nothing until it is awaited"]
 pub struct Map<R> {
     handle: PoolHandle,
