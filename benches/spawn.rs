@@ -69,42 +69,32 @@ async fn main() -> multiprocessing::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 50 } else { 300 };
 
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n + 5 {
-        let t0 = Instant::now();
-        let p = Process::spawn(noop, ()).await?;
-        p.join().await?;
-        if i >= 5 {
-            samples.push(t0.elapsed().as_secs_f64() * 1e3);
+    for (method, case, note) in [
+        (
+            StartMethod::Spawn,
+            "spawn_latency[spawn]",
+            "Process::spawn(noop, ()) -> join() returned; re-exec of current_exe",
+        ),
+        (
+            StartMethod::ForkServer,
+            "spawn_latency[forkserver]",
+            "the same with start_method(ForkServer); the server starts during the warm-up",
+        ),
+    ] {
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + 5 {
+            let t0 = Instant::now();
+            let p = Process::builder()
+                .start_method(method)
+                .spawn(noop, ())
+                .await?;
+            p.join().await?;
+            if i >= 5 {
+                samples.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
         }
+        emit(case, "ms", "lower", samples, note);
     }
-    emit(
-        "spawn_latency[spawn]",
-        "ms",
-        "lower",
-        samples,
-        "Process::spawn(noop, ()) -> join() returned; re-exec of current_exe",
-    );
-
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n + 5 {
-        let t0 = Instant::now();
-        let p = Process::builder()
-            .start_method(StartMethod::ForkServer)
-            .spawn(noop, ())
-            .await?;
-        p.join().await?;
-        if i >= 5 {
-            samples.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    emit(
-        "spawn_latency[forkserver]",
-        "ms",
-        "lower",
-        samples,
-        "Process::builder().start_method(ForkServer).spawn(noop, ()) -> join() returned; server started during warm-up",
-    );
 
     let reps = if quick { 3 } else { 7 };
     let samples = payload_samples(reps, 64 << 20, |data| async move {
