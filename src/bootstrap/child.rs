@@ -32,7 +32,13 @@ struct Running {
 pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send + Sync>) -> i32 {
     entry::install_panic_hook();
     let pid = std::process::id();
-    let conn = match connect(&cfg).await {
+    // `Hello` rides with the answer to the challenge: one round trip less per child.
+    let hello = Up::Hello {
+        version: PROTOCOL_VERSION,
+        token: cfg.token,
+        pid,
+    };
+    let conn = match connect(&cfg, &hello).await {
         Ok(conn) => conn,
         Err(e) => {
             eprintln!(
@@ -45,19 +51,6 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
     let Conn { mut reader, writer } = conn;
     let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
     let (outbox, _writer) = spawn_shared_writer(Arc::clone(&writer));
-    if send(
-        &outbox,
-        &Up::Hello {
-            version: PROTOCOL_VERSION,
-            token: cfg.token,
-            pid,
-        },
-        Vec::new(),
-    )
-    .is_err()
-    {
-        return EXIT_PARENT_GONE;
-    }
     log_forward::install(outbox.clone(), cfg.log_level);
 
     let running: Arc<Mutex<HashMap<u64, Running>>> = Arc::default();
@@ -243,10 +236,11 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
     }
 }
 
-async fn connect(cfg: &ChildConfig) -> Result<Conn> {
+async fn connect(cfg: &ChildConfig, hello: &Up) -> Result<Conn> {
     let key = AuthKey::from_hex(&cfg.key)
         .ok_or_else(|| Error::Authentication("the key in the child marker is malformed".into()))?;
-    Conn::connect(Path::new(&cfg.socket), &key).await
+    let hello = encode_head(hello)?;
+    Conn::connect_with(Path::new(&cfg.socket), &key, Some(&hello)).await
 }
 
 async fn execute(invocation: Invocation) -> Result<Vec<u8>> {

@@ -130,10 +130,15 @@ where
 ///
 /// # Errors
 /// `Authentication` when the server refuses our key or cannot prove its own, `Io`.
+///
+/// `first`, if given, is written right behind our answer, before the server's verdict is read:
+/// the first message of the session then costs no round trip of its own. Send nothing secret
+/// this way (the server has not proved itself yet when it is written).
 pub(crate) async fn client<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     key: &AuthKey,
+    first: Option<&[u8]>,
 ) -> Result<()>
 where
     R: AsyncRead + Unpin,
@@ -146,6 +151,9 @@ where
     let nonce = random_bytes()?;
     let tag = key.mac(b"client", &challenge[GREETING.len()..]);
     writer.write_message(&[&tag, &nonce]).await?;
+    if let Some(first) = first {
+        writer.write_message(&[first]).await?;
+    }
     writer.flush().await?;
     let verdict = read_handshake(reader)
         .await
@@ -173,7 +181,7 @@ mod tests {
         let mut cw = FrameWriter::new(bw, HANDSHAKE_MAX_FRAME);
         tokio::join!(
             server(&mut sr, &mut sw, &server_key),
-            client(&mut cr, &mut cw, &client_key)
+            client(&mut cr, &mut cw, &client_key, None)
         )
     }
 

@@ -63,8 +63,21 @@ impl Conn {
     /// # Errors
     /// `Io` when nobody listens at `path`; `Authentication` when the keys differ.
     pub(crate) async fn connect(path: &Path, key: &AuthKey) -> Result<Self> {
+        Self::connect_with(path, key, None).await
+    }
+
+    /// As [`Conn::connect`], sending `first` (a whole message) in the same flight as the answer
+    /// to the challenge; see [`auth::client`].
+    ///
+    /// # Errors
+    /// As [`Conn::connect`].
+    pub(crate) async fn connect_with(
+        path: &Path,
+        key: &AuthKey,
+        first: Option<&[u8]>,
+    ) -> Result<Self> {
         let mut conn = frames(local::connect(path).await?);
-        auth::client(&mut conn.reader, &mut conn.writer, key).await?;
+        auth::client(&mut conn.reader, &mut conn.writer, key, first).await?;
         Ok(conn.authenticated())
     }
 
