@@ -179,21 +179,34 @@ async fn apply_async_loses_only_the_task_that_was_running() {
 #[multiprocessing::test]
 async fn external_sigkill_during_imap() {
     let pool = Pool::new(2).await.unwrap();
-    let pids = pool.worker_pids().await.unwrap();
-    let stream = pool.imap_unordered(nap, vec![40u64; 40]);
+    let dir = std::env::temp_dir().join(format!("mp-marks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marks = dir.to_string_lossy().into_owned();
+    let stream = pool.imap_unordered(mark_then_nap, (0..20).map(move |_| (marks.clone(), 100u64)));
+    // Kill the first worker seen inside a task: it is certainly mid-task then.
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // SAFETY: kill(2) on a worker of our own pool.
-        unsafe {
-            libc::kill(pids[0] as libc::pid_t, libc::SIGKILL);
+        loop {
+            let running = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .find_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+            if let Some(pid) = running {
+                // SAFETY: kill(2) on a worker of our own pool.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    let (results, ()) = tokio::join!(
+    let (results, victim) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(30), stream.collect::<Vec<_>>()),
         killer
     );
+    let _ = std::fs::remove_dir_all(&dir);
     let results = results.expect("nothing hangs");
-    assert_eq!(results.len(), 40);
+    assert_eq!(results.len(), 20);
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(
         failed.len(),
@@ -202,11 +215,21 @@ async fn external_sigkill_during_imap() {
     );
     match failed[0] {
         Error::WorkerLost { pid, signal } => {
-            assert_eq!(*pid, pids[0]);
+            assert_eq!(*pid, victim);
             assert_eq!(*signal, Some(libc::SIGKILL));
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Leaves a file named after this worker's pid in `dir` (the task has started), then naps.
+#[entry]
+fn mark_then_nap(dir: String, ms: u64) -> u64 {
+    let mark = std::path::Path::new(&dir).join(std::process::id().to_string());
+    std::fs::write(&mark, b"").expect("mark file");
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = std::fs::remove_file(&mark);
+    ms
 }
 
 #[multiprocessing::test]

@@ -19,17 +19,14 @@ async fn root_whose_children_print() {
     if std::env::var_os("MP_STDIO_ROOT").is_none() {
         return;
     }
+    // One after the other: stderr is unbuffered, so two children writing at once may
+    // interleave their lines, which says nothing about inheritance.
     let a = Process::spawn(shout, "spawned".to_string()).await.unwrap();
-    let b = Process::builder()
-        .start_method(StartMethod::ForkServer)
-        .spawn(shout, "forked".to_string())
-        .await
-        .unwrap();
-    println!(
-        "pids {} {}",
-        a.join().await.unwrap(),
-        b.join().await.unwrap()
-    );
+    let a = a.join().await.unwrap();
+    let forked = Process::builder().start_method(StartMethod::ForkServer);
+    let b = forked.spawn(shout, "forked".to_string()).await.unwrap();
+    let b = b.join().await.unwrap();
+    println!("pids {a} {b}");
 }
 
 #[test]

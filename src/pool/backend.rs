@@ -287,6 +287,7 @@ impl Driver {
                     .collect();
                 for id in ids {
                     worker.inflight.remove(&id);
+                    lock_replies(&worker.handle).remove(&id);
                     if let Ok(head) = encode_head(&Down::Cancel { id }) {
                         let _ = worker.handle.outbox.send(Outgoing::new(head, Vec::new()));
                     }
@@ -407,31 +408,15 @@ impl Driver {
                         if taken {
                             // Never ran there: it goes to the front of the queue, for an idle worker.
                             if let Some(f) = worker.inflight.remove(&id) {
+                                lock_replies(&worker.handle).remove(&id);
                                 self.pending.push_front(f.task);
                             }
                         } else if let Some(f) = worker.inflight.get_mut(&id) {
                             f.withdrawing = false;
                         }
                     }
-                    Ok((Up::Return { id, outcome }, at)) => {
-                        if let Some(f) = worker.inflight.remove(&id) {
-                            worker.done += 1;
-                            let outcome =
-                                outcome.map(|()| (message, at)).map_err(TaskFailure::Remote);
-                            let _ = f.task.reply.send(Completion {
-                                index: f.task.index,
-                                outcome,
-                            });
-                        }
-                        if let Some(max) = self.cfg.max_tasks_per_child {
-                            if worker.done >= max {
-                                worker.retiring = true;
-                            }
-                        }
-                        if worker.retiring && worker.inflight.is_empty() {
-                            shutdown(worker);
-                        }
-                    }
+                    // Results are taken off by the worker's reader (`WorkerEvent::Returned`).
+                    Ok((Up::Return { id, .. }, _)) => self.on_returned(slot, gen, id),
                     Ok((Up::Log(record), _)) => {
                         emit_child_log(worker.handle.pid, &worker.handle.name, &record)
                     }
@@ -442,6 +427,7 @@ impl Driver {
                     }
                 }
             }
+            WorkerEvent::Returned { slot, gen, id } => self.on_returned(slot, gen, id),
             WorkerEvent::Exited { slot, gen, status } => {
                 let slot_state = std::mem::replace(&mut self.slots[slot], Slot::Empty);
                 let worker = match slot_state {
@@ -483,6 +469,27 @@ impl Driver {
         }
     }
 
+    /// Task `id` finished on the worker in `slot` (its result is already with its caller).
+    fn on_returned(&mut self, slot: usize, gen: u64, id: u64) {
+        let Slot::Up(g, worker) = &mut self.slots[slot] else {
+            return;
+        };
+        if *g != gen {
+            return;
+        }
+        if worker.inflight.remove(&id).is_some() {
+            worker.done += 1;
+        }
+        if let Some(max) = self.cfg.max_tasks_per_child {
+            if worker.done >= max {
+                worker.retiring = true;
+            }
+        }
+        if worker.retiring && worker.inflight.is_empty() {
+            shutdown(worker);
+        }
+    }
+
     /// Hands queued tasks to the least-loaded workers with room.
     fn dispatch(&mut self) {
         if self.terminating {
@@ -519,6 +526,8 @@ impl Driver {
             });
             match head {
                 Ok(head) => {
+                    // Registered before the task leaves, so its result always finds its caller.
+                    lock_replies(&worker.handle).insert(task.id, (task.reply.clone(), task.index));
                     let _ = worker
                         .handle
                         .outbox
@@ -632,6 +641,12 @@ impl Driver {
             self.terminating = true;
         }
     }
+}
+
+fn lock_replies(
+    handle: &WorkerHandle,
+) -> std::sync::MutexGuard<'_, HashMap<u64, (mpsc::UnboundedSender<Completion>, usize)>> {
+    handle.replies.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn shutdown(worker: &mut Worker) {

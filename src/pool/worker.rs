@@ -1,10 +1,12 @@
 //! One pool worker: a child process started for the pool, its initializer, its messages.
 
+use super::backend::{Completion, TaskFailure};
 use crate::error::{Error, Result};
 use crate::hub::emit_child_log;
 use crate::protocol::{decode_head, encode_head, Down, Up};
 use crate::start::{ChildOptions, ChildProcess, ChildRecord, Context, StartMethod};
 use crate::transport::{Outbox, Outgoing};
+use std::collections::HashMap;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -29,7 +31,15 @@ pub(crate) struct WorkerHandle {
     pub(crate) pid: u32,
     pub(crate) name: String,
     pub(crate) outbox: Outbox,
+    /// Where each dispatched task's result goes; the reader delivers results straight from here.
+    pub(crate) replies: Replies,
 }
+
+/// Task id → (where its completion goes, its index in its call). Filled by the driver before it
+/// sends a task; emptied by the worker's reader when the result arrives (or by the driver when
+/// the task is cancelled or taken back).
+pub(crate) type Replies =
+    Arc<std::sync::Mutex<HashMap<u64, (mpsc::UnboundedSender<Completion>, usize)>>>;
 
 /// What a worker's task tells the driver.
 #[derive(Debug)]
@@ -44,6 +54,8 @@ pub(crate) enum WorkerEvent {
         gen: u64,
         message: Vec<u8>,
     },
+    /// The result of task `id` arrived and was delivered to its caller.
+    Returned { slot: usize, gen: u64, id: u64 },
     Exited {
         slot: usize,
         gen: u64,
@@ -114,10 +126,12 @@ pub(crate) async fn run(
     };
     match setup {
         Ok(mut conn) => {
+            let replies: Replies = Arc::default();
             let handle = WorkerHandle {
                 pid,
                 name,
                 outbox: conn.outbox.clone(),
+                replies: Arc::clone(&replies),
             };
             let _ = events.send(WorkerEvent::Ready {
                 slot,
@@ -128,10 +142,25 @@ pub(crate) async fn run(
             loop {
                 match conn.reader.read_message().await {
                     Ok(Some(message)) => {
-                        if events
-                            .send(WorkerEvent::Message { slot, gen, message })
-                            .is_err()
-                        {
+                        // A result goes straight to its caller; the driver only hears that the
+                        // worker has room again.
+                        let event = match decode_head::<Up>(&message) {
+                            Ok((Up::Return { id, outcome }, at)) => {
+                                let reply = replies
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .remove(&id);
+                                if let Some((tx, index)) = reply {
+                                    let outcome = outcome
+                                        .map(|()| (message, at))
+                                        .map_err(TaskFailure::Remote);
+                                    let _ = tx.send(Completion { index, outcome });
+                                }
+                                WorkerEvent::Returned { slot, gen, id }
+                            }
+                            _ => WorkerEvent::Message { slot, gen, message },
+                        };
+                        if events.send(event).is_err() {
                             break;
                         }
                     }
