@@ -6,8 +6,9 @@
 //! call (`Withdraw`) while a long one runs, and forward logs. Writes from both threads go through
 //! one lock, a whole message at a time.
 
+use super::child::{invocation, reply};
 use crate::entry::{self, EntryRecord, Invocation};
-use crate::error::{RemoteError, Result};
+use crate::error::Result;
 use crate::protocol::{encode_head, Up};
 use crate::transport::SharedWriter;
 use std::collections::VecDeque;
@@ -106,27 +107,14 @@ pub(super) fn spawn(
                 {
                     return;
                 }
-                let body = &call.message[call.at..];
-                let result = match call.record {
-                    Err(e) => Err(e),
-                    Ok(record) => match (if call.batch {
-                        record.invoke_batch
-                    } else {
-                        record.invoke
-                    })(body)
-                    {
-                        Invocation::Sync(f) => entry::run_sync(f),
-                        // An async entry runs here too, on this thread; the runtime thread drives
-                        // its I/O and timers.
-                        Invocation::Async(fut) => runtime.block_on(entry::run_async(fut)),
-                        Invocation::Failed(e) => Err(e),
-                    },
+                let result = match invocation(call.record, call.batch, &call.message[call.at..]) {
+                    Invocation::Sync(f) => entry::run_sync(f),
+                    // An async entry runs here too, on this thread; the runtime thread drives
+                    // its I/O and timers.
+                    Invocation::Async(fut) => runtime.block_on(entry::run_async(fut)),
+                    Invocation::Failed(e) => Err(e),
                 };
-                let code = i32::from(result.is_err());
-                let (outcome, body) = match result {
-                    Ok(body) => (Ok(()), body),
-                    Err(e) => (Err(RemoteError::from(&e)), Vec::new()),
-                };
+                let (code, outcome, body) = reply(result);
                 if write_now(
                     &writer,
                     &runtime,

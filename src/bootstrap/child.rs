@@ -163,28 +163,12 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
                         // process, the parent knows it had started and does not run it again.
                         let _ = send_flushed(&outbox, &Up::Started { id }, Vec::new()).await;
                     }
-                    let body = &message[at..];
-                    let result = match record {
-                        Err(e) => Err(e),
-                        Ok(record) => {
-                            let invoke = if batch {
-                                record.invoke_batch
-                            } else {
-                                record.invoke
-                            };
-                            // Sync calls run on a blocking thread, so that this thread keeps
-                            // reading (a `Withdraw` must be answered while a long call runs)
-                            // and forwarding logs.
-                            execute(invoke(body)).await
-                        }
-                    };
+                    // Sync calls run on a blocking thread, so that this thread keeps reading (a
+                    // `Withdraw` must be answered while a long call runs) and forwarding logs.
+                    let result = execute(invocation(record, batch, &message[at..])).await;
                     drop(message);
                     table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                    let code = i32::from(result.is_err());
-                    let (outcome, body) = match result {
-                        Ok(body) => (Ok(()), body),
-                        Err(e) => (Err(RemoteError::from(&e)), Vec::new()),
-                    };
+                    let (code, outcome, body) = reply(result);
                     if then_exit {
                         let _ = send_flushed(&outbox, &Up::Return { id, outcome }, body).await;
                         let _ = exit_tx.send(code);
@@ -213,22 +197,22 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
                     task.abort.abort();
                 }
             }
-            Down::Withdraw { id } if queue.is_some() => {
-                let taken = queue.as_ref().is_some_and(|q| q.withdraw(id));
-                let _ = send(&outbox, &Up::Withdrawn { id, taken }, Vec::new());
-            }
             Down::Withdraw { id } => {
-                // This runtime has one thread: no call can pass its start while we look.
-                let mut table = running.lock().unwrap_or_else(|p| p.into_inner());
-                let taken = match table.get(&id) {
-                    Some(r) if !r.started.load(Ordering::Relaxed) => {
-                        r.abort.abort();
-                        table.remove(&id);
-                        true
+                let taken = match &queue {
+                    Some(queue) => queue.withdraw(id),
+                    None => {
+                        // This runtime has one thread: no call can pass its start while we look.
+                        let mut table = running.lock().unwrap_or_else(|p| p.into_inner());
+                        match table.get(&id) {
+                            Some(r) if !r.started.load(Ordering::Relaxed) => {
+                                r.abort.abort();
+                                table.remove(&id);
+                                true
+                            }
+                            _ => false,
+                        }
                     }
-                    _ => false,
                 };
-                drop(table);
                 let _ = send(&outbox, &Up::Withdrawn { id, taken }, Vec::new());
             }
             Down::Shutdown => return 0,
@@ -241,6 +225,30 @@ async fn connect(cfg: &ChildConfig, hello: &Up) -> Result<Conn> {
         .ok_or_else(|| Error::Authentication("the key in the child marker is malformed".into()))?;
     let hello = encode_head(hello)?;
     Conn::connect_with(Path::new(&cfg.socket), &key, Some(&hello)).await
+}
+
+/// What running call `body` means: the entry's single or batch form, or why it cannot run.
+pub(super) fn invocation(
+    record: Result<&'static entry::EntryRecord>,
+    batch: bool,
+    body: &[u8],
+) -> Invocation {
+    match record {
+        Ok(record) if batch => (record.invoke_batch)(body),
+        Ok(record) => (record.invoke)(body),
+        Err(e) => Invocation::Failed(e),
+    }
+}
+
+/// A call's result as it goes back: exit code for `then_exit` (0 or 1, as Python's after an
+/// exception), outcome, and body.
+pub(super) fn reply(
+    result: Result<Vec<u8>>,
+) -> (i32, std::result::Result<(), RemoteError>, Vec<u8>) {
+    match result {
+        Ok(body) => (0, Ok(()), body),
+        Err(e) => (1, Err(RemoteError::from(&e)), Vec::new()),
+    }
 }
 
 async fn execute(invocation: Invocation) -> Result<Vec<u8>> {

@@ -4,7 +4,7 @@ use super::backend::{Completion, TaskFailure};
 use crate::error::{Error, Result};
 use crate::hub::emit_child_log;
 use crate::protocol::{decode_head, encode_head, Down, Up};
-use crate::start::{ChildOptions, ChildProcess, ChildRecord, Context, StartMethod};
+use crate::start::{ChildOptions, ChildRecord, Context, StartMethod};
 use crate::transport::{Outbox, Outgoing};
 use std::collections::HashMap;
 use std::process::ExitStatus;
@@ -92,13 +92,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    let ChildProcess {
-        pid,
-        child: mut process,
-        connection,
-        token,
-        hub,
-    } = child;
+    let pid = child.pid;
     let (exited_tx, exited) = watch::channel(None);
     ctx.track(ChildRecord {
         pid,
@@ -106,13 +100,8 @@ pub(crate) async fn run(
         daemon: true,
         exited,
     });
-    let conn = tokio::select! {
-        conn = connection => conn.ok(),
-        _ = process.wait() => None,
-        // A child that neither connects nor exits must not hold the slot (or `Pool::new`) forever.
-        _ = tokio::time::sleep(CONNECT_TIMEOUT) => None,
-    };
-    hub.forget(token);
+    // A child that neither connects nor exits must not hold the slot (or `Pool::new`) forever.
+    let (_, mut process, conn) = child.connected(Some(CONNECT_TIMEOUT)).await;
     let setup = match conn {
         None => Err(Error::Protocol(format!(
             "pool worker {pid} exited or did not connect within {CONNECT_TIMEOUT:?}"

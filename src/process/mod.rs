@@ -362,13 +362,6 @@ async fn supervise(
     state: watch::Sender<State>,
     exited: watch::Sender<Option<ExitStatus>>,
 ) {
-    let ChildProcess {
-        pid,
-        mut child,
-        connection,
-        token,
-        hub,
-    } = child;
     // If this task is dropped (the runtime shuts down), tell the waiters instead of leaving them.
     struct Lost<'a>(&'a watch::Sender<State>, bool);
     impl Drop for Lost<'_> {
@@ -380,11 +373,7 @@ async fn supervise(
     }
     let mut guard = Lost(&state, false);
 
-    let conn = tokio::select! {
-        conn = connection => conn.ok(),
-        _ = child.wait() => None,
-    };
-    hub.forget(token);
+    let (pid, mut child, conn) = child.connected(None).await;
     if let Some(mut conn) = conn {
         let call = encode_head(&Down::Call {
             id: 0,

@@ -24,6 +24,39 @@ pub(crate) struct ChildProcess {
     pub(crate) hub: Arc<Hub>,
 }
 
+impl ChildProcess {
+    /// Waits until the child has connected and said hello; `None` if it exited first or
+    /// `timeout` passed. Its token is forgotten either way.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: the process handle is consumed.
+    pub(crate) async fn connected(
+        self,
+        timeout: Option<std::time::Duration>,
+    ) -> (u32, ChildHandle, Option<ChildConn>) {
+        let ChildProcess {
+            pid,
+            mut child,
+            connection,
+            token,
+            hub,
+        } = self;
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let conn = tokio::select! {
+            conn = connection => conn.ok(),
+            _ = child.wait() => None,
+            () = deadline => None,
+        };
+        hub.forget(token);
+        (pid, child, conn)
+    }
+}
+
 /// How the parent learns that a child exited.
 #[derive(Debug)]
 pub(crate) enum ChildHandle {

@@ -153,7 +153,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// Writes raw bytes without framing (used to test that garbage is refused).
-    #[allow(dead_code)]
     pub(crate) async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.inner.write_all(bytes).await?;
         self.flush().await
