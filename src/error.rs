@@ -42,6 +42,19 @@ pub enum Error {
     /// The peer or the object is closed (Python's `EOFError` on a connection).
     #[error("closed")]
     Closed,
+    /// A bounded queue had no room and the caller asked not to wait (Python's `queue.Full`).
+    #[error("the queue is full")]
+    Full,
+    /// The queue held no item and the caller asked not to wait (Python's `queue.Empty`).
+    #[error("the queue is empty")]
+    Empty,
+    /// The buffer given to `recv_bytes_into` is smaller than the message; the message stays
+    /// unread, so a call with a buffer of `needed` bytes receives it.
+    #[error("the buffer is too short: the message needs {needed} bytes")]
+    BufferTooShort {
+        /// The size of the message waiting to be read.
+        needed: usize,
+    },
     /// The peer did not prove that it holds the authentication key, or refused ours.
     #[error("authentication failed: {0}")]
     Authentication(String),
@@ -172,6 +185,106 @@ impl Error {
             what,
             message: e.to_string(),
         }
+    }
+}
+
+/// Why `Queue::try_put` did not put the item; the item comes back.
+#[derive(thiserror::Error)]
+pub enum TryPutError<T> {
+    /// The queue is bounded and full.
+    #[error("the queue is full")]
+    Full(T),
+    /// The queue was closed.
+    #[error("the queue is closed")]
+    Closed(T),
+}
+
+impl<T> TryPutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            TryPutError::Full(t) | TryPutError::Closed(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TryPutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryPutError::Full(_) => f.write_str("Full(..)"),
+            TryPutError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> From<TryPutError<T>> for Error {
+    fn from(e: TryPutError<T>) -> Self {
+        match e {
+            TryPutError::Full(_) => Error::Full,
+            TryPutError::Closed(_) => Error::Closed,
+        }
+    }
+}
+
+/// Why `Queue::put_timeout` did not put the item; the item comes back.
+#[derive(thiserror::Error)]
+pub enum PutTimeoutError<T> {
+    /// No room came free in time.
+    #[error("timed out waiting for room in the queue")]
+    Timeout(T),
+    /// The queue was closed.
+    #[error("the queue is closed")]
+    Closed(T),
+}
+
+impl<T> PutTimeoutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutTimeoutError::Timeout(t) | PutTimeoutError::Closed(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutTimeoutError::Timeout(_) => f.write_str("Timeout(..)"),
+            PutTimeoutError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> From<PutTimeoutError<T>> for Error {
+    fn from(e: PutTimeoutError<T>) -> Self {
+        match e {
+            PutTimeoutError::Timeout(_) => Error::Timeout,
+            PutTimeoutError::Closed(_) => Error::Closed,
+        }
+    }
+}
+
+/// A value that could not be sent because the other end is closed; the value comes back.
+#[derive(thiserror::Error)]
+#[error("the other end is closed")]
+pub struct SendError<T>(pub T);
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendError(..)")
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(_: SendError<T>) -> Self {
+        Error::Closed
     }
 }
 

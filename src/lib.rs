@@ -24,7 +24,7 @@ mod pool;
 mod launch;
 
 pub use entry::{BoxFuture, Entry, Run};
-pub use error::{Error, Location, Result};
+pub use error::{Error, Location, PutTimeoutError, Result, SendError, TryPutError};
 pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessBuilder,
