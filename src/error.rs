@@ -197,13 +197,17 @@ pub enum TryPutError<T> {
     /// The queue was closed.
     #[error("the queue is closed")]
     Closed(T),
+    /// Something else went wrong: the item could not be encoded, or the root process that
+    /// hosts the queue is unreachable.
+    #[error("{1}")]
+    Failed(T, Error),
 }
 
 impl<T> TryPutError<T> {
     /// The item that was not put.
     pub fn into_inner(self) -> T {
         match self {
-            TryPutError::Full(t) | TryPutError::Closed(t) => t,
+            TryPutError::Full(t) | TryPutError::Closed(t) | TryPutError::Failed(t, _) => t,
         }
     }
 }
@@ -213,6 +217,7 @@ impl<T> fmt::Debug for TryPutError<T> {
         match self {
             TryPutError::Full(_) => f.write_str("Full(..)"),
             TryPutError::Closed(_) => f.write_str("Closed(..)"),
+            TryPutError::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
         }
     }
 }
@@ -222,6 +227,7 @@ impl<T> From<TryPutError<T>> for Error {
         match e {
             TryPutError::Full(_) => Error::Full,
             TryPutError::Closed(_) => Error::Closed,
+            TryPutError::Failed(_, e) => e,
         }
     }
 }
@@ -235,13 +241,19 @@ pub enum PutTimeoutError<T> {
     /// The queue was closed.
     #[error("the queue is closed")]
     Closed(T),
+    /// Something else went wrong: the item could not be encoded, or the root process that
+    /// hosts the queue is unreachable.
+    #[error("{1}")]
+    Failed(T, Error),
 }
 
 impl<T> PutTimeoutError<T> {
     /// The item that was not put.
     pub fn into_inner(self) -> T {
         match self {
-            PutTimeoutError::Timeout(t) | PutTimeoutError::Closed(t) => t,
+            PutTimeoutError::Timeout(t)
+            | PutTimeoutError::Closed(t)
+            | PutTimeoutError::Failed(t, _) => t,
         }
     }
 }
@@ -251,6 +263,7 @@ impl<T> fmt::Debug for PutTimeoutError<T> {
         match self {
             PutTimeoutError::Timeout(_) => f.write_str("Timeout(..)"),
             PutTimeoutError::Closed(_) => f.write_str("Closed(..)"),
+            PutTimeoutError::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
         }
     }
 }
@@ -260,6 +273,7 @@ impl<T> From<PutTimeoutError<T>> for Error {
         match e {
             PutTimeoutError::Timeout(_) => Error::Timeout,
             PutTimeoutError::Closed(_) => Error::Closed,
+            PutTimeoutError::Failed(_, e) => e,
         }
     }
 }

@@ -149,6 +149,7 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
         let context = Context::try_current();
         let on_thread_start: Arc<dyn Fn() + Send + Sync> =
             Arc::new(move || Context::set_current(context.clone()));
+        bootstrap::set_after_call(settle);
         let code = bootstrap::serve(cfg, on_thread_start).await;
         if code != bootstrap::EXIT_PARENT_GONE {
             // As at the end of `main`: wait for our own non-daemon children, stop the daemons.
@@ -161,4 +162,13 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     let _ = std::io::stderr().flush();
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// A child's [`bootstrap::AfterCall`]: a call's queue puts reach the root before its result.
+fn settle() -> crate::entry::BoxFuture<()> {
+    Box::pin(async {
+        if let Some(ctx) = Context::try_current() {
+            ctx.settle().await;
+        }
+    })
 }

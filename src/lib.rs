@@ -20,6 +20,7 @@ mod process;
 mod start;
 // Layer 6: user-facing modules over the layers above.
 mod pool;
+mod queue;
 // Layer 7: what the macros expand to.
 mod launch;
 
@@ -30,6 +31,7 @@ pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessBuilder,
     ProcessInfo,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use start::{get_start_method, set_start_method, StartMethod};
 
 #[cfg(feature = "macros")]

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused at `Hello`.
-pub(crate) const PROTOCOL_VERSION: u16 = 1;
+pub(crate) const PROTOCOL_VERSION: u16 = 2;
 
 /// The environment variable that marks a process as a child and carries its [`ChildConfig`].
 pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
@@ -41,6 +41,10 @@ pub(crate) enum Down {
 pub(crate) enum Up {
     /// First message after authentication: who is calling.
     Hello { version: u16, token: u64, pid: u32 },
+    /// First message of a connection to the root's object host (queues and, later, the other
+    /// hosted objects) instead of `Hello`: from here on the connection carries [`HostReq`] and
+    /// [`HostReply`].
+    Attach { version: u16, pid: u32 },
     /// Call `id` is about to run: it left the child's queue.
     Started { id: u64 },
     /// Answer to [`Down::Withdraw`]: `taken` if the call was dropped before it started (it will
@@ -53,6 +57,101 @@ pub(crate) enum Up {
     },
     /// A `tracing` event emitted in the child.
     Log(LogRecord),
+}
+
+/// Identifies a hosted object (a queue) across the whole run: random, made where the handle is.
+pub(crate) type ObjectId = u64;
+
+/// What a queue is, carried by every handle so whichever process touches it first creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueueSpec {
+    /// Most items the queue holds; `None` for unbounded.
+    pub(crate) capacity: Option<u32>,
+    /// Items taken are tracked until `task_done` (and go back to the queue if their taker dies).
+    pub(crate) joinable: bool,
+}
+
+/// How long an operation on a hosted object may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Wait {
+    /// Fail at once (`Empty`, `Full`) instead of waiting.
+    No,
+    /// Wait until the operation can be done (or the object is closed).
+    Forever,
+    /// Wait at most this many microseconds, then fail with `Timeout`.
+    Micros(u64),
+}
+
+/// Process → object host. `req` numbers the requests that are answered; the others are
+/// pipelined and never answered. Bodies: the item for `Put` and `Requeue`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum HostReq {
+    /// This process now holds a handle to `obj` (created as `spec` if new); answered `Value`:
+    /// 1 if the object is closed.
+    Open {
+        req: u64,
+        obj: ObjectId,
+        spec: QueueSpec,
+    },
+    /// Answered `Done` once every earlier request on this connection has been applied.
+    Sync { req: u64 },
+    /// This process holds no handle to `obj` any more; `credits` unused reservations go back.
+    Release { obj: ObjectId, credits: u32 },
+    /// Append the item in the body. On a bounded queue it uses one granted reservation.
+    Put { obj: ObjectId },
+    /// Reserve room for one item in a bounded queue; answered `Granted` or `Failed`.
+    Reserve { req: u64, obj: ObjectId, wait: Wait },
+    /// Take one item; answered `Item` or `Failed`.
+    Get { req: u64, obj: ObjectId, wait: Wait },
+    /// Abandon a waiting `Reserve` or `Get` (an answer already on its way still comes).
+    Cancel { req: u64, obj: ObjectId },
+    /// An item delivered for a get the caller had abandoned: put it back at the front.
+    Requeue { obj: ObjectId, seq: u64 },
+    /// How many items the queue holds; answered `Value`.
+    Len { req: u64, obj: ObjectId },
+    /// Close the queue for everyone; answered `Done`.
+    Close { req: u64, obj: ObjectId },
+    /// The oldest item this process took from a joinable queue is done.
+    TaskDone { obj: ObjectId },
+    /// Answer `Done` once every item put has been marked done.
+    Join { req: u64, obj: ObjectId },
+}
+
+/// Why a hosted-object operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum HostError {
+    Empty,
+    Full,
+    Timeout,
+    Closed,
+}
+
+impl From<HostError> for Error {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::Empty => Error::Empty,
+            HostError::Full => Error::Full,
+            HostError::Timeout => Error::Timeout,
+            HostError::Closed => Error::Closed,
+        }
+    }
+}
+
+/// Object host → process. Body: the item for `Item`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum HostReply {
+    /// The item for get `req`; `seq` names it if it must be requeued.
+    Item { req: u64, seq: u64 },
+    /// Room for one item was reserved for `req`.
+    Granted { req: u64 },
+    /// The answer to `Len`.
+    Value { req: u64, value: u64 },
+    /// `Close` or `Join` is done.
+    Done { req: u64 },
+    /// Request `req` failed.
+    Failed { req: u64, error: HostError },
+    /// `obj` was closed (by anyone): puts from now on fail.
+    Closed { obj: ObjectId },
 }
 
 /// A `tracing` event, flattened for the wire.
@@ -72,6 +171,8 @@ pub(crate) struct ChildConfig {
     pub(crate) run_dir: String,
     /// The parent's socket.
     pub(crate) socket: String,
+    /// The root's socket: the host of queues and the other shared objects.
+    pub(crate) root_socket: String,
     /// The run's key, hex.
     pub(crate) key: String,
     /// Identifies this child to its parent in `Hello`.
@@ -222,6 +323,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             run_dir: "/tmp/x".into(),
             socket: "/tmp/x/s".into(),
+            root_socket: "/tmp/x/s".into(),
             key: "00".repeat(32),
             token: 42,
             name: "Process-1".into(),

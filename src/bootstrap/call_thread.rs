@@ -114,6 +114,7 @@ pub(super) fn spawn(
                     Invocation::Async(fut) => runtime.block_on(entry::run_async(fut)),
                     Invocation::Failed(e) => Err(e),
                 };
+                runtime.block_on(super::after_call());
                 let (code, outcome, body) = reply(result);
                 if write_now(
                     &writer,

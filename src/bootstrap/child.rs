@@ -167,6 +167,7 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
                     // `Withdraw` must be answered while a long call runs) and forwarding logs.
                     let result = execute(invocation(record, batch, &message[at..])).await;
                     drop(message);
+                    super::after_call().await;
                     table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     let (code, outcome, body) = reply(result);
                     if then_exit {

@@ -15,6 +15,24 @@ pub(crate) use child::serve;
 use crate::error::Result;
 use crate::protocol::{ChildConfig, CHILD_ENV};
 
+/// What a child waits for after each call and before it reports the result; `launch` sets it
+/// (to "the root has applied this process's queue puts"), so that this layer needs no layer
+/// above it.
+pub(crate) type AfterCall = fn() -> crate::entry::BoxFuture<()>;
+
+static AFTER_CALL: std::sync::OnceLock<AfterCall> = std::sync::OnceLock::new();
+
+/// Sets the [`AfterCall`] hook (once per process; later calls are ignored).
+pub(crate) fn set_after_call(hook: AfterCall) {
+    let _ = AFTER_CALL.set(hook);
+}
+
+async fn after_call() {
+    if let Some(hook) = AFTER_CALL.get() {
+        hook().await;
+    }
+}
+
 /// Exit code of a child whose parent went away (end of stream on its connection).
 pub(crate) const EXIT_PARENT_GONE: i32 = 70;
 /// Exit code of a child that could not reach or authenticate with its parent.

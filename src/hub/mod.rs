@@ -6,7 +6,17 @@
 //! it). A connection that fails authentication, says something malformed, or names no expected
 //! token is dropped; the hub goes on serving everyone else.
 //!
-//! Later issues grow this into the root's object host (queues, locks, managers).
+//! In the root, the hub is also the run's object host: a connection that says `Attach` instead
+//! of `Hello` carries requests on the hosted objects (queues now; locks and managers later),
+//! served from the root's [`Store`] (see `objects.rs`, `serve.rs`, and `client.rs` for the other
+//! end).
+
+mod client;
+mod objects;
+mod serve;
+
+pub(crate) use client::{Host, HostClient};
+pub(crate) use objects::Store;
 
 use crate::error::{Error, Result};
 use crate::protocol::{decode_head, Up, PROTOCOL_VERSION};
@@ -45,22 +55,31 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ChildConn>>>>;
 #[derive(Debug)]
 pub(crate) struct Hub {
     path: PathBuf,
+    #[allow(dead_code)]
+    store: Option<Arc<Store>>,
     pending: Pending,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl Hub {
-    /// Binds `<dir>/p<pid>.sock` and starts accepting on the current runtime.
+    /// Binds `<dir>/p<pid>.sock` and starts accepting on the current runtime. With a `store`
+    /// (in the root) it also serves the run's hosted objects.
     ///
     /// # Errors
     /// `Io` when the socket cannot be bound.
-    pub(crate) fn start(dir: &Path, key: AuthKey) -> Result<Self> {
+    pub(crate) fn start(dir: &Path, key: AuthKey, store: Option<Arc<Store>>) -> Result<Self> {
         let listener = Listener::bind(dir.join(format!("p{}.sock", std::process::id())))?;
         let path = listener.path().to_owned();
         let pending: Pending = Arc::default();
-        let accept = tokio::spawn(accept_loop(listener, key, Arc::clone(&pending)));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            key,
+            Arc::clone(&pending),
+            store.clone(),
+        ));
         Ok(Hub {
             path,
+            store,
             pending,
             accept,
         })
@@ -94,7 +113,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn accept_loop(listener: Listener, key: AuthKey, pending: Pending) {
+async fn accept_loop(
+    listener: Listener,
+    key: AuthKey,
+    pending: Pending,
+    store: Option<Arc<Store>>,
+) {
     loop {
         let halves = match listener.accept().await {
             Ok(h) => h,
@@ -106,9 +130,20 @@ async fn accept_loop(listener: Listener, key: AuthKey, pending: Pending) {
         };
         let key = key.clone();
         let pending = Arc::clone(&pending);
+        let store = store.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HELLO_TIMEOUT, admit(halves, &key, &pending)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(Admitted::Child)) => {}
+                Ok(Ok(Admitted::Objects {
+                    pid,
+                    reader,
+                    outbox,
+                })) => match store {
+                    Some(store) => serve::serve(store, pid, reader, outbox).await,
+                    None => {
+                        tracing::debug!(target: "multiprocessing::hub", "refused an object connection from process {pid}: objects live in the root")
+                    }
+                },
                 Ok(Err(e)) => {
                     tracing::debug!(target: "multiprocessing::hub", "refused a connection: {e}")
                 }
@@ -120,23 +155,45 @@ async fn accept_loop(listener: Listener, key: AuthKey, pending: Pending) {
     }
 }
 
+/// What an authenticated connection turned out to be.
+enum Admitted {
+    /// A child, handed to whoever waits for it.
+    Child,
+    /// A process that wants the hosted objects.
+    Objects {
+        pid: u32,
+        reader: FrameReader<RecvHalf>,
+        outbox: Outbox,
+    },
+}
+
 async fn admit(
     halves: crate::transport::local::Halves,
     key: &AuthKey,
     pending: &Pending,
-) -> Result<()> {
+) -> Result<Admitted> {
     let Conn { mut reader, writer } = Conn::accept(halves, key).await?;
     let message = reader.read_message().await?.ok_or(Error::Closed)?;
     let (hello, _) = decode_head::<Up>(&message)?;
-    let Up::Hello {
-        version,
-        token,
-        pid,
-    } = hello
-    else {
-        return Err(Error::Protocol(
-            "expected Hello as the first message".into(),
-        ));
+    let (version, token, pid) = match hello {
+        Up::Hello {
+            version,
+            token,
+            pid,
+        } => (version, token, pid),
+        Up::Attach { version, pid } if version == PROTOCOL_VERSION => {
+            let (outbox, _writer) = spawn_writer(writer);
+            return Ok(Admitted::Objects {
+                pid,
+                reader,
+                outbox,
+            });
+        }
+        _ => {
+            return Err(Error::Protocol(
+                "expected Hello or Attach (of our protocol version) as the first message".into(),
+            ))
+        }
     };
     if version != PROTOCOL_VERSION {
         return Err(Error::Protocol(format!(
@@ -153,7 +210,8 @@ async fn admit(
             reader,
             outbox,
         })
-        .map_err(|_| Error::Closed)
+        .map_err(|_| Error::Closed)?;
+    Ok(Admitted::Child)
 }
 
 /// Re-emits a child's `tracing` event on this process's subscriber, tagged with the child.

@@ -420,7 +420,7 @@ impl Driver {
                     Ok((Up::Log(record), _)) => {
                         emit_child_log(worker.handle.pid, &worker.handle.name, &record)
                     }
-                    Ok((Up::Hello { .. }, _)) => {}
+                    Ok((Up::Hello { .. } | Up::Attach { .. }, _)) => {}
                     Err(e) => {
                         tracing::warn!(target: "multiprocessing::pool", "worker {} broke the protocol ({e}); killing it", worker.handle.pid);
                         send_signal(worker.handle.pid, libc::SIGKILL);

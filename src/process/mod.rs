@@ -401,7 +401,14 @@ async fn supervise(
                     state.send_modify(|s| s.outcome = Some(outcome));
                 }
                 Ok((Up::Log(record), _)) => emit_child_log(pid, &name, &record),
-                Ok((Up::Hello { .. } | Up::Started { .. } | Up::Withdrawn { .. }, _)) | Err(_) => {
+                Ok((
+                    Up::Hello { .. }
+                    | Up::Attach { .. }
+                    | Up::Started { .. }
+                    | Up::Withdrawn { .. },
+                    _,
+                ))
+                | Err(_) => {
                     tracing::warn!(target: "multiprocessing::process", "child {pid} broke the protocol; dropping its connection");
                     break;
                 }

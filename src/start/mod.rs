@@ -9,7 +9,7 @@ mod forkserver;
 mod spawn;
 
 use crate::error::{Error, Result};
-use crate::hub::Hub;
+use crate::hub::{Host, HostClient, Hub, Store};
 use crate::protocol::{ChildConfig, PROTOCOL_VERSION};
 use crate::transport::auth::AuthKey;
 use crate::transport::local::RunDir;
@@ -107,6 +107,11 @@ pub(crate) struct Context {
     relaunch: Relaunch,
     identity: Identity,
     hub: Mutex<Option<Arc<Hub>>>,
+    /// The root's socket, in every process but the root.
+    root_socket: Option<PathBuf>,
+    /// The run's hosted objects, in the root.
+    store: Option<Arc<Store>>,
+    host: tokio::sync::OnceCell<Host>,
     spawner: spawn::Spawner,
     fork_server: tokio::sync::Mutex<Option<Arc<forkserver::ForkServer>>>,
     children: Mutex<HashMap<u32, ChildRecord>>,
@@ -140,6 +145,9 @@ impl Context {
                 parent: None,
             },
             hub: Mutex::new(None),
+            root_socket: None,
+            store: Some(Arc::default()),
+            host: tokio::sync::OnceCell::new(),
             spawner: spawn::Spawner::new(),
             fork_server: tokio::sync::Mutex::new(None),
             children: Mutex::default(),
@@ -170,6 +178,9 @@ impl Context {
                 parent: Some((cfg.parent_pid, cfg.parent_name.clone())),
             },
             hub: Mutex::new(None),
+            root_socket: Some(PathBuf::from(&cfg.root_socket)),
+            store: None,
+            host: tokio::sync::OnceCell::new(),
             spawner: spawn::Spawner::new(),
             fork_server: tokio::sync::Mutex::new(None),
             children: Mutex::default(),
@@ -222,9 +233,49 @@ impl Context {
         if let Some(h) = hub.as_ref() {
             return Ok(Arc::clone(h));
         }
-        let h = Arc::new(Hub::start(&self.run_dir, self.key.clone())?);
+        let h = Arc::new(Hub::start(
+            &self.run_dir,
+            self.key.clone(),
+            self.store.clone(),
+        )?);
         *hub = Some(Arc::clone(&h));
         Ok(h)
+    }
+
+    /// Where this process's hosted objects (queues) are: the root's store, reached directly in
+    /// the root and over one connection (made on first use) everywhere else.
+    ///
+    /// # Errors
+    /// `Io` / `Authentication` when the root cannot be reached.
+    pub(crate) async fn host(&self) -> Result<Host> {
+        self.host
+            .get_or_try_init(|| async {
+                match (&self.store, &self.root_socket) {
+                    (Some(store), _) => {
+                        // Children reach the store through the hub: have it listen.
+                        self.hub()?;
+                        Ok(Host::Local(Arc::clone(store)))
+                    }
+                    (None, Some(socket)) => {
+                        Ok(Host::Remote(HostClient::connect(socket, &self.key).await?))
+                    }
+                    (None, None) => Err(Error::NotLaunched(
+                        "this process knows no root to host shared objects".into(),
+                    )),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Waits until the root has applied what this process sent to its hosted objects (see
+    /// `HostClient::settle`). Nothing to do in the root, or before any object was used.
+    pub(crate) async fn settle(&self) {
+        if let Some(Host::Remote(client)) = self.host.get() {
+            if let Err(e) = client.settle().await {
+                tracing::debug!(target: "multiprocessing::hub", "could not settle with the root: {e}");
+            }
+        }
     }
 
     /// The name the next child gets when none is given: `Process-N` in the root, `<ours>:N` in
@@ -259,6 +310,12 @@ impl Context {
             version: PROTOCOL_VERSION,
             run_dir: self.run_dir.to_string_lossy().into_owned(),
             socket: hub.path().to_string_lossy().into_owned(),
+            root_socket: self
+                .root_socket
+                .as_deref()
+                .unwrap_or(hub.path())
+                .to_string_lossy()
+                .into_owned(),
             key: self.key.to_hex(),
             token,
             name: opts.name.clone(),
