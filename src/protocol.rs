@@ -266,7 +266,8 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
         postcard::ser_flavors::Size::default(),
     )
     .map_err(|e| Error::encode(what, e))?;
-    postcard::to_extend(value, Vec::with_capacity(size)).map_err(|e| Error::encode(what, e))
+    postcard::to_extend(value, crate::transport::buffers::take(size))
+        .map_err(|e| Error::encode(what, e))
 }
 
 /// Decodes a user value; the whole slice must be consumed.

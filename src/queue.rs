@@ -83,15 +83,18 @@ impl Handle {
 
     /// Waits for room (as `wait` allows), then sends the encoded item.
     async fn put_encoded(&self, bytes: Vec<u8>, wait: Wait) -> Result<()> {
-        let host = self.host().await?;
-        host.reserve(self.id, self.spec, wait).await?;
-        host.put(self.id, self.spec, bytes)
+        self.host()
+            .await?
+            .put(self.id, self.spec, bytes, wait)
+            .await
     }
 
     async fn get<T: DeserializeOwned>(&self, wait: Wait) -> Result<T> {
         let host = self.host().await?;
         let item = host.get(self.id, self.spec, wait).await?;
-        decode_value("a queue item", &item)
+        let value = decode_value("a queue item", &item);
+        crate::transport::buffers::give_shared(item);
+        value
     }
 
     async fn len(&self) -> Result<usize> {

@@ -274,6 +274,7 @@ async fn send_flushed(outbox: &Outbox, head: &Up, body: Vec<u8>) -> Result<()> {
             head,
             body: Arc::new(body),
             ack: Some(ack),
+            window: None,
         })
         .map_err(|_| Error::Closed)?;
     flushed.await.map_err(|_| Error::Closed)

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -56,7 +56,13 @@ pub(crate) struct HostClient {
     next_req: AtomicU64,
     /// Something was sent without an answer since the last [`HostClient::settle`].
     unsettled: AtomicBool,
+    /// Bytes of items handed to the writer and not yet written: a fast producer waits here
+    /// instead of piling encoded items up in memory.
+    window: Arc<Semaphore>,
 }
+
+/// How many bytes of puts a process may have waiting to be written to the root.
+const PUT_WINDOW: usize = 4 << 20;
 
 impl HostClient {
     /// Connects to the root's hub at `socket` and starts reading its answers.
@@ -76,6 +82,7 @@ impl HostClient {
             held: Mutex::default(),
             next_req: AtomicU64::new(1),
             unsettled: AtomicBool::new(false),
+            window: Arc::new(Semaphore::new(PUT_WINDOW)),
         });
         let weak = Arc::downgrade(&client);
         tokio::spawn(async move {
@@ -103,7 +110,7 @@ impl HostClient {
             .map_err(|_| Error::Closed)
     }
 
-    fn dispatch(&self, message: Vec<u8>) -> Result<()> {
+    fn dispatch(&self, mut message: Vec<u8>) -> Result<()> {
         let (reply, start) = decode_head::<HostReply>(&message)?;
         let (req, reply) = match reply {
             HostReply::Closed { obj } => {
@@ -114,7 +121,10 @@ impl HostClient {
                 req,
                 Reply::Item {
                     seq,
-                    item: Arc::new(message[start..].to_vec()),
+                    item: {
+                        message.drain(..start);
+                        Arc::new(message)
+                    },
                 },
             ),
             HostReply::Granted { req } => (req, Reply::Granted),
@@ -360,11 +370,11 @@ impl Host {
         }
     }
 
-    /// Waits for room for one item; on success the next [`Host::put`] of this process fills it.
+    /// Waits for room for one item; on success the caller must fill it at once.
     ///
     /// # Errors
     /// `Closed`, `Full` (with `Wait::No`), `Timeout`; `Error::Closed` if the root is gone.
-    pub(crate) async fn reserve(&self, obj: ObjectId, spec: QueueSpec, wait: Wait) -> Result<()> {
+    async fn reserve(&self, obj: ObjectId, spec: QueueSpec, wait: Wait) -> Result<()> {
         match self {
             Host::Local(store) => {
                 if spec.capacity.is_none() {
@@ -417,17 +427,40 @@ impl Host {
         }
     }
 
-    /// Appends an encoded item, into room reserved by [`Host::reserve`] on a bounded queue.
+    /// Appends an encoded item, waiting for room (as `wait` allows) in a bounded queue. From
+    /// another process it also waits while more than a few MiB of this process's puts are
+    /// still unwritten, so a fast producer does not pile encoded items up in memory.
     ///
     /// # Errors
-    /// `Closed` when the root is gone.
-    pub(crate) fn put(&self, obj: ObjectId, spec: QueueSpec, item: Vec<u8>) -> Result<()> {
+    /// `Closed`, `Full` (with `Wait::No`), `Timeout`; `Error::Closed` if the root is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the item is sent in the same poll that wins its room, or not at all.
+    pub(crate) async fn put(
+        &self,
+        obj: ObjectId,
+        spec: QueueSpec,
+        item: Vec<u8>,
+        wait: Wait,
+    ) -> Result<()> {
         match self {
             Host::Local(store) => {
+                self.reserve(obj, spec, wait).await?;
                 store.put(ROOT, obj, spec, Arc::new(item));
                 Ok(())
             }
-            Host::Remote(client) => client.send(&HostReq::Put { obj }, item),
+            Host::Remote(client) => {
+                let weight = u32::try_from(item.len().clamp(1, PUT_WINDOW)).unwrap_or(u32::MAX);
+                let permit = Arc::clone(&client.window)
+                    .acquire_many_owned(weight)
+                    .await
+                    .map_err(|_| Error::Closed)?;
+                self.reserve(obj, spec, wait).await?;
+                let mut msg = Outgoing::new(encode_head(&HostReq::Put { obj })?, item);
+                msg.window = Some(permit);
+                client.unsettled.store(true, Ordering::Relaxed);
+                client.out.send(msg).map_err(|_| Error::Closed)
+            }
         }
     }
 

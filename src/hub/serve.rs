@@ -2,7 +2,7 @@
 //! [`Store`]. The connection is one [`Owner`]; when it ends, for whatever reason, the store
 //! forgets that owner (and gives back what it had taken from joinable queues).
 
-use super::objects::{Owner, Reply, Store, Waiter};
+use super::objects::{Item, Owner, Reply, Store, Waiter};
 use crate::error::{Error, Result};
 use crate::protocol::{
     decode_head, encode_head, HostError, HostReply, HostReq, ObjectId, QueueSpec, Wait,
@@ -116,7 +116,7 @@ fn handle(
         HostReq::Release { obj, credits } => store.release(owner, obj, credits),
         HostReq::Put { obj } => {
             let spec = spec_of(obj)?;
-            store.put(owner, obj, spec, Arc::new(message[start..].to_vec()));
+            store.put(owner, obj, spec, body(message, start));
         }
         HostReq::Reserve { req, obj, wait } => {
             let spec = spec_of(obj)?;
@@ -141,7 +141,7 @@ fn handle(
         }
         HostReq::Requeue { obj, seq } => {
             let spec = spec_of(obj)?;
-            store.requeue(owner, obj, spec, seq, Arc::new(message[start..].to_vec()));
+            store.requeue(owner, obj, spec, seq, body(message, start));
         }
         HostReq::Len { req, obj } => {
             answer(req, Reply::Value(store.len(obj) as u64));
@@ -163,6 +163,12 @@ fn handle(
         }
     }
     Ok(())
+}
+
+/// The body of a message as an item: the header is cut off in place, without a new buffer.
+fn body(mut message: Vec<u8>, start: usize) -> Item {
+    message.drain(..start);
+    Arc::new(message)
 }
 
 /// Fails a waiting request with `Timeout` when its time is up, unless it was answered.

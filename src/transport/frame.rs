@@ -78,7 +78,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     limit: self.max_message,
                 });
             }
-            message.reserve(len);
+            if message.is_empty() {
+                message = super::buffers::take(len);
+            } else {
+                message.reserve(len);
+            }
             let read = (&mut self.inner)
                 .take(len as u64)
                 .read_to_end(&mut message)

@@ -3,6 +3,7 @@
 //! See `README.md` beside this file for the frame format and the handshake.
 
 pub(crate) mod auth;
+pub(crate) mod buffers;
 pub(crate) mod frame;
 pub(crate) mod local;
 
@@ -100,6 +101,8 @@ pub(crate) struct Outgoing {
     pub(crate) body: std::sync::Arc<Vec<u8>>,
     /// Told once this message (and everything before it) has been flushed to the OS.
     pub(crate) ack: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Released once the message has been written: a sender's window of bytes in flight.
+    pub(crate) window: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Outgoing {
@@ -109,6 +112,7 @@ impl Outgoing {
             head,
             body: body.into(),
             ack: None,
+            window: None,
         }
     }
 }
@@ -140,6 +144,8 @@ pub(crate) fn spawn_shared_writer(shared: SharedWriter) -> (Outbox, tokio::task:
                     return;
                 }
                 acks.extend(msg.ack);
+                drop(msg.window);
+                buffers::give_shared(msg.body);
                 next = rx.try_recv().ok();
             }
             if writer.flush().await.is_err() {
