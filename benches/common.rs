@@ -1,4 +1,6 @@
 //! What the bench binaries share: repetitions, and the JSON line `compare.sh` reads.
+// Each bench binary includes this file and uses part of it.
+#![allow(dead_code)]
 
 /// 5 repetitions, or 3 with `--quick`.
 pub(crate) fn reps() -> usize {

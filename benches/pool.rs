@@ -9,6 +9,10 @@ use multiprocessing::{entry, process_main, Pool};
 use serde_bytes::ByteBuf;
 use std::time::Instant;
 
+#[path = "common.rs"]
+mod common;
+use common::{emit, repeat};
+
 #[entry]
 fn square(x: u64) -> u64 {
     x * x
@@ -17,35 +21,6 @@ fn square(x: u64) -> u64 {
 #[entry]
 fn length(data: ByteBuf) -> u64 {
     data.len() as u64
-}
-
-fn emit(case: &str, unit: &str, better: &str, mut samples: Vec<f64>, note: &str) {
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    let median = if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    };
-    println!(
-        "{{\"impl\": \"multiprocessing-rs\", \"case\": \"{case}\", \"unit\": \"{unit}\", \"better\": \"{better}\", \"median\": {median:.6}, \"min\": {:.6}, \"max\": {:.6}, \"reps\": {n}, \"note\": \"{note}\"}}",
-        samples[0],
-        samples[n - 1],
-    );
-}
-
-/// Runs `f` once to warm up, then `reps` times; returns what each run measured.
-async fn repeat<F, Fut>(reps: usize, mut f: F) -> multiprocessing::Result<Vec<f64>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = multiprocessing::Result<f64>>,
-{
-    f().await?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        samples.push(f().await?);
-    }
-    Ok(samples)
 }
 
 /// Resident memory of a process, in MB, from /proc.

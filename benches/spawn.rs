@@ -9,6 +9,10 @@ use multiprocessing::{entry, process_main, Process, StartMethod};
 use serde_bytes::ByteBuf;
 use std::time::Instant;
 
+#[path = "common.rs"]
+mod common;
+use common::emit;
+
 #[entry]
 fn noop() {}
 
@@ -20,21 +24,6 @@ fn echo(data: ByteBuf) -> ByteBuf {
 #[entry]
 fn length(data: ByteBuf) -> u64 {
     data.len() as u64
-}
-
-fn emit(case: &str, unit: &str, better: &str, mut samples: Vec<f64>, note: &str) {
-    samples.sort_by(f64::total_cmp);
-    let median = if samples.len() % 2 == 1 {
-        samples[samples.len() / 2]
-    } else {
-        (samples[samples.len() / 2 - 1] + samples[samples.len() / 2]) / 2.0
-    };
-    println!(
-        "{{\"impl\": \"multiprocessing-rs\", \"case\": \"{case}\", \"unit\": \"{unit}\", \"better\": \"{better}\", \"median\": {median:.6}, \"min\": {:.6}, \"max\": {:.6}, \"reps\": {}, \"note\": \"{note}\"}}",
-        samples[0],
-        samples[samples.len() - 1],
-        samples.len()
-    );
 }
 
 /// Times `reps` runs (after one warm-up) of `run` on a fresh clone of `size` bytes; `run` returns
