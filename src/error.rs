@@ -308,8 +308,9 @@ impl From<tokio::time::error::Elapsed> for Error {
     }
 }
 
-/// The form in which an error crosses the wire from a child to its parent. Only the variants a
-/// child can report are kept; everything else travels as its message.
+/// The form in which an error crosses the wire: from a child to its parent, and whenever an
+/// [`Error`] is itself a value (an entry that returns `multiprocessing::Result<T>`). Every
+/// variant keeps its kind; an OS error keeps its kind and message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum RemoteError {
     Panicked {
@@ -328,6 +329,35 @@ pub(crate) enum RemoteError {
         message: String,
     },
     Other(String),
+    Timeout,
+    Closed,
+    Full,
+    Empty,
+    BufferTooShort {
+        needed: u64,
+    },
+    Authentication(String),
+    ProcessDied {
+        pid: u32,
+        exitcode: Option<i32>,
+        signal: Option<i32>,
+    },
+    WorkerLost {
+        pid: u32,
+        signal: Option<i32>,
+    },
+    PoolClosed,
+    InvalidArgument(String),
+    NotLaunched(String),
+    FrameTooLarge {
+        size: u64,
+        limit: u64,
+    },
+    Protocol(String),
+    Io {
+        kind: String,
+        message: String,
+    },
 }
 
 impl From<&Error> for RemoteError {
@@ -346,7 +376,39 @@ impl From<&Error> for RemoteError {
                 what: what.to_string(),
                 message: message.clone(),
             },
-            other => RemoteError::Other(other.to_string()),
+            Error::Timeout => RemoteError::Timeout,
+            Error::Closed => RemoteError::Closed,
+            Error::Full => RemoteError::Full,
+            Error::Empty => RemoteError::Empty,
+            Error::BufferTooShort { needed } => RemoteError::BufferTooShort {
+                needed: *needed as u64,
+            },
+            Error::Authentication(m) => RemoteError::Authentication(m.clone()),
+            Error::ProcessDied {
+                pid,
+                exitcode,
+                signal,
+            } => RemoteError::ProcessDied {
+                pid: *pid,
+                exitcode: *exitcode,
+                signal: *signal,
+            },
+            Error::WorkerLost { pid, signal } => RemoteError::WorkerLost {
+                pid: *pid,
+                signal: *signal,
+            },
+            Error::PoolClosed => RemoteError::PoolClosed,
+            Error::InvalidArgument(m) => RemoteError::InvalidArgument(m.clone()),
+            Error::NotLaunched(m) => RemoteError::NotLaunched(m.clone()),
+            Error::FrameTooLarge { size, limit } => RemoteError::FrameTooLarge {
+                size: *size as u64,
+                limit: *limit as u64,
+            },
+            Error::Protocol(m) => RemoteError::Protocol(m.clone()),
+            Error::Io(io) => RemoteError::Io {
+                kind: format!("{:?}", io.kind()),
+                message: io.to_string(),
+            },
         }
     }
 }
@@ -365,7 +427,79 @@ impl From<RemoteError> for Error {
                 message,
             },
             RemoteError::Other(message) => Error::Protocol(format!("child reported: {message}")),
+            RemoteError::Timeout => Error::Timeout,
+            RemoteError::Closed => Error::Closed,
+            RemoteError::Full => Error::Full,
+            RemoteError::Empty => Error::Empty,
+            RemoteError::BufferTooShort { needed } => Error::BufferTooShort {
+                needed: usize::try_from(needed).unwrap_or(usize::MAX),
+            },
+            RemoteError::Authentication(m) => Error::Authentication(m),
+            RemoteError::ProcessDied {
+                pid,
+                exitcode,
+                signal,
+            } => Error::ProcessDied {
+                pid,
+                exitcode,
+                signal,
+            },
+            RemoteError::WorkerLost { pid, signal } => Error::WorkerLost { pid, signal },
+            RemoteError::PoolClosed => Error::PoolClosed,
+            RemoteError::InvalidArgument(m) => Error::InvalidArgument(m),
+            RemoteError::NotLaunched(m) => Error::NotLaunched(m),
+            RemoteError::FrameTooLarge { size, limit } => Error::FrameTooLarge {
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            },
+            RemoteError::Protocol(m) => Error::Protocol(m),
+            RemoteError::Io { kind, message } => {
+                Error::Io(std::io::Error::new(io_kind(&kind), message))
+            }
         }
+    }
+}
+
+/// The `ErrorKind`s worth keeping across processes, by their `Debug` name.
+fn io_kind(kind: &str) -> std::io::ErrorKind {
+    use std::io::ErrorKind::*;
+    [
+        NotFound,
+        PermissionDenied,
+        ConnectionRefused,
+        ConnectionReset,
+        ConnectionAborted,
+        NotConnected,
+        AddrInUse,
+        AddrNotAvailable,
+        BrokenPipe,
+        AlreadyExists,
+        WouldBlock,
+        InvalidInput,
+        InvalidData,
+        TimedOut,
+        WriteZero,
+        Interrupted,
+        Unsupported,
+        UnexpectedEof,
+        OutOfMemory,
+    ]
+    .into_iter()
+    .find(|k| format!("{k:?}") == kind)
+    .unwrap_or(Other)
+}
+
+/// An [`Error`] is a value too: an entry may return `multiprocessing::Result<T>`, and the error
+/// reaches the caller with its variant (an OS error keeps its kind and message).
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        RemoteError::from(self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        RemoteError::deserialize(d).map(Error::from)
     }
 }
 
@@ -374,6 +508,48 @@ fn leak_what(what: String) -> &'static str {
     match what.as_str() {
         "entry arguments" => "entry arguments",
         "entry result" => "entry result",
+        "a queue item" => "a queue item",
+        "a message" => "a message",
         _ => "a value in the child",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(e: &Error) -> Error {
+        let bytes = postcard::to_allocvec(e).expect("encode");
+        postcard::from_bytes(&bytes).expect("decode")
+    }
+
+    #[test]
+    fn an_error_crosses_the_wire_with_its_variant() {
+        assert!(matches!(round_trip(&Error::Closed), Error::Closed));
+        assert!(matches!(
+            round_trip(&Error::BufferTooShort { needed: 9 }),
+            Error::BufferTooShort { needed: 9 }
+        ));
+        assert!(matches!(
+            round_trip(&Error::WorkerLost {
+                pid: 4,
+                signal: Some(9)
+            }),
+            Error::WorkerLost {
+                pid: 4,
+                signal: Some(9)
+            }
+        ));
+        let io = round_trip(&Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file: a.txt",
+        )));
+        match io {
+            Error::Io(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+                assert!(e.to_string().contains("a.txt"));
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
     }
 }
