@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool
+cargo bench --no-run -q --bench spawn --bench pool --bench queue
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload $quick > "$out/python.jsonl"
+cargo bench -q --bench queue -- $quick >> "$out/ours.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue $quick > "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
@@ -44,6 +45,8 @@ pairs = [
     ("pool_apply_len_100MiB", "pool_apply_len_100MiB", 2, "100 MiB bytes to a pool worker"),
     ("process_len_100MiB", "pool_apply_len_100MiB", None, "100 MiB bytes to a fresh Process"),
     ("process_roundtrip_64MiB", None, None, "64 MiB to a Process and back"),
+    ("queue_small_msgs_throughput", "queue_small_msgs_throughput", 5, "queue small msgs, child -> parent"),
+    ("queue_bytes_1MiB_throughput", "queue_bytes_1MiB_throughput", 3, "queue 1 MiB msgs, child -> parent"),
     ("idle_pool_worker_rss", None, None, "idle pool worker RSS (Python 12-16 MB; target <= 4 MB)"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
