@@ -31,12 +31,13 @@ def load(name):
     return recs
 # (ours, python, target as "x times better", label)
 pairs = [
-    ("spawn_latency[spawn]", "spawn_latency[spawn]", 25, "spawn+join vs Python spawn"),
-    ("spawn_latency[spawn]", "spawn_latency[fork]", 1, "spawn+join vs Python fork"),
-    ("spawn_latency[spawn]", "spawn_latency[forkserver]", None, "spawn+join vs Python forkserver"),
+    ("spawn_latency[default]", "spawn_latency[spawn]", 25, "spawn+join (default method) vs Python spawn"),
+    ("spawn_latency[default]", "spawn_latency[fork]", 1, "spawn+join (default method) vs Python fork"),
+    ("spawn_latency[spawn]", "spawn_latency[spawn]", None, "spawn+join with Spawn (re-exec) vs Python spawn"),
+    ("spawn_latency[spawn]", "spawn_latency[fork]", None, "spawn+join with Spawn (re-exec) vs Python fork"),
     ("spawn_latency[forkserver]", "spawn_latency[fork]", None, "ForkServer spawn+join vs Python fork (target <= 0.5 ms)"),
     ("spawn_latency[forkserver]", "spawn_latency[forkserver]", None, "ForkServer spawn+join vs Python forkserver"),
-    ("pool2_startup_shutdown[spawn]", "pool2_startup_shutdown[fork]", 1 / 0.7, "Pool(2) start+close+join vs fork"),
+    ("pool2_startup_shutdown[default]", "pool2_startup_shutdown[fork]", 1 / 0.7, "Pool(2) start+close+join vs fork"),
     ("pool2_map_default_chunksize", "pool2_map_default_chunksize", 5, "map 1M tiny, default chunks"),
     ("pool2_map_chunksize1", "pool2_map_chunksize1", 5, "map 50k, chunksize 1"),
     ("pool2_imap_unordered_chunksize1", "pool2_imap_unordered_chunksize1", 5, "imap_unordered 50k, chunksize 1"),

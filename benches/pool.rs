@@ -49,7 +49,7 @@ async fn main() -> multiprocessing::Result<()> {
     })
     .await?;
     emit(
-        "pool2_startup_shutdown[spawn]",
+        "pool2_startup_shutdown[default]",
         "ms",
         "lower",
         samples,

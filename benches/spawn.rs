@@ -60,12 +60,17 @@ async fn main() -> multiprocessing::Result<()> {
 
     for (method, case, note) in [
         (
-            StartMethod::Spawn,
+            None,
+            "spawn_latency[default]",
+            "Process::spawn(noop, ()) -> join() returned, default start method (ForkServer in a #[process_main] program)",
+        ),
+        (
+            Some(StartMethod::Spawn),
             "spawn_latency[spawn]",
             "Process::spawn(noop, ()) -> join() returned; re-exec of current_exe",
         ),
         (
-            StartMethod::ForkServer,
+            Some(StartMethod::ForkServer),
             "spawn_latency[forkserver]",
             "the same with start_method(ForkServer); the server starts during the warm-up",
         ),
@@ -73,10 +78,11 @@ async fn main() -> multiprocessing::Result<()> {
         let mut samples = Vec::with_capacity(n);
         for i in 0..n + 5 {
             let t0 = Instant::now();
-            let p = Process::builder()
-                .start_method(method)
-                .spawn(noop, ())
-                .await?;
+            let mut builder = Process::builder();
+            if let Some(method) = method {
+                builder = builder.start_method(method);
+            }
+            let p = builder.spawn(noop, ()).await?;
             p.join().await?;
             if i >= 5 {
                 samples.push(t0.elapsed().as_secs_f64() * 1e3);

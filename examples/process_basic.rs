@@ -24,7 +24,10 @@
 //! `f` becomes an `#[entry]`, `Process(target=f, args=('bob',)).start()` becomes
 //! `Process::spawn(f, "bob".to_string()).await?`, and `join` hands back `f`'s value. Besides the
 //! module name, each process prints its `current_process()` name, and the child shows that
-//! `parent_process()` names the process that started it.
+//! `parent_process()` names the process that started it. Under the default start method of a
+//! `#[process_main]` program (the fork server, as Python's `forkserver`), the OS parent
+//! (`getppid`) of the child is the server, not the main process: `parent_process()` is the one to
+//! ask.
 //!
 //! Run with `cargo run --release --example process_basic`.
 

@@ -29,41 +29,54 @@ pub(crate) use spawn::{send_signal, ChildHandle, ChildProcess};
 /// There is no plain `Fork` (Python's default on Linux): forking a process that already runs
 /// tokio's threads is unsound for anything but an immediate `exec`. The fork server gives the
 /// speed of `fork` without that risk. The enum is `#[non_exhaustive]` so methods can be added.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// **The default** ([`get_start_method`] when nothing was set) is `ForkServer` in a program
+/// launched by `#[process_main]`, where the server is sound and about twice as fast, and `Spawn`
+/// under `#[multiprocessing::test]`, where the server would be a copy of the test harness, which
+/// runs more than one thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StartMethod {
     /// Re-execute this program (`std::env::current_exe`) with a child marker in its environment,
     /// as Python's `spawn` does: a fresh process with nothing inherited but the environment.
     /// About 1 ms on a typical Linux machine.
-    #[default]
     Spawn,
     /// Ask a fork server for the child, as Python's `forkserver` does. The server is this
     /// program started again (on first use, once per launch context) in server mode: it is
     /// single-threaded and never builds a runtime, so `fork()` is sound there; each forked child
     /// builds its own runtime and connects back like any other. Cheaper than `Spawn` (no exec,
-    /// no dynamic loading, pages shared with the server); the child's environment is the
-    /// server's plus the builder's `env`, as it was when the server started.
+    /// no dynamic loading, pages shared with the server). The child's environment and working
+    /// directory are the server's, as they were when it started (at this launch's first spawn),
+    /// plus the builder's `env`: set variables before the first spawn, or pass them with `env`.
     ForkServer,
 }
 
+/// 0 = not set (the launch's default), 1 = `Spawn`, 2 = `ForkServer`.
 static START_METHOD: AtomicU8 = AtomicU8::new(0);
 
-/// Sets the start method used when a builder does not name one (Python's `set_start_method`).
+/// Sets the start method used when a builder does not name one (Python's `set_start_method`),
+/// for every launch of this process.
 pub fn set_start_method(method: StartMethod) {
     START_METHOD.store(
         match method {
-            StartMethod::Spawn => 0,
-            StartMethod::ForkServer => 1,
+            StartMethod::Spawn => 1,
+            StartMethod::ForkServer => 2,
         },
         Ordering::Relaxed,
     );
 }
 
-/// The start method used when a builder does not name one.
+/// The start method used when a builder does not name one: what [`set_start_method`] set, or
+/// else `ForkServer` under `#[process_main]` and `Spawn` under `#[multiprocessing::test]` (see
+/// [`StartMethod`]).
 pub fn get_start_method() -> StartMethod {
     match START_METHOD.load(Ordering::Relaxed) {
-        1 => StartMethod::ForkServer,
-        _ => StartMethod::Spawn,
+        1 => StartMethod::Spawn,
+        2 => StartMethod::ForkServer,
+        _ => match Context::try_current().map(|ctx| ctx.relaunch.clone()) {
+            Some(Relaunch::Main) => StartMethod::ForkServer,
+            Some(Relaunch::Test(_)) | None => StartMethod::Spawn,
+        },
     }
 }
 
