@@ -31,6 +31,11 @@ struct Running {
 /// call thread): `launch` uses it to make the launch context current there too.
 pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send + Sync>) -> i32 {
     entry::install_panic_hook();
+    if cfg.concurrency != 1 {
+        // Sync entries run on the blocking pool. Its first thread starts now, while we wait
+        // for the parent's handshake, instead of after the call has arrived.
+        drop(tokio::task::spawn_blocking(|| {}));
+    }
     let pid = std::process::id();
     // `Hello` rides with the answer to the challenge: one round trip less per child.
     let hello = Up::Hello {

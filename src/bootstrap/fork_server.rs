@@ -19,10 +19,11 @@ fn send(control: &mut UnixStream, reply: &ForkReply) -> bool {
     let Ok(len) = u32::try_from(body.len()) else {
         return false;
     };
-    control
-        .write_all(&len.to_le_bytes())
-        .and_then(|()| control.write_all(&body))
-        .is_ok()
+    // One write, so the root wakes once per reply.
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&body);
+    control.write_all(&frame).is_ok()
 }
 
 fn receive(control: &mut UnixStream) -> Option<ForkRequest> {

@@ -159,8 +159,10 @@ impl ForkServer {
                 }
                 w.replies.push_back(tx);
             }
-            writer.write_all(&len.to_le_bytes()).await?;
-            writer.write_all(&body).await?;
+            let mut frame = Vec::with_capacity(4 + body.len());
+            frame.extend_from_slice(&len.to_le_bytes());
+            frame.extend_from_slice(&body);
+            writer.write_all(&frame).await?;
         }
         rx.await
             .map_err(|_| Error::Io(std::io::Error::other("the fork server is gone")))?
