@@ -38,7 +38,7 @@ pub use start::{get_start_method, set_start_method, StartMethod};
 pub use multiprocessing_macros::{entry, process_main, test};
 
 /// Sets the largest frame a connection accepts, in bytes (default 16 MiB; clamped to
-/// 1 KiB ..= 2 GiB − 1). It bounds the memory a peer can make us allocate per read, not the size
+/// 1 KiB ..= 1 GiB − 1). It bounds the memory a peer can make us allocate per read, not the size
 /// of a value: larger values cross as several frames. Children started afterwards use the same
 /// limit. Call it before spawning.
 pub fn set_max_frame_size(bytes: usize) {

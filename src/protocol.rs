@@ -266,8 +266,33 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
         postcard::ser_flavors::Size::default(),
     )
     .map_err(|e| Error::encode(what, e))?;
-    postcard::to_extend(value, crate::transport::buffers::take(size))
-        .map_err(|e| Error::encode(what, e))
+    postcard::serialize_with_flavor::<T, _, Vec<u8>>(
+        value,
+        Bytes(crate::transport::buffers::take(size)),
+    )
+    .map_err(|e| Error::encode(what, e))
+}
+
+/// A postcard output that appends slices with `extend_from_slice` (one `memcpy`), where
+/// postcard's own `Vec` output copies byte by byte.
+struct Bytes(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Bytes {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes a user value; the whole slice must be consumed.

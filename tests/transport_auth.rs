@@ -43,7 +43,7 @@ async fn hub_drops_connection_after(bytes: &[u8]) {
 
 #[multiprocessing::test]
 async fn oversize_frame_drops_that_connection_only() {
-    // A frame header announcing 2 GiB - 1 bytes, far over the 16 MiB limit.
+    // A frame header announcing 1 GiB - 1 bytes, far over the 16 MiB limit.
     hub_drops_connection_after(&[0xff, 0xff, 0xff, 0x7f, 1, 2, 3]).await;
 }
 

@@ -26,8 +26,41 @@ pub(crate) fn take(len: usize) -> Vec<u8> {
             return free.swap_remove(i);
         }
     }
-    Vec::with_capacity(len)
+    let buf = Vec::with_capacity(len);
+    if len >= HUGE_FROM {
+        advise_huge_pages(&buf);
+    }
+    buf
 }
+
+/// Fresh buffers this large ask for transparent huge pages.
+const HUGE_FROM: usize = 4 << 20;
+
+/// Asks the kernel to back the (untouched) capacity of `buf` with 2 MiB pages where it can:
+/// filling a fresh 100 MiB buffer otherwise takes 25,600 page faults, which measured as a
+/// quarter of the time to move 100 MiB to a pool worker. Only the 2 MiB-aligned interior is
+/// advised; failure (no THP support, or THP disabled) changes nothing.
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(buf: &Vec<u8>) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_ptr() as usize;
+    let end = start + buf.capacity();
+    let aligned = (start + HUGE - 1) & !(HUGE - 1);
+    if aligned + HUGE > end {
+        return;
+    }
+    let len = (end - aligned) & !(HUGE - 1);
+    // SAFETY: [aligned, aligned + len) lies inside the allocation that `buf` owns (start ..
+    // start + capacity), and is page-aligned as madvise requires. MADV_HUGEPAGE only changes
+    // how the kernel backs those pages when they are first touched; it neither reads nor
+    // changes memory, so no Rust invariant depends on it, and its result may be ignored.
+    unsafe {
+        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_buf: &Vec<u8>) {}
 
 /// Keeps `buf` for a later [`take`] if it is worth keeping and there is room.
 pub(crate) fn give(mut buf: Vec<u8>) {

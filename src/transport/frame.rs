@@ -1,16 +1,19 @@
 //! Length-prefixed frames.
 //!
-//! A frame is a 4-byte little-endian header followed by its payload. The low 31 bits of the
+//! A frame is a 4-byte little-endian header followed by its payload. The low 30 bits of the
 //! header are the payload length; the top bit says that the message goes on in the next frame.
 //! A message is one or more frames: the frame limit bounds what a peer can make us allocate per
-//! read, not how large a message may be.
+//! read, not how large a message may be. The first frame of a message of several frames has bit
+//! 30 set and an 8-byte little-endian total length after its header, so that the reader can
+//! size its buffer once instead of growing (and copying) it frame by frame.
 
 use crate::error::{Error, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 const MORE: u32 = 1 << 31;
+const TOTAL: u32 = 1 << 30;
 /// Largest payload a frame header can describe.
-pub(crate) const HEADER_MAX: usize = (MORE - 1) as usize;
+pub(crate) const HEADER_MAX: usize = (TOTAL - 1) as usize;
 const BUF_SIZE: usize = 64 * 1024;
 
 /// Reads frames and reassembles messages.
@@ -64,12 +67,31 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
             }
             let header = u32::from_le_bytes(header);
-            let len = (header & !MORE) as usize;
+            let len = (header & !(MORE | TOTAL)) as usize;
             if len > self.max_frame {
                 return Err(Error::FrameTooLarge {
                     size: len,
                     limit: self.max_frame,
                 });
+            }
+            if header & TOTAL != 0 {
+                if !message.is_empty() || header & MORE == 0 {
+                    return Err(Error::Protocol("malformed frame header".into()));
+                }
+                let mut total = [0u8; 8];
+                self.inner.read_exact(&mut total).await?;
+                let total = usize::try_from(u64::from_le_bytes(total)).unwrap_or(usize::MAX);
+                if total < len {
+                    return Err(Error::Protocol("malformed message length".into()));
+                }
+                if total > self.max_message {
+                    return Err(Error::FrameTooLarge {
+                        size: total,
+                        limit: self.max_message,
+                    });
+                }
+                // Sized once; a peer announcing more than it sends gets at most 1 GiB reserved.
+                message = super::buffers::take(total.min(1 << 30));
             }
             let total = message.len().saturating_add(len);
             if total > self.max_message {
@@ -78,7 +100,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     limit: self.max_message,
                 });
             }
-            if message.is_empty() {
+            if message.capacity() == 0 {
                 message = super::buffers::take(len);
             } else {
                 message.reserve(len);
@@ -119,17 +141,27 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// # Errors
     /// `Io` when the peer is gone.
     pub(crate) async fn write_message(&mut self, parts: &[&[u8]]) -> Result<()> {
-        let mut remaining: usize = parts.iter().map(|p| p.len()).sum();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut remaining = total;
         let mut parts = parts.iter().map(|p| &p[..]).filter(|p| !p.is_empty());
         let mut current: &[u8] = parts.next().unwrap_or(&[]);
+        let mut first = true;
         loop {
             let len = remaining.min(self.max_frame);
             remaining -= len;
             let more = if remaining > 0 { MORE } else { 0 };
-            // `len` fits in 31 bits: max_frame is clamped to HEADER_MAX.
-            self.inner
-                .write_all(&(len as u32 | more).to_le_bytes())
-                .await?;
+            // `len` fits in 30 bits: max_frame is clamped to HEADER_MAX.
+            if first && more != 0 {
+                self.inner
+                    .write_all(&(len as u32 | MORE | TOTAL).to_le_bytes())
+                    .await?;
+                self.inner.write_all(&(total as u64).to_le_bytes()).await?;
+            } else {
+                self.inner
+                    .write_all(&(len as u32 | more).to_le_bytes())
+                    .await?;
+            }
+            first = false;
             let mut left = len;
             while left > 0 {
                 if current.is_empty() {
@@ -182,6 +214,22 @@ mod tests {
         assert_eq!(&got[4..], &body[..]);
         assert_eq!(r.read_message().await.unwrap().unwrap(), Vec::<u8>::new());
         assert!(r.read_message().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_announced_total_over_the_message_limit_is_refused() {
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::new(b, 1 << 20);
+        r.set_max_message(1000);
+        let header = 10u32 | MORE | TOTAL;
+        a.write_all(&header.to_le_bytes()).await.unwrap();
+        a.write_all(&(1u64 << 40).to_le_bytes()).await.unwrap();
+        match r.read_message().await {
+            Err(Error::FrameTooLarge { size, limit }) => {
+                assert_eq!((size, limit), (1 << 40, 1000));
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
     }
 
     #[tokio::test]
