@@ -48,6 +48,7 @@ pairs = [
     ("process_roundtrip_64MiB", None, None, "64 MiB to a Process and back"),
     ("queue_small_msgs_throughput", "queue_small_msgs_throughput", 5, "queue small msgs, child -> parent"),
     ("queue_bytes_1MiB_throughput", "queue_bytes_1MiB_throughput", 3, "queue 1 MiB msgs, child -> parent"),
+    ("queue_child_to_child_small_msgs", None, None, "queue small msgs, child -> child (relayed by the root)"),
     ("idle_pool_worker_rss", None, None, "idle pool worker RSS (Python 12-16 MB; target <= 4 MB)"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):

@@ -37,6 +37,45 @@ async fn producer(
     }
 }
 
+/// Takes `n` items after "go"; the consumer half of the child-to-child case.
+#[entry]
+async fn taker(ready: Queue<()>, go: Queue<()>, items: Queue<u64>, n: u64) {
+    ready.put(()).await.expect("ready");
+    go.get().await.expect("go");
+    for _ in 0..n {
+        items.get().await.expect("get");
+    }
+}
+
+/// One repetition of the child-to-child case: a producer child puts `n` small items, a
+/// consumer child takes them; every item goes through the root, which hosts the queue.
+async fn child_to_child(n: u64) -> multiprocessing::Result<f64> {
+    let (ready, go) = (Queue::new(), Queue::new());
+    let items = Queue::<u64>::new();
+    let consumer = Process::spawn(taker, (ready.clone(), go.clone(), items.clone(), n)).await?;
+    let feeder = Process::spawn(
+        producer,
+        (
+            ready.clone(),
+            go.clone(),
+            items.clone(),
+            Queue::<ByteBuf>::new(),
+            n,
+            0,
+        ),
+    )
+    .await?;
+    ready.get().await?;
+    ready.get().await?;
+    let t0 = Instant::now();
+    go.put(()).await?;
+    go.put(()).await?;
+    consumer.join().await?;
+    let dt = t0.elapsed().as_secs_f64();
+    feeder.join().await?;
+    Ok(n as f64 / dt)
+}
+
 /// One repetition: items/s for small items, GB/s for blobs.
 async fn run(n: u64, size: usize) -> multiprocessing::Result<f64> {
     let (ready, go) = (Queue::new(), Queue::new());
@@ -89,6 +128,14 @@ async fn main() -> multiprocessing::Result<()> {
         "higher",
         samples,
         "1 producer process -> parent consumer, 200000 u64 per rep",
+    );
+    let samples = common::repeat(reps, || child_to_child(20_000)).await?;
+    common::emit(
+        "queue_child_to_child_small_msgs",
+        "msgs/s",
+        "higher",
+        samples,
+        "producer child -> consumer child through the root-hosted queue (each get a round trip to the root), 20000 u64 per rep",
     );
     let samples = common::repeat(reps, || run(500, MIB)).await?;
     common::emit(
