@@ -3,6 +3,7 @@
 //! See `README.md` beside this file for the frame format and the handshake.
 
 pub(crate) mod auth;
+pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod local;
 
