@@ -307,6 +307,7 @@ async fn flusher(inner: Weak<Inner>, flush: Arc<Notify>) {
 pub struct Connection<T> {
     inner: Arc<Inner>,
     mode: Mode,
+    offered: fd::OfferCache,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -340,6 +341,7 @@ impl<T> Connection<T> {
                 max_frame,
             }),
             mode,
+            offered: fd::OfferCache::default(),
             _type: PhantomData,
         }
     }
@@ -567,6 +569,8 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// [`Error::InvalidArgument`] on the sending end of a simplex pipe.
     pub async fn recv(&self) -> Result<T> {
         self.check_recv()?;
+        // Cooperative scheduling: a loop over buffered messages yields now and then.
+        tokio::task::consume_budget().await;
         let mut r = self.inner.read.lock().await;
         loop {
             if let Some(v) = r.with_next(|m| postcard::from_bytes::<T>(m))? {
@@ -603,29 +607,25 @@ impl<T> Serialize for Connection<T> {
     /// travels with it.
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        {
-            let w = self.inner.lock_write();
-            if w.busy {
-                return Err(S::Error::custom(
-                    "a Connection cannot be serialized while a send on it is in progress",
-                ));
-            }
+        let fail = |message: String| S::Error::custom(crate::error::serde_detail(message));
+        if self.inner.lock_write().busy {
+            return Err(fail(
+                "a Connection cannot be serialized while a send on it is in progress".into(),
+            ));
         }
         self.inner
             .flush_blocking()
-            .map_err(|e| S::Error::custom(format!("could not write what the connection buffered: {e}")))?;
+            .map_err(|e| fail(format!("could not write what the connection buffered: {e}")))?;
         let leftover = match self.inner.read.try_lock() {
             Ok(r) => r.leftover(),
             Err(_) => None,
         }
         .ok_or_else(|| {
-            S::Error::custom(
-                "a Connection cannot be serialized while a receive on it is in progress",
-            )
+            fail("a Connection cannot be serialized while a receive on it is in progress".into())
         })?;
         // SAFETY: the descriptor is owned by `self.inner.socket` and stays open for this call.
         let fd = unsafe { BorrowedFd::borrow_raw(self.inner.socket.raw()) };
-        let ticket = fd::offer(fd).map_err(S::Error::custom)?;
+        let ticket = self.offered.offer(fd).map_err(|e| fail(e.to_string()))?;
         Wire {
             ticket,
             kind: self.inner.socket.kind(),
@@ -641,7 +641,8 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let wire = Wire::deserialize(deserializer)?;
-        let fd = fd::take(&wire.ticket).map_err(D::Error::custom)?;
+        let fd = fd::take(&wire.ticket)
+            .map_err(|e| D::Error::custom(crate::error::serde_detail(e)))?;
         Ok(Connection::from_fd(fd, wire.kind, wire.mode, wire.leftover))
     }
 }

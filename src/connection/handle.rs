@@ -27,7 +27,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct FdHandle(OwnedFd);
+pub struct FdHandle(OwnedFd, fd::OfferCache);
 
 impl FdHandle {
     /// The descriptor, to wrap in whatever type it is (`UnixStream::from`, `File::from`, ...).
@@ -59,25 +59,25 @@ impl FdHandle {
 
 impl From<OwnedFd> for FdHandle {
     fn from(fd: OwnedFd) -> Self {
-        FdHandle(fd)
+        FdHandle(fd, fd::OfferCache::default())
     }
 }
 
 impl From<std::net::TcpStream> for FdHandle {
     fn from(stream: std::net::TcpStream) -> Self {
-        FdHandle(stream.into())
+        FdHandle::from(OwnedFd::from(stream))
     }
 }
 
 impl From<std::os::unix::net::UnixStream> for FdHandle {
     fn from(stream: std::os::unix::net::UnixStream) -> Self {
-        FdHandle(stream.into())
+        FdHandle::from(OwnedFd::from(stream))
     }
 }
 
 impl From<std::fs::File> for FdHandle {
     fn from(file: std::fs::File) -> Self {
-        FdHandle(file.into())
+        FdHandle::from(OwnedFd::from(file))
     }
 }
 
@@ -89,7 +89,7 @@ impl TryFrom<tokio::net::TcpStream> for FdHandle {
     fn try_from(stream: tokio::net::TcpStream) -> Result<Self> {
         let std = stream.into_std()?;
         std.set_nonblocking(false)?;
-        Ok(FdHandle(std.into()))
+        Ok(FdHandle::from(OwnedFd::from(std)))
     }
 }
 
@@ -109,8 +109,9 @@ impl Serialize for FdHandle {
     /// Offers a duplicate of the descriptor to the process that deserializes it.
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        fd::offer(self.0.as_fd())
-            .map_err(S::Error::custom)?
+        self.1
+            .offer(self.0.as_fd())
+            .map_err(|e| S::Error::custom(crate::error::serde_detail(e)))?
             .serialize(serializer)
     }
 }
@@ -120,6 +121,6 @@ impl<'de> Deserialize<'de> for FdHandle {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let ticket = Ticket::deserialize(deserializer)?;
-        fd::take(&ticket).map(FdHandle).map_err(D::Error::custom)
+        fd::take(&ticket).map(FdHandle::from).map_err(|e| D::Error::custom(crate::error::serde_detail(e)))
     }
 }

@@ -159,6 +159,8 @@ pub async fn wait<T>(
     };
     let now = ready_now();
     if !now.is_empty() {
+        // A caller that loops on `wait` without receiving must still let the runtime run.
+        tokio::task::consume_budget().await;
         return Ok(now);
     }
     let any = futures::future::select_all(connections.iter().map(|c| Box::pin(c.ready())));

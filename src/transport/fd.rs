@@ -395,6 +395,35 @@ pub(crate) fn offer(fd: BorrowedFd<'_>) -> Result<Ticket> {
     })
 }
 
+/// Whether the offer behind `ticket` (made by this process) is still waiting to be taken.
+fn is_pending(ticket: &Ticket) -> bool {
+    let slot = SERVER.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    slot.filter(|s| s.pid == std::process::id() && s.address == ticket.server)
+        .is_some_and(|s| s.table().offers.contains_key(&ticket.secret))
+}
+
+/// The offer a handle made when it was last serialized, reused while nobody has taken it, so
+/// that one value serialized twice (the crate sizes a value before writing it) makes one offer.
+/// Once taken, the next serialization makes a new offer.
+#[derive(Debug, Default)]
+pub(crate) struct OfferCache(Mutex<Option<Ticket>>);
+
+impl OfferCache {
+    /// The pending offer of `fd`, or a new one; see [`offer`].
+    ///
+    /// # Errors
+    /// As [`offer`].
+    pub(crate) fn offer(&self, fd: BorrowedFd<'_>) -> Result<Ticket> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ticket) = slot.as_ref().filter(|t| is_pending(t)) {
+            return Ok(ticket.clone());
+        }
+        let ticket = offer(fd)?;
+        *slot = Some(ticket.clone());
+        Ok(ticket)
+    }
+}
+
 fn refused(ticket: &Ticket, status: u8) -> Error {
     let pid = ticket.pid;
     Error::decode(
@@ -467,7 +496,7 @@ fn connect(address: &[u8]) -> std::io::Result<UnixStream> {
 
 /// How many offers this process holds (for tests).
 #[cfg(test)]
-fn pending() -> usize {
+fn offers_held() -> usize {
     server().map(|s| s.table().offers.len()).unwrap_or(0)
 }
 
@@ -479,7 +508,7 @@ mod tests {
     fn an_offer_is_taken_once_then_refused() {
         let (a, _b) = UnixStream::pair().unwrap();
         let ticket = offer(a.as_fd()).unwrap();
-        assert!(pending() >= 1);
+        assert!(offers_held() >= 1);
         // Through the socket, as another process would.
         let mut stream = connect(&ticket.server).unwrap();
         stream.write_all(&ticket.secret).unwrap();
@@ -493,6 +522,19 @@ mod tests {
             }
             other => panic!("expected a Decode error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_cache_makes_one_offer_until_it_is_taken() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let cache = OfferCache::default();
+        let first = cache.offer(a.as_fd()).unwrap();
+        let again = cache.offer(a.as_fd()).unwrap();
+        assert_eq!(first.secret, again.secret);
+        take(&first).unwrap();
+        let after = cache.offer(a.as_fd()).unwrap();
+        assert_ne!(first.secret, after.secret);
+        take(&after).unwrap();
     }
 
     #[test]
