@@ -16,7 +16,9 @@ async fn echo_plus_one(conn: Connection<u64>, rounds: u64) {
 #[multiprocessing::test]
 async fn ping_pong_ten_thousand_messages_with_a_child() {
     let (here, there) = pipe::<u64>().unwrap();
-    let child = Process::spawn(echo_plus_one, (there, 10_000)).await.unwrap();
+    let child = Process::spawn(echo_plus_one, (there, 10_000))
+        .await
+        .unwrap();
     for i in 0..10_000u64 {
         here.send(i * 3).await.unwrap();
         assert_eq!(here.recv().await.unwrap(), i * 3 + 1);
@@ -41,7 +43,10 @@ async fn recv_after_the_peer_process_exited_is_closed() {
     assert_eq!(got.unwrap().unwrap(), "last words");
     let end = tokio::time::timeout(Duration::from_secs(10), here.recv()).await;
     assert!(matches!(end, Ok(Err(Error::Closed))), "{end:?}");
-    assert!(here.poll(Duration::ZERO).await.unwrap(), "EOF counts as ready");
+    assert!(
+        here.poll(Duration::ZERO).await.unwrap(),
+        "EOF counts as ready"
+    );
     // Sending fails too, at the latest when the buffered message is written.
     let sent = here.send("anyone?".into()).await;
     let flushed = here.flush().await;
@@ -128,9 +133,12 @@ async fn client_says_hello(address: String, key: Vec<u8>) -> String {
 async fn wrong_key_then_right_key(address: &str) {
     let listener = Listener::bind(address, b"the right key").await.unwrap();
     let address = listener.address().to_string();
-    let wrong = Process::spawn(client_says_hello, (address.clone(), b"a wrong key".to_vec()))
-        .await
-        .unwrap();
+    let wrong = Process::spawn(
+        client_says_hello,
+        (address.clone(), b"a wrong key".to_vec()),
+    )
+    .await
+    .unwrap();
     let refused = listener.accept::<String>().await;
     assert!(
         matches!(refused, Err(Error::Authentication(_))),
@@ -214,7 +222,10 @@ async fn a_64_mib_message_each_way() {
     assert_eq!(got.len(), LEN);
     assert!(got == pattern(LEN), "the 64 MiB message arrived changed");
     here.send_bytes(&got).await.unwrap();
-    assert!(child.join().await.unwrap(), "the child got back what it sent");
+    assert!(
+        child.join().await.unwrap(),
+        "the child got back what it sent"
+    );
 }
 
 #[entry]

@@ -121,6 +121,8 @@ impl<'de> Deserialize<'de> for FdHandle {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let ticket = Ticket::deserialize(deserializer)?;
-        fd::take(&ticket).map(FdHandle::from).map_err(|e| D::Error::custom(crate::error::serde_detail(e)))
+        fd::take(&ticket)
+            .map(FdHandle::from)
+            .map_err(|e| D::Error::custom(crate::error::serde_detail(e)))
     }
 }

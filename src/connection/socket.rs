@@ -26,6 +26,10 @@ const DIRECT_READ: usize = 64 * 1024;
 pub(super) const DIRECT_WRITE: usize = 64 * 1024;
 /// A sender that finds this many bytes waiting writes them itself before returning.
 pub(super) const HIGH_WATER: usize = 64 * 1024;
+/// A send into an empty buffer writes its message at once if no send did so within this time:
+/// an occasional message (a request, a reply) goes out without waiting for the flusher, while a
+/// burst still shares syscalls.
+pub(super) const WRITE_THROUGH_GAP: Duration = Duration::from_micros(20);
 
 /// Which kind of socket a descriptor is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -479,6 +483,8 @@ pub(super) struct WriteState {
     pub(super) flusher: bool,
     /// The flusher has been told to run and has not yet found the buffer empty.
     pub(super) scheduled: bool,
+    /// When a send last wrote its message itself (see `Inner::write_small`).
+    pub(super) last_direct: Option<std::time::Instant>,
 }
 
 /// Writes `bytes` to the non-blocking socket `fd`, waiting for room up to `deadline`; used where

@@ -110,7 +110,6 @@ pub(crate) struct FrameWriter<W: AsyncWrite> {
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-
     pub(crate) fn new(inner: W, max_frame: usize) -> Self {
         FrameWriter {
             inner: BufWriter::with_capacity(BUF_SIZE, inner),
