@@ -7,16 +7,18 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool --bench queue
+cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench queue -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue $quick > "$out/python.jsonl"
+cargo bench -q --bench pipe -- $quick >> "$out/ours.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe $quick > "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
-PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 ../shared/bench/bench_mp.py --only spawn,pool_apply_latency $quick > "$out/python_pinned.jsonl"
+taskset -c 0 cargo bench -q --bench pipe -- $quick >> "$out/ours_pinned.jsonl"
+PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 ../shared/bench/bench_mp.py --only spawn,pool_apply_latency,pipe $quick > "$out/python_pinned.jsonl"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
@@ -50,6 +52,9 @@ pairs = [
     ("queue_bytes_1MiB_throughput", "queue_bytes_1MiB_throughput", 3, "queue 1 MiB msgs, child -> parent"),
     ("queue_child_to_child_small_msgs", None, None, "queue small msgs, child -> child (relayed by the root)"),
     ("idle_pool_worker_rss", None, None, "idle pool worker RSS (Python 12-16 MB; target <= 4 MB)"),
+    ("pipe_pingpong_rtt", "pipe_pingpong_rtt", None, "pipe ping-pong round trip"),
+    ("pipe_bytes_1MiB_throughput", "pipe_bytes_1MiB_throughput", 1, "pipe 500 x 1 MiB send_bytes"),
+    ("pipe_small_msgs_throughput", "pipe_small_msgs_throughput", 10, "pipe 200k small messages"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)

@@ -136,6 +136,29 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+thread_local! {
+    static SERDE_DETAIL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Records why one of the crate's own `Serialize`/`Deserialize` impls failed, and returns the
+/// message for its `custom` error. postcard drops the text of custom errors, so
+/// [`Error::encode`] / [`Error::decode`] made on the same thread pick it up from here.
+pub(crate) fn serde_detail(message: impl fmt::Display) -> String {
+    let message = message.to_string();
+    SERDE_DETAIL.with(|d| *d.borrow_mut() = Some(message.clone()));
+    message
+}
+
+/// `message`, or the detail recorded by [`serde_detail`] when `message` is postcard's text for a
+/// custom error (which carries none).
+fn with_serde_detail(message: String) -> String {
+    let detail = SERDE_DETAIL.with(|d| d.borrow_mut().take());
+    match detail {
+        Some(detail) if message.starts_with("Serde") => detail,
+        _ => message,
+    }
+}
+
 fn describe_death(exitcode: Option<i32>, signal: Option<i32>) -> String {
     match (exitcode, signal) {
         (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
@@ -176,14 +199,14 @@ impl Error {
     pub(crate) fn encode(what: &'static str, e: impl fmt::Display) -> Self {
         Error::Encode {
             what,
-            message: e.to_string(),
+            message: with_serde_detail(e.to_string()),
         }
     }
 
     pub(crate) fn decode(what: &'static str, e: impl fmt::Display) -> Self {
         Error::Decode {
             what,
-            message: e.to_string(),
+            message: with_serde_detail(e.to_string()),
         }
     }
 }

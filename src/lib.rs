@@ -19,11 +19,13 @@ mod hub;
 mod process;
 mod start;
 // Layer 6: user-facing modules over the layers above.
+pub mod connection;
 mod pool;
 mod queue;
 // Layer 7: what the macros expand to.
 mod launch;
 
+pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
 pub use error::{Error, Location, PutTimeoutError, Result, SendError, TryPutError};
 pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};

@@ -13,7 +13,7 @@ fn layer(module: &str) -> Option<u32> {
         "entry" | "bootstrap" => 3,
         "hub" => 4,
         "start" | "process" => 5,
-        "pool" => 6,
+        "pool" | "connection" => 6,
         "launch" => 7,
         _ => return None,
     })

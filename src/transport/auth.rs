@@ -41,6 +41,13 @@ impl AuthKey {
         Ok(AuthKey(random_bytes()?))
     }
 
+    /// The key for a user's `authkey` of any length: its SHA-256 digest, so that both ends of a
+    /// `connection::Listener` / `Client` pair derive the same 32 bytes from the same secret.
+    pub(crate) fn derive(authkey: &[u8]) -> Self {
+        use sha2::Digest;
+        AuthKey(Sha256::digest(authkey).into())
+    }
+
     pub(crate) fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

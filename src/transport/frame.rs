@@ -10,7 +10,9 @@
 use crate::error::{Error, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
-const MORE: u32 = 1 << 31;
+/// The header bit that says the message goes on in the next frame.
+pub(crate) const MORE: u32 = 1 << 31;
+/// The header bit of a first frame followed by the message's 8-byte total length.
 const TOTAL: u32 = 1 << 30;
 /// Largest payload a frame header can describe.
 pub(crate) const HEADER_MAX: usize = (TOTAL - 1) as usize;
@@ -40,6 +42,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Bounds the size of a whole (multi-frame) message.
     pub(crate) fn set_max_message(&mut self, max_message: usize) {
         self.max_message = max_message;
+    }
+
+    /// The stream and the bytes read from it ahead of the last message (a caller that goes on
+    /// reading the stream by other means must consume those first).
+    pub(crate) fn into_parts(self) -> (R, Vec<u8>) {
+        let leftover = self.inner.buffer().to_vec();
+        (self.inner.into_inner(), leftover)
     }
 
     /// Reads one whole message. `Ok(None)` is a clean end of stream between messages.

@@ -4,6 +4,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod buffers;
+pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod local;
 

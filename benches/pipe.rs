@@ -1,0 +1,143 @@
+//! Pipes between a parent and a child, as `../shared/bench/bench_mp.py`'s `bench_pipe` measures
+//! them: ping-pong round trips, 1 MiB `send_bytes` throughput, small-message throughput.
+//!
+//! Each repetition starts a child with one end of a `pipe()`, waits for its "ready", then times
+//! the workload after sending "go" (spawn is not timed), as the Python case does. Prints one JSON
+//! object per case, like the other benches.
+//!
+//! `cargo bench --bench pipe` (add `-- --quick` for fewer repetitions).
+
+use multiprocessing::{entry, pipe, process_main, Connection, Process};
+use std::time::Instant;
+
+const PINGPONG: u8 = 0;
+const BYTES: u8 = 1;
+const SMALL: u8 = 2;
+const MIB: usize = 1 << 20;
+
+/// Python's `_pipe_child`: "ready", wait for "go", then the workload. Ready and go are the value
+/// 0 (the connection carries integers).
+#[entry]
+async fn pipe_child(conn: Connection<u64>, mode: u8, n: u64, size: usize) {
+    conn.send(0).await.expect("ready");
+    conn.recv().await.expect("go");
+    match mode {
+        PINGPONG => {
+            for _ in 0..n {
+                let v = conn.recv().await.expect("ping");
+                conn.send(v).await.expect("pong");
+            }
+        }
+        BYTES => {
+            let payload = vec![b'x'; size];
+            for _ in 0..n {
+                conn.send_bytes(&payload).await.expect("send_bytes");
+            }
+        }
+        _ => {
+            for i in 0..n {
+                conn.send(i).await.expect("send");
+            }
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    }
+}
+
+fn emit(case: &str, unit: &str, better: &str, mut samples: Vec<f64>, note: &str) {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{{\"impl\": \"multiprocessing-rs\", \"case\": \"{case}\", \"unit\": \"{unit}\", \"better\": \"{better}\", \"median\": {:.6}, \"min\": {:.6}, \"max\": {:.6}, \"reps\": {}, \"note\": \"{note}\"}}",
+        median(samples.clone()),
+        samples[0],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+}
+
+/// One repetition: Python's `_pipe_run`.
+async fn run(mode: u8, n: u64, size: usize) -> multiprocessing::Result<f64> {
+    let (parent, child) = pipe::<u64>()?;
+    let p = Process::spawn(pipe_child, (child, mode, n, size)).await?;
+    assert_eq!(parent.recv().await?, 0);
+    let result = match mode {
+        PINGPONG => {
+            parent.send(0).await?;
+            let mut lat = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let t0 = Instant::now();
+                parent.send(i).await?;
+                let back = parent.recv().await?;
+                lat.push(t0.elapsed().as_secs_f64());
+                assert_eq!(back, i);
+            }
+            median(lat) * 1e6
+        }
+        BYTES => {
+            let t0 = Instant::now();
+            parent.send(0).await?;
+            let mut total = 0;
+            for _ in 0..n {
+                total += parent.recv_bytes().await?.len();
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            assert_eq!(total, n as usize * size);
+            total as f64 / dt / 1e9
+        }
+        _ => {
+            let t0 = Instant::now();
+            parent.send(0).await?;
+            for _ in 0..n {
+                parent.recv().await?;
+            }
+            n as f64 / t0.elapsed().as_secs_f64()
+        }
+    };
+    p.join().await?;
+    Ok(result)
+}
+
+/// One warm-up, then `reps` repetitions (Python's `repeat`).
+async fn repeat(reps: usize, mode: u8, n: u64, size: usize) -> multiprocessing::Result<Vec<f64>> {
+    run(mode, n, size).await?;
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        samples.push(run(mode, n, size).await?);
+    }
+    Ok(samples)
+}
+
+#[process_main]
+async fn main() -> multiprocessing::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let reps = if quick { 3 } else { 5 };
+    emit(
+        "pipe_pingpong_rtt",
+        "us",
+        "lower",
+        repeat(reps, PINGPONG, 10_000, 0).await?,
+        "per rep: median of per-round-trip latency, parent<->child via Connection send/recv (u64)",
+    );
+    emit(
+        "pipe_bytes_1MiB_throughput",
+        "GB/s",
+        "higher",
+        repeat(reps, BYTES, 500, MIB).await?,
+        "child send_bytes -> parent recv_bytes, 500 x 1 MiB",
+    );
+    emit(
+        "pipe_small_msgs_throughput",
+        "msgs/s",
+        "higher",
+        repeat(reps, SMALL, 200_000, 0).await?,
+        "child send(u64) -> parent recv(), 200,000 messages",
+    );
+    Ok(())
+}
