@@ -10,6 +10,10 @@
 use multiprocessing::{entry, pipe, process_main, Connection, Process};
 use std::time::Instant;
 
+#[path = "common.rs"]
+mod common;
+use common::emit;
+
 const PINGPONG: u8 = 0;
 const BYTES: u8 = 1;
 const SMALL: u8 = 2;
@@ -49,17 +53,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
     }
-}
-
-fn emit(case: &str, unit: &str, better: &str, mut samples: Vec<f64>, note: &str) {
-    samples.sort_by(f64::total_cmp);
-    println!(
-        "{{\"impl\": \"multiprocessing-rs\", \"case\": \"{case}\", \"unit\": \"{unit}\", \"better\": \"{better}\", \"median\": {:.6}, \"min\": {:.6}, \"max\": {:.6}, \"reps\": {}, \"note\": \"{note}\"}}",
-        median(samples.clone()),
-        samples[0],
-        samples[samples.len() - 1],
-        samples.len()
-    );
 }
 
 /// One repetition: Python's `_pipe_run`.
@@ -104,39 +97,28 @@ async fn run(mode: u8, n: u64, size: usize) -> multiprocessing::Result<f64> {
     Ok(result)
 }
 
-/// One warm-up, then `reps` repetitions (Python's `repeat`).
-async fn repeat(reps: usize, mode: u8, n: u64, size: usize) -> multiprocessing::Result<Vec<f64>> {
-    run(mode, n, size).await?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        samples.push(run(mode, n, size).await?);
-    }
-    Ok(samples)
-}
-
 #[process_main]
 async fn main() -> multiprocessing::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let reps = if quick { 3 } else { 5 };
+    let reps = common::reps();
     emit(
         "pipe_pingpong_rtt",
         "us",
         "lower",
-        repeat(reps, PINGPONG, 10_000, 0).await?,
+        common::repeat(reps, || run(PINGPONG, 10_000, 0)).await?,
         "per rep: median of per-round-trip latency, parent<->child via Connection send/recv (u64)",
     );
     emit(
         "pipe_bytes_1MiB_throughput",
         "GB/s",
         "higher",
-        repeat(reps, BYTES, 500, MIB).await?,
+        common::repeat(reps, || run(BYTES, 500, MIB)).await?,
         "child send_bytes -> parent recv_bytes, 500 x 1 MiB",
     );
     emit(
         "pipe_small_msgs_throughput",
         "msgs/s",
         "higher",
-        repeat(reps, SMALL, 200_000, 0).await?,
+        common::repeat(reps, || run(SMALL, 200_000, 0)).await?,
         "child send(u64) -> parent recv(), 200,000 messages",
     );
     Ok(())
