@@ -24,22 +24,106 @@ pub struct RuntimeConfig {
 
 /// Entry point of a `#[process_main]` binary.
 pub fn main<F: Future>(rt: RuntimeConfig, fut: F) -> F::Output {
-    if let Some(cfg) = bootstrap::child_config() {
-        drop(fut);
-        run_child(cfg);
-    }
-    run_root(Relaunch::Main, rt, fut)
+    run_root(main_launch(), rt, fut)
 }
 
 /// Entry point of a `#[multiprocessing::test]`. `module_path` and `name` give the test's name
 /// as libtest knows it, which is how a child of the test binary re-enters this test alone.
 pub fn test<F: Future>(module_path: &str, name: &str, rt: RuntimeConfig, fut: F) -> F::Output {
+    run_root(test_launch(module_path, name), rt, fut)
+}
+
+/// The macros' body of `main` or of a test, handed to whichever of [`LaunchSend`] and
+/// [`LaunchLocal`] applies: `(&Body::new(fut)).main(rt)` picks `LaunchSend` when the future is
+/// `Send + 'static` (method resolution tries `Body<F>` before `&Body<F>`), else `LaunchLocal`.
+pub struct Body<F>(std::cell::Cell<Option<F>>);
+
+impl<F> std::fmt::Debug for Body<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Body")
+    }
+}
+
+impl<F> Body<F> {
+    /// Wraps the body's future.
+    pub fn new(fut: F) -> Self {
+        Body(std::cell::Cell::new(Some(fut)))
+    }
+
+    fn take(&self) -> F {
+        match self.0.take() {
+            Some(fut) => fut,
+            None => unreachable!("a launch body is launched once"),
+        }
+    }
+}
+
+/// Launches a `Send` body. On a multi-thread runtime the body runs as a task on the worker
+/// threads, which also drive the I/O: a message that wakes it is handled on the thread that
+/// read it, instead of crossing to the main thread (`block_on`) — measured here as the larger
+/// part of a pipe round trip.
+pub trait LaunchSend {
+    /// The body's output.
+    type Output;
+    /// As [`main`].
+    fn main(&self, rt: RuntimeConfig) -> Self::Output;
+    /// As [`test`].
+    fn test(&self, module_path: &str, name: &str, rt: RuntimeConfig) -> Self::Output;
+}
+
+impl<F> LaunchSend for Body<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn main(&self, rt: RuntimeConfig) -> F::Output {
+        run_root_spawned(main_launch(), rt, self.take())
+    }
+
+    fn test(&self, module_path: &str, name: &str, rt: RuntimeConfig) -> F::Output {
+        run_root_spawned(test_launch(module_path, name), rt, self.take())
+    }
+}
+
+/// Launches any body, on the main thread (`block_on`), as `#[tokio::main]` does.
+pub trait LaunchLocal {
+    /// The body's output.
+    type Output;
+    /// As [`main`].
+    fn main(&self, rt: RuntimeConfig) -> Self::Output;
+    /// As [`test`].
+    fn test(&self, module_path: &str, name: &str, rt: RuntimeConfig) -> Self::Output;
+}
+
+impl<F: Future> LaunchLocal for &Body<F> {
+    type Output = F::Output;
+
+    fn main(&self, rt: RuntimeConfig) -> F::Output {
+        run_root(main_launch(), rt, self.take())
+    }
+
+    fn test(&self, module_path: &str, name: &str, rt: RuntimeConfig) -> F::Output {
+        run_root(test_launch(module_path, name), rt, self.take())
+    }
+}
+
+/// In a child, serves calls and exits; in the root, says how to relaunch this program.
+fn main_launch() -> Relaunch {
+    if let Some(cfg) = bootstrap::child_config() {
+        run_child(cfg);
+    }
+    Relaunch::Main
+}
+
+/// As [`main_launch`], for a test binary: a child re-enters only the test it was started for.
+fn test_launch(module_path: &str, name: &str) -> Relaunch {
     let path = match module_path.split_once("::") {
         Some((_crate, rest)) => format!("{rest}::{name}"),
         None => name.to_owned(),
     };
     if let Some(cfg) = bootstrap::child_config() {
-        drop(fut);
         match cfg {
             Ok(cfg) if cfg.test.as_deref() == Some(path.as_str()) => run_child(Ok(cfg)),
             Ok(cfg) => {
@@ -54,7 +138,7 @@ pub fn test<F: Future>(module_path: &str, name: &str, rt: RuntimeConfig, fut: F)
             Err(e) => run_child(Err(e)),
         }
     }
-    run_root(Relaunch::Test(path), rt, fut)
+    Relaunch::Test(path)
 }
 
 fn runtime(rt: RuntimeConfig, ctx: &Arc<Context>) -> tokio::runtime::Runtime {
@@ -102,6 +186,40 @@ fn run_root<F: Future>(relaunch: Relaunch, rt: RuntimeConfig, fut: F) -> F::Outp
         let out = fut.await;
         finisher.finish().await;
         out
+    })
+}
+
+/// As [`run_root`], with the body spawned onto the workers of a multi-thread runtime.
+fn run_root_spawned<F>(relaunch: Relaunch, rt: RuntimeConfig, fut: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if !rt.multi_thread {
+        return run_root(relaunch, rt, fut);
+    }
+    let ctx = match Context::root(relaunch) {
+        Ok(ctx) => ctx,
+        Err(e) => panic!("multiprocessing: could not set up the launch context: {e}"),
+    };
+    let runtime = runtime(rt, &ctx);
+    Context::set_current(Some(Arc::clone(&ctx)));
+    let _guard = CurrentGuard;
+    let finisher = Arc::clone(&ctx);
+    runtime.block_on(async move {
+        let body = tokio::spawn(async move {
+            let out = fut.await;
+            finisher.finish().await;
+            out
+        });
+        match body.await {
+            Ok(out) => out,
+            // A panic in the body goes on as a panic of `main`, as it would have unspawned.
+            Err(e) => match e.try_into_panic() {
+                Ok(payload) => std::panic::resume_unwind(payload),
+                Err(e) => panic!("multiprocessing: the body of main was cancelled: {e}"),
+            },
+        }
     })
 }
 

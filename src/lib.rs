@@ -54,7 +54,7 @@ pub mod __private {
         invoke_async, invoke_batch_async, invoke_batch_sync, invoke_sync, EntryRecord, Invocation,
         RegisteredRun, ENTRIES,
     };
-    pub use crate::launch::{main, test, RuntimeConfig};
+    pub use crate::launch::{main, test, Body, LaunchLocal, LaunchSend, RuntimeConfig};
     pub use linkme;
 
     /// Hooks for this crate's own tests of the transport (hostile peers, malformed frames).

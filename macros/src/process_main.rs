@@ -172,7 +172,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, kind: Kind) -> TokenS
             #(#attrs)*
             #vis fn #name() #output {
                 async fn __mp_body() #output #block
-                #krate::__private::main(#rt, __mp_body())
+                #[allow(unused_imports)]
+                use #krate::__private::{LaunchLocal as _, LaunchSend as _};
+                (&#krate::__private::Body::new(__mp_body())).main(#rt)
             }
         },
         Kind::Test => quote! {
@@ -180,7 +182,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, kind: Kind) -> TokenS
             #(#attrs)*
             #vis fn #name() #output {
                 async fn __mp_body() #output #block
-                #krate::__private::test(::core::module_path!(), ::core::stringify!(#name), #rt, __mp_body())
+                #[allow(unused_imports)]
+                use #krate::__private::{LaunchLocal as _, LaunchSend as _};
+                (&#krate::__private::Body::new(__mp_body())).test(::core::module_path!(), ::core::stringify!(#name), #rt)
             }
         },
     }
