@@ -101,6 +101,8 @@ pub(crate) enum HostReq {
     Put { obj: ObjectId },
     /// Reserve room for one item in a bounded queue; answered `Granted` or `Failed`.
     Reserve { req: u64, obj: ObjectId, wait: Wait },
+    /// Give back `count` granted reservations this process will not use.
+    Unreserve { obj: ObjectId, count: u32 },
     /// Take one item; answered `Item` or `Failed`.
     Get { req: u64, obj: ObjectId, wait: Wait },
     /// Abandon a waiting `Reserve` or `Get` (an answer already on its way still comes).

@@ -4,6 +4,7 @@
 
 use futures::{SinkExt, StreamExt};
 use multiprocessing::{entry, Error, JoinableQueue, Pool, Process, Queue, SimpleQueue};
+use serde_bytes::ByteBuf;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -92,8 +93,16 @@ async fn a_bounded_queue_never_holds_more_than_its_capacity() {
                 .unwrap(),
         );
     }
-    // Let the producers fill it and block.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the producers to fill it (and block).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while q.len().await.unwrap() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the producers never filled the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(q.len().await.unwrap(), 3);
     assert!(q.is_full().await.unwrap());
     let mut got = 0;
@@ -344,4 +353,82 @@ async fn outside_a_launch_a_queue_says_so() {
     .unwrap()
     .unwrap_err();
     assert!(matches!(err, Error::NotLaunched(_)), "{err}");
+}
+
+#[multiprocessing::test]
+async fn more_waiting_producers_than_room_all_get_through() {
+    // Capacity 1, three producers: a put handed straight to a waiting get must free the room
+    // for the next producer (it once did not, and this hung).
+    let q = Queue::<u64>::bounded(1);
+    let mut producers = Vec::new();
+    for _ in 0..3 {
+        producers.push(
+            Process::spawn(produce_bounded, (q.clone(), 50))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut got = 0;
+    while got < 150 {
+        tokio::time::timeout(Duration::from_secs(30), q.get())
+            .await
+            .expect("a producer was never given room")
+            .unwrap();
+        got += 1;
+    }
+    for p in producers {
+        p.join().await.unwrap();
+    }
+}
+
+#[entry]
+async fn get_once(q: Queue<u32>) -> String {
+    match tokio::time::timeout(Duration::from_secs(10), q.get()).await {
+        Ok(Ok(x)) => format!("got {x}"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "hung".into(),
+    }
+}
+
+#[multiprocessing::test]
+async fn a_closed_queue_stays_closed_when_its_last_handle_is_in_transit() {
+    let q = Queue::<u32>::new();
+    q.close().await.unwrap();
+    let child = Process::spawn(get_once, q.clone()).await.unwrap();
+    // The root lets go of its own handle while the child's is on its way.
+    drop(q);
+    assert_eq!(child.join().await.unwrap(), "closed");
+}
+
+/// With a large put waiting for room in a full queue, a put to another queue still goes
+/// through at once.
+#[entry]
+async fn big_put_blocks_nothing_else(full: Queue<ByteBuf>, other: Queue<u32>) -> bool {
+    full.put(ByteBuf::from(vec![0u8; 16])).await.unwrap();
+    let waiting = tokio::spawn({
+        let full = full.clone();
+        async move {
+            let _ = full.put(ByteBuf::from(vec![1u8; 5 << 20])).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ok = tokio::time::timeout(Duration::from_secs(5), other.put(7))
+        .await
+        .is_ok();
+    waiting.abort();
+    ok
+}
+
+#[multiprocessing::test]
+async fn a_put_waiting_for_room_does_not_hold_back_other_puts() {
+    let full = Queue::<ByteBuf>::bounded(1);
+    let other = Queue::<u32>::new();
+    let child = Process::spawn(big_put_blocks_nothing_else, (full.clone(), other.clone()))
+        .await
+        .unwrap();
+    assert!(child.join().await.unwrap(), "the other put waited");
+    assert_eq!(other.get().await.unwrap(), 7);
+    // The abandoned big put gave its room back: exactly the first item is there.
+    assert_eq!(full.len().await.unwrap(), 1);
+    assert_eq!(full.get().await.unwrap().len(), 16);
 }

@@ -144,7 +144,7 @@ impl LazySocket {
         if let Some(socket) = self.socket.get() {
             return Ok(socket);
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(socket) = self.socket.get() {
             return Ok(socket);
         }
@@ -154,22 +154,16 @@ impl LazySocket {
                  #[multiprocessing::process_main], or any other)",
             )));
         }
-        let fd = pending.take().ok_or_else(|| {
+        let fd = pending.as_ref().ok_or_else(|| {
             Error::Io(io::Error::other(
                 "the connection's socket could not be registered",
             ))
         })?;
-        let dup = fd.try_clone()?;
-        match Socket::register(fd, self.kind) {
-            Ok(socket) => {
-                drop(dup);
-                let _ = self.socket.set(socket);
-            }
-            Err(e) => {
-                *pending = Some(dup);
-                return Err(Error::Io(e));
-            }
-        }
+        // A duplicate is registered and the original kept open beside it (one description, two
+        // numbers): `raw` stays valid for as long as `self`, and a failed registration closes
+        // only the duplicate, so it can be tried again.
+        let socket = Socket::register(fd.try_clone()?, self.kind)?;
+        let _ = self.socket.set(socket);
         self.socket
             .get()
             .ok_or_else(|| Error::Io(io::Error::other("socket registration was lost")))
@@ -330,7 +324,7 @@ impl ReadState {
                 true
             }
             Ok(None) => false,
-            // The error is reported again by the next read.
+            // Ready: the next read reports the failure (as `Closed`: the stream is given up).
             Err(_) => true,
         }
     }

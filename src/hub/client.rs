@@ -33,8 +33,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 struct Held {
     handles: u32,
-    /// Room reserved for this process in a bounded queue and not yet used.
-    credits: u32,
     /// The queue was closed (puts fail from now on).
     closed: bool,
     /// Items taken from a joinable queue and not yet marked done.
@@ -56,6 +54,8 @@ pub(crate) struct HostClient {
     next_req: AtomicU64,
     /// Something was sent without an answer since the last [`HostClient::settle`].
     unsettled: AtomicBool,
+    /// The connection to the root ended: requests fail at once instead of waiting forever.
+    dead: AtomicBool,
     /// Bytes of items handed to the writer and not yet written: a fast producer waits here
     /// instead of piling encoded items up in memory.
     window: Arc<Semaphore>,
@@ -82,6 +82,7 @@ impl HostClient {
             held: Mutex::default(),
             next_req: AtomicU64::new(1),
             unsettled: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             window: Arc::new(Semaphore::new(PUT_WINDOW)),
         });
         let weak = Arc::downgrade(&client);
@@ -95,9 +96,12 @@ impl HostClient {
                     break;
                 }
             }
-            // The root is gone: every waiting request fails with `Closed`.
+            // The root is gone (or broke the protocol): every waiting request fails with
+            // `Closed`, and so does every later one.
             if let Some(client) = weak.upgrade() {
-                lock(&client.pending).clear();
+                let mut pending = lock(&client.pending);
+                client.dead.store(true, Ordering::Relaxed);
+                pending.clear();
             }
         });
         Ok(client)
@@ -147,13 +151,7 @@ impl HostClient {
             Reply::Item { seq, item } => {
                 let _ = self.send(&HostReq::Requeue { obj, seq }, item);
             }
-            Reply::Granted => {
-                if let Some(held) = lock(&self.held).get_mut(&obj) {
-                    held.credits += 1;
-                    return;
-                }
-                let _ = self.send(&HostReq::Release { obj, credits: 1 }, Vec::new());
-            }
+            Reply::Granted => self.unreserve(obj),
             _ => {}
         }
     }
@@ -170,12 +168,23 @@ impl HostClient {
         self.request(0, |req| HostReq::Sync { req }).await.map(drop)
     }
 
+    /// Gives back one reservation this process will not use.
+    fn unreserve(&self, obj: ObjectId) {
+        let _ = self.send(&HostReq::Unreserve { obj, count: 1 }, Vec::new());
+    }
+
     /// Sends request `make(req)` and waits for its answer. If the caller stops waiting, the
     /// host is told to drop the request, and whatever answer still comes is given back.
     async fn request(&self, obj: ObjectId, make: impl FnOnce(u64) -> HostReq) -> Result<Reply> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(req, Pending { obj, tx });
+        {
+            let mut pending = lock(&self.pending);
+            if self.dead.load(Ordering::Relaxed) {
+                return Err(Error::Closed);
+            }
+            pending.insert(req, Pending { obj, tx });
+        }
         let mut guard = Abandon {
             client: self,
             obj,
@@ -190,6 +199,36 @@ impl HostClient {
         let reply = rx.await.map_err(|_| Error::Closed);
         guard.rx = None;
         reply
+    }
+}
+
+/// A handle counted before the root confirmed it; released if the open does not complete.
+struct Counted<'a> {
+    host: &'a Host,
+    obj: ObjectId,
+    armed: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.host.release(self.obj);
+        }
+    }
+}
+
+/// Room reserved for a put that has not been sent yet; given back if the put is dropped.
+struct Reserved<'a> {
+    client: &'a HostClient,
+    obj: ObjectId,
+    armed: bool,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.client.unreserve(self.obj);
+        }
     }
 }
 
@@ -317,13 +356,21 @@ impl Host {
                 if self.open_another(obj, spec) {
                     return Ok(());
                 }
+                // Counted already: uncounted again unless the root confirms (the caller may
+                // also stop waiting, and then holds no handle).
+                let mut counted = Counted {
+                    host: self,
+                    obj,
+                    armed: true,
+                };
                 let reply = client
                     .request(obj, |req| HostReq::Open { req, obj, spec })
-                    .await;
-                if let Ok(Reply::Value(1)) = reply {
+                    .await?;
+                if let Reply::Value(1) = reply {
                     lock(&client.held).entry(obj).or_default().closed = true;
                 }
-                reply.map(drop)
+                counted.armed = false;
+                Ok(())
             }
         }
     }
@@ -363,7 +410,8 @@ impl Host {
                     if h.handles > 0 {
                         return;
                     }
-                    held.remove(&obj).map_or(0, |h| h.credits)
+                    held.remove(&obj);
+                    0
                 };
                 let _ = client.send(&HostReq::Release { obj, credits }, Vec::new());
             }
@@ -410,10 +458,6 @@ impl Host {
                     if spec.capacity.is_none() {
                         return Ok(());
                     }
-                    if h.credits > 0 {
-                        h.credits -= 1;
-                        return Ok(());
-                    }
                 }
                 match client
                     .request(obj, |req| HostReq::Reserve { req, obj, wait })
@@ -428,8 +472,9 @@ impl Host {
     }
 
     /// Appends an encoded item, waiting for room (as `wait` allows) in a bounded queue. From
-    /// another process it also waits while more than a few MiB of this process's puts are
-    /// still unwritten, so a fast producer does not pile encoded items up in memory.
+    /// another process it then also waits while more than a few MiB of this process's puts
+    /// are still unwritten, so a fast producer does not pile encoded items up in memory (room
+    /// first: a put waiting for room holds none of that window).
     ///
     /// # Errors
     /// `Closed`, `Full` (with `Wait::No`), `Timeout`; `Error::Closed` if the root is gone.
@@ -450,12 +495,20 @@ impl Host {
                 Ok(())
             }
             Host::Remote(client) => {
+                self.reserve(obj, spec, wait).await?;
+                // Room is ours from here: if this future is dropped before the item is sent,
+                // the guard gives the room back.
+                let mut reserved = Reserved {
+                    client,
+                    obj,
+                    armed: spec.capacity.is_some(),
+                };
                 let weight = u32::try_from(item.len().clamp(1, PUT_WINDOW)).unwrap_or(u32::MAX);
                 let permit = Arc::clone(&client.window)
                     .acquire_many_owned(weight)
                     .await
                     .map_err(|_| Error::Closed)?;
-                self.reserve(obj, spec, wait).await?;
+                reserved.armed = false;
                 let mut msg = Outgoing::new(encode_head(&HostReq::Put { obj })?, item);
                 msg.window = Some(permit);
                 client.unsettled.store(true, Ordering::Relaxed);

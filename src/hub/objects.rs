@@ -9,12 +9,16 @@
 //! Rules:
 //! - Items go out in the order they came in; a waiting getter gets the next item directly.
 //! - A bounded queue counts granted reservations as taken room, so the items held plus the room
-//!   reserved never exceed the capacity, however many producers there are.
+//!   reserved never exceed the capacity, however many producers there are. The one exception:
+//!   an item that comes back (a get abandoned after the item was sent, or a joinable item whose
+//!   taker died) returns to the front even if its room was granted meanwhile; no more room is
+//!   granted until the queue is below capacity again.
 //! - When an owner goes away (its process died or dropped its connection), its handles, its
 //!   unused reservations and its waiting requests go with it; the items it had taken from a
 //!   joinable queue and not marked done go back to the front of that queue.
 //! - An object is dropped when no owner holds a handle and it holds nothing anyone could still
-//!   want (no item, no unfinished task).
+//!   want (no item, no unfinished task). A closed queue is kept, so that a handle still in transit
+//!   finds it closed rather than a fresh open queue.
 
 use crate::protocol::{HostError, ObjectId, QueueSpec, Wait};
 use std::collections::{HashMap, VecDeque};
@@ -115,19 +119,28 @@ impl QueueState {
         }
     }
 
+    /// Nothing anyone could still want: no handle, no item, no reservation, no unfinished task.
+    /// A closed queue is kept: a handle still on its way to another process must find it closed.
     fn is_idle(&self) -> bool {
-        self.handles.is_empty()
+        !self.closed
+            && self.handles.is_empty()
             && self.items.is_empty()
             && self.unfinished == 0
             && self.reserved_total == 0
             && self.taken.values().all(VecDeque::is_empty)
     }
 
-    /// Hands `item` to the first getter still listening, or keeps it (at the back, or at the
-    /// front for an item coming back).
-    fn offer(&mut self, seq: u64, item: Item, front: bool) {
-        let mut item = item;
-        while let Some(w) = self.getters.pop_front() {
+    /// Hands items from the front to waiting getters while both exist (getters that stopped
+    /// listening are skipped; their item stays in front for the next one), then gives the
+    /// room that freed to waiting producers. Every change to the items or the room ends here.
+    fn settle(&mut self) {
+        while !self.items.is_empty() {
+            let Some(w) = self.getters.pop_front() else {
+                break;
+            };
+            let Some((seq, item)) = self.items.pop_front() else {
+                break;
+            };
             let owner = w.owner;
             let kept = Arc::clone(&item);
             match w.waiter.deliver(Reply::Item { seq, item }) {
@@ -135,32 +148,20 @@ impl QueueState {
                     if self.spec.joinable {
                         self.taken.entry(owner).or_default().push_back((seq, kept));
                     }
-                    return;
                 }
-                Err(_) => item = kept,
+                Err(_) => self.items.push_front((seq, kept)),
             }
         }
-        if front {
-            self.items.push_front((seq, item));
-        } else {
-            self.items.push_back((seq, item));
-        }
+        self.grant();
     }
 
-    /// Puts items taken by a process that died back in front, oldest first: waiting getters
-    /// get them first, the rest go to the front of the queue in their order.
-    fn give_back(&mut self, taken: VecDeque<(u64, Item)>) {
-        let mut rest = VecDeque::new();
-        for (seq, item) in taken {
-            if self.getters.is_empty() {
-                rest.push_back((seq, item));
-            } else {
-                self.offer(seq, item, true);
-            }
-        }
-        for entry in rest.into_iter().rev() {
+    /// Puts items taken by a process that died (or by an abandoned get) back in front, in
+    /// their order.
+    fn give_back(&mut self, taken: impl DoubleEndedIterator<Item = (u64, Item)>) {
+        for entry in taken.rev() {
             self.items.push_front(entry);
         }
+        self.settle();
     }
 
     /// Gives free room to waiting producers, first come first served.
@@ -206,7 +207,7 @@ impl QueueState {
                 .or_default()
                 .push_back((seq, Arc::clone(&item)));
         }
-        self.grant();
+        self.settle();
         Some((seq, item))
     }
 
@@ -316,7 +317,8 @@ impl Store {
             if q.spec.joinable {
                 q.unfinished += 1;
             }
-            q.offer(seq, item, false);
+            q.items.push_back((seq, item));
+            q.settle();
         });
     }
 
@@ -408,8 +410,9 @@ impl Store {
                     taken.remove(i);
                 }
             }
-            // Room is not re-checked: the item held its place before it was taken.
-            q.offer(seq, item, true);
+            // Room is not re-checked: while the item was out, its room may have been granted to
+            // a producer, so a bounded queue can hold more than its capacity until it drains.
+            q.give_back(std::iter::once((seq, item)));
         });
     }
 
@@ -498,7 +501,7 @@ impl Store {
             q.reservers.retain(|w| w.owner != owner);
             q.joiners.retain(|w| w.owner != owner);
             if let Some(taken) = q.taken.remove(&owner) {
-                q.give_back(taken);
+                q.give_back(taken.into_iter());
             }
             if let Some(n) = q.reserved.remove(&owner) {
                 q.reserved_total -= n as usize;

@@ -114,6 +114,7 @@ fn handle(
         }
         HostReq::Sync { req } => answer(req, Reply::Done),
         HostReq::Release { obj, credits } => store.release(owner, obj, credits),
+        HostReq::Unreserve { obj, count } => store.unreserve(owner, obj, count),
         HostReq::Put { obj } => {
             let spec = spec_of(obj)?;
             store.put(owner, obj, spec, body(message, start));

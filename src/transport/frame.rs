@@ -61,12 +61,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// task that owns the reader.
     pub(crate) async fn read_message(&mut self) -> Result<Option<Vec<u8>>> {
         let mut message = Vec::new();
+        // The total the first frame announced, if it did; checked when the message ends.
+        let mut announced = None;
+        let mut started = false;
         loop {
             let mut header = [0u8; 4];
             let mut got = 0;
             while got < header.len() {
                 match self.inner.read(&mut header[got..]).await? {
-                    0 if got == 0 && message.is_empty() => return Ok(None),
+                    0 if got == 0 && !started => return Ok(None),
                     0 => {
                         return Err(Error::Protocol(
                             "connection closed in the middle of a message".into(),
@@ -75,6 +78,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     n => got += n,
                 }
             }
+            let first = !started;
+            started = true;
             let header = u32::from_le_bytes(header);
             let len = (header & !(MORE | TOTAL)) as usize;
             if len > self.max_frame {
@@ -84,7 +89,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 });
             }
             if header & TOTAL != 0 {
-                if !message.is_empty() || header & MORE == 0 {
+                if !first || header & MORE == 0 {
                     return Err(Error::Protocol("malformed frame header".into()));
                 }
                 let mut total = [0u8; 8];
@@ -99,8 +104,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         limit: self.max_message,
                     });
                 }
-                // Sized once; a peer announcing more than it sends gets at most 1 GiB reserved.
+                // Sized once; a peer announcing more than it sends gets at most 1 GiB reserved,
+                // and the message is refused when it ends short.
                 message = super::buffers::take(total.min(1 << 30));
+                announced = Some(total);
             }
             let total = message.len().saturating_add(len);
             if total > self.max_message {
@@ -124,6 +131,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 ));
             }
             if header & MORE == 0 {
+                if announced.is_some_and(|total| total != message.len()) {
+                    return Err(Error::Protocol(
+                        "a message was not as long as its first frame announced".into(),
+                    ));
+                }
                 return Ok(Some(message));
             }
         }
