@@ -428,6 +428,15 @@ impl Driver {
                 }
             }
             WorkerEvent::Returned { slot, gen, id } => self.on_returned(slot, gen, id),
+            WorkerEvent::Started { slot, gen, id } => {
+                if let Slot::Up(g, worker) = &mut self.slots[slot] {
+                    if *g == gen {
+                        if let Some(f) = worker.inflight.get_mut(&id) {
+                            f.started = true;
+                        }
+                    }
+                }
+            }
             WorkerEvent::Exited { slot, gen, status } => {
                 let slot_state = std::mem::replace(&mut self.slots[slot], Slot::Empty);
                 let worker = match slot_state {
@@ -519,7 +528,7 @@ impl Driver {
             };
             let head = encode_head(&Down::Call {
                 id: task.id,
-                entry: task.entry.to_owned(),
+                entry: task.entry.into(),
                 then_exit: false,
                 batch: true,
                 report_start: true,

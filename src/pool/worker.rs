@@ -54,6 +54,8 @@ pub(crate) enum WorkerEvent {
         gen: u64,
         message: Vec<u8>,
     },
+    /// Task `id` left the child's queue and is about to run.
+    Started { slot: usize, gen: u64, id: u64 },
     /// The result of task `id` arrived and was delivered to its caller.
     Returned { slot: usize, gen: u64, id: u64 },
     Exited {
@@ -147,6 +149,7 @@ pub(crate) async fn run(
                                 }
                                 WorkerEvent::Returned { slot, gen, id }
                             }
+                            Ok((Up::Started { id }, _)) => WorkerEvent::Started { slot, gen, id },
                             _ => WorkerEvent::Message { slot, gen, message },
                         };
                         if events.send(event).is_err() {
@@ -191,7 +194,7 @@ async fn initialize(
 ) -> Result<()> {
     let head = encode_head(&Down::Call {
         id: 0,
-        entry: entry.to_owned(),
+        entry: entry.to_owned().into(),
         then_exit: false,
         batch: false,
         report_start: false,
