@@ -8,7 +8,10 @@
 //!
 //! # Scheduling (local workers)
 //! Each worker holds up to `depth` tasks (pipelining: the next task is already in the child when
-//! the current one ends), handed out to the least-loaded worker first. The child runs
+//! the current one ends), handed out to the least-loaded worker first. The depth follows the
+//! worker's pace (see [`Pace`]): 4 (or twice the concurrency) for tasks of a millisecond or more,
+//! up to [`MAX_DEPTH`] for tasks of a few microseconds, whose turnaround would otherwise be
+//! dominated by the wait for the next task. The child runs
 //! `concurrency_per_worker` of them at once, in arrival order, and reports each start before
 //! running it, so when a worker dies the driver knows exactly which tasks had started (they fail
 //! with `WorkerLost`, or are retried if the caller opted in) and which had not (they go to
@@ -23,7 +26,7 @@ use crate::transport::Outgoing;
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// One unit of work: a batch of encoded arguments for one entry.
@@ -106,9 +109,63 @@ struct InFlight {
     withdrawing: bool,
 }
 
+/// Most tasks a worker holds at once, however short they are.
+const MAX_DEPTH: usize = 64;
+/// How much of a worker's work (by its pace) is held in the child ahead of what it runs: enough
+/// to cover the round trip that brings the next task (a few cross-CPU wake-ups, each up to
+/// ~70 µs on a small VM), short enough that little waits behind one worker.
+const AHEAD: Duration = Duration::from_millis(1);
+
+/// How many tasks one worker holds, from how fast it has been finishing them.
+///
+/// Four tasks ahead hide the parent's round trip only if each takes longer than about a quarter
+/// of it; tiny tasks would leave the worker idle most of the time, waiting for the next. So the
+/// driver keeps an average of the interval between a worker's results, counting only intervals
+/// in which the worker had its next task already (run time, not time starved), and holds enough
+/// tasks to cover [`AHEAD`] of work, between the base depth and [`MAX_DEPTH`]. A worker whose
+/// tasks are long keeps the base depth, so few tasks wait behind a slow one; and what waits is
+/// still taken back for an idle worker (`rebalance`).
+struct Pace {
+    base: usize,
+    depth: usize,
+    /// When the last result came, if the worker then had its next task already.
+    last: Option<Instant>,
+    /// Moving average of the interval between results, in nanoseconds; 0 before the first.
+    interval: u64,
+}
+
+impl Pace {
+    fn new(base: usize) -> Self {
+        Pace {
+            base,
+            depth: base,
+            last: None,
+            interval: 0,
+        }
+    }
+
+    /// A result came at `now`; `busy` says the worker had another task to start at once.
+    fn returned(&mut self, now: Instant, busy: bool) {
+        if let Some(last) = self.last {
+            let sample = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+            self.interval = if self.interval == 0 {
+                sample
+            } else {
+                self.interval - self.interval / 8 + sample / 8
+            };
+            let ahead = AHEAD.as_nanos() as u64 / self.interval.max(1);
+            self.depth = usize::try_from(ahead)
+                .unwrap_or(MAX_DEPTH)
+                .clamp(self.base, MAX_DEPTH.max(self.base));
+        }
+        self.last = busy.then_some(now);
+    }
+}
+
 struct Worker {
     handle: WorkerHandle,
     inflight: HashMap<u64, InFlight>,
+    pace: Pace,
     done: u32,
     retiring: bool,
     shutdown_sent: bool,
@@ -124,6 +181,7 @@ enum Slot {
 struct Driver {
     cfg: LocalConfig,
     ctx: Arc<Context>,
+    /// Tasks a worker holds before its pace is known.
     depth: usize,
     slots: Vec<Slot>,
     next_gen: u64,
@@ -354,6 +412,7 @@ impl Driver {
                         let mut worker = Worker {
                             handle,
                             inflight: HashMap::new(),
+                            pace: Pace::new(self.depth),
                             done: 0,
                             retiring: false,
                             shutdown_sent: false,
@@ -486,9 +545,12 @@ impl Driver {
         if *g != gen {
             return;
         }
+        let now = Instant::now();
         if worker.inflight.remove(&id).is_some() {
             worker.done += 1;
         }
+        let busy = worker.inflight.len() >= self.cfg.concurrency.max(1) as usize;
+        worker.pace.returned(now, busy);
         if let Some(max) = self.cfg.max_tasks_per_child {
             if worker.done >= max {
                 worker.retiring = true;
@@ -514,7 +576,7 @@ impl Driver {
             for (i, slot) in self.slots.iter().enumerate() {
                 if let Slot::Up(_, w) = slot {
                     let load = w.inflight.len();
-                    let room = load < self.depth && load + (w.done as usize) < lifetime;
+                    let room = load < w.pace.depth && load + (w.done as usize) < lifetime;
                     if !w.retiring && !w.shutdown_sent && room && best.is_none_or(|(_, n)| load < n)
                     {
                         best = Some((i, load));
