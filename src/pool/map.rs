@@ -2,7 +2,7 @@
 //! `ImapUnordered`.
 
 use super::backend::{Command, Completion, TaskFailure};
-use super::{decode_results, encode_chunk, AsyncResult, PoolHandle};
+use super::{decode_results, decode_values, encode_chunk, AsyncResult, PoolHandle};
 use crate::entry::BoxFuture;
 use crate::error::{Error, RemoteError, Result};
 use futures::Stream;
@@ -251,7 +251,8 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
             self.handle
                 .submit(self.entry, chunks, 0, self.retries, group.id, &tx)?;
             drop(tx);
-            let mut done: Vec<Option<Vec<Result<R>>>> = (0..count).map(|_| None).collect();
+            // Each chunk's values, or its first failed item.
+            let mut done: Vec<Option<Result<Vec<R>>>> = (0..count).map(|_| None).collect();
             for _ in 0..count {
                 let completion = rx.recv().await.ok_or(Error::PoolClosed)?;
                 let (message, at) = completion.outcome.map_err(Error::from)?;
@@ -264,10 +265,15 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
                 let slot = done.get_mut(index).ok_or_else(|| {
                     Error::Protocol("a result for a chunk that was not sent".into())
                 })?;
-                *slot = Some(check_count(decode_results(&message[at..])?, sent)?);
+                *slot = Some(decode_values(&message[at..], sent)?);
             }
             group.finish();
-            done.into_iter().flatten().flatten().collect()
+            // The first failed item in input order, as Python's `map` raises it.
+            let mut values = Vec::with_capacity(self.len);
+            for chunk in done.into_iter().flatten() {
+                values.extend(chunk?);
+            }
+            Ok(values)
         })
     }
 }

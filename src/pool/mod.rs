@@ -115,12 +115,66 @@ impl PoolHandle {
 
 /// Decodes a batch of results as `R`s; each item keeps its own error.
 pub(crate) fn decode_results<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<Result<R>>> {
-    let results: Vec<std::result::Result<R, RemoteError>> =
+    // Boxed while decoding: the error is rare and large (see `entry::BatchResult`).
+    let results: Vec<std::result::Result<R, Box<RemoteError>>> =
         decode_value("a batch of results", body)?;
     Ok(results
         .into_iter()
-        .map(|r| r.map_err(Error::from))
+        .map(|r| r.map_err(|e| Error::from(*e)))
         .collect())
+}
+
+/// Decodes a batch of results straight into its values, for a caller that wants all of them or
+/// the first error: no per-item `Result` is kept. The outer error is a batch that does not
+/// decode or holds other than `sent` items; the inner one, the first item that failed.
+pub(crate) fn decode_values<R: DeserializeOwned>(
+    body: &[u8],
+    sent: usize,
+) -> Result<Result<Vec<R>>> {
+    let Values(values, count) = decode_value("a batch of results", body)?;
+    if count != sent {
+        return Err(Error::Protocol(format!(
+            "a worker returned {count} results for {sent} items"
+        )));
+    }
+    Ok(values.map_err(Error::from))
+}
+
+/// A batch of results as its values (or its first error), and how many items it held.
+struct Values<R>(std::result::Result<Vec<R>, RemoteError>, usize);
+
+impl<'de, R: DeserializeOwned> serde::Deserialize<'de> for Values<R> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit<R>(std::marker::PhantomData<R>);
+        impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for Visit<R> {
+            type Value = Values<R>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of results")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> std::result::Result<Values<R>, S::Error> {
+                // The length comes from the peer: reserve no more than a bounded amount up
+                // front, the vector grows as items really arrive.
+                let hint = seq.size_hint().unwrap_or(0).min(1 << 20);
+                let mut values = Ok(Vec::with_capacity(hint));
+                let mut count = 0;
+                while let Some(item) =
+                    seq.next_element::<std::result::Result<R, Box<RemoteError>>>()?
+                {
+                    count += 1;
+                    match (&mut values, item) {
+                        (Ok(v), Ok(value)) => v.push(value),
+                        (Ok(_), Err(e)) => values = Err(*e),
+                        (Err(_), _) => {}
+                    }
+                }
+                Ok(Values(values, count))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
 }
 
 /// Encodes items as one batch (a chunk).
