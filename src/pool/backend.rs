@@ -9,7 +9,7 @@
 //! # Scheduling (local workers)
 //! Each worker holds up to `depth` tasks (pipelining: the next task is already in the child when
 //! the current one ends), handed out to the least-loaded worker first. The depth follows the
-//! worker's pace (see [`Pace`]): 4 (or twice the concurrency) for tasks of a millisecond or more,
+//! workers' pace (see [`Pace`]): 4 (or twice the concurrency) for tasks of a millisecond or more,
 //! up to [`MAX_DEPTH`] for tasks of a few microseconds, whose turnaround would otherwise be
 //! dominated by the wait for the next task. The child runs
 //! `concurrency_per_worker` of them at once, in arrival order, and reports each start before
@@ -111,26 +111,27 @@ struct InFlight {
 
 /// Most tasks a worker holds at once, however short they are.
 const MAX_DEPTH: usize = 64;
-/// How much of a worker's work (by its pace) is held in the child ahead of what it runs: enough
+/// How much of a worker's work (by the pace) is held in the child ahead of what it runs: enough
 /// to cover the round trip that brings the next task (a few cross-CPU wake-ups, each up to
 /// ~70 µs on a small VM), short enough that little waits behind one worker.
 const AHEAD: Duration = Duration::from_millis(1);
 
-/// How many tasks one worker holds, from how fast it has been finishing them.
+/// How many tasks each worker holds, from how fast the workers have been finishing them.
 ///
 /// Four tasks ahead hide the parent's round trip only if each takes longer than about a quarter
-/// of it; tiny tasks would leave the worker idle most of the time, waiting for the next. So the
+/// of it; tiny tasks would leave a worker idle most of the time, waiting for the next. So the
 /// driver keeps an average of the interval between a worker's results, counting only intervals
-/// in which the worker had its next task already (run time, not time starved), and holds enough
-/// tasks to cover [`AHEAD`] of work, between the base depth and [`MAX_DEPTH`]. A worker whose
-/// tasks are long keeps the base depth, so few tasks wait behind a slow one; and what waits is
-/// still taken back for an idle worker (`rebalance`).
+/// in which that worker had its next task already (run time, not time starved), and has each
+/// worker hold enough tasks to cover [`AHEAD`] of work, between the base depth and
+/// [`MAX_DEPTH`]. One pace serves all workers: a starved worker yields no samples, so a pace of
+/// its own would keep it at the base depth, and starved. Long tasks keep the base depth, so few
+/// tasks wait behind a slow one; and what waits is still taken back for an idle worker
+/// (`rebalance`).
 struct Pace {
     base: usize,
     depth: usize,
-    /// When the last result came, if the worker then had its next task already.
-    last: Option<Instant>,
-    /// Moving average of the interval between results, in nanoseconds; 0 before the first.
+    /// Moving average of the interval between one worker's results, in nanoseconds; 0 before
+    /// the first.
     interval: u64,
 }
 
@@ -139,33 +140,32 @@ impl Pace {
         Pace {
             base,
             depth: base,
-            last: None,
             interval: 0,
         }
     }
 
-    /// A result came at `now`; `busy` says the worker had another task to start at once.
-    fn returned(&mut self, now: Instant, busy: bool) {
-        if let Some(last) = self.last {
-            let sample = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
-            self.interval = if self.interval == 0 {
-                sample
-            } else {
-                self.interval - self.interval / 8 + sample / 8
-            };
-            let ahead = AHEAD.as_nanos() as u64 / self.interval.max(1);
-            self.depth = usize::try_from(ahead)
-                .unwrap_or(MAX_DEPTH)
-                .clamp(self.base, MAX_DEPTH.max(self.base));
-        }
-        self.last = busy.then_some(now);
+    /// A worker's result came at `now`; `last` is when its previous one came, if it had its
+    /// next task to start at once then.
+    fn returned(&mut self, now: Instant, last: Option<Instant>) {
+        let Some(last) = last else { return };
+        let sample = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+        self.interval = if self.interval == 0 {
+            sample
+        } else {
+            self.interval - self.interval / 8 + sample / 8
+        };
+        let ahead = AHEAD.as_nanos() as u64 / self.interval.max(1);
+        self.depth = usize::try_from(ahead)
+            .unwrap_or(MAX_DEPTH)
+            .clamp(self.base, MAX_DEPTH.max(self.base));
     }
 }
 
 struct Worker {
     handle: WorkerHandle,
     inflight: HashMap<u64, InFlight>,
-    pace: Pace,
+    /// When its last result came, if it then had its next task to start at once (see [`Pace`]).
+    last_return: Option<Instant>,
     done: u32,
     retiring: bool,
     shutdown_sent: bool,
@@ -181,8 +181,8 @@ enum Slot {
 struct Driver {
     cfg: LocalConfig,
     ctx: Arc<Context>,
-    /// Tasks a worker holds before its pace is known.
-    depth: usize,
+    /// How many tasks each worker holds.
+    pace: Pace,
     slots: Vec<Slot>,
     next_gen: u64,
     pending: VecDeque<Task>,
@@ -213,7 +213,7 @@ pub(crate) fn start(
     let mut driver = Driver {
         cfg,
         ctx,
-        depth,
+        pace: Pace::new(depth),
         slots: (0..processes).map(|_| Slot::Empty).collect(),
         next_gen: 0,
         pending: VecDeque::new(),
@@ -412,7 +412,7 @@ impl Driver {
                         let mut worker = Worker {
                             handle,
                             inflight: HashMap::new(),
-                            pace: Pace::new(self.depth),
+                            last_return: None,
                             done: 0,
                             retiring: false,
                             shutdown_sent: false,
@@ -550,7 +550,8 @@ impl Driver {
             worker.done += 1;
         }
         let busy = worker.inflight.len() >= self.cfg.concurrency.max(1) as usize;
-        worker.pace.returned(now, busy);
+        self.pace.returned(now, worker.last_return);
+        worker.last_return = busy.then_some(now);
         if let Some(max) = self.cfg.max_tasks_per_child {
             if worker.done >= max {
                 worker.retiring = true;
@@ -576,7 +577,7 @@ impl Driver {
             for (i, slot) in self.slots.iter().enumerate() {
                 if let Slot::Up(_, w) = slot {
                     let load = w.inflight.len();
-                    let room = load < w.pace.depth && load + (w.done as usize) < lifetime;
+                    let room = load < self.pace.depth && load + (w.done as usize) < lifetime;
                     if !w.retiring && !w.shutdown_sent && room && best.is_none_or(|(_, n)| load < n)
                     {
                         best = Some((i, load));
@@ -629,6 +630,9 @@ impl Driver {
             .iter()
             .filter(|s| matches!(s, Slot::Up(_, w) if w.inflight.is_empty() && !w.retiring && !w.shutdown_sent))
             .count();
+        if idle == 0 {
+            return;
+        }
         let mut asked = self
             .slots
             .iter()
