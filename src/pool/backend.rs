@@ -17,6 +17,7 @@
 //! with `WorkerLost`, or are retried if the caller opted in) and which had not (they go to
 //! another worker, unnoticed by the caller).
 
+use super::reply::ReplyTx;
 use super::worker::{self, WorkerEvent, WorkerHandle, WorkerSpec};
 use crate::error::{Error, RemoteError};
 use crate::hub::emit_child_log;
@@ -43,7 +44,7 @@ pub(crate) struct Task {
     pub(crate) index: usize,
     /// How many more times the task may run again after its worker died mid-task.
     pub(crate) retries: u32,
-    pub(crate) reply: mpsc::UnboundedSender<Completion>,
+    pub(crate) reply: ReplyTx,
 }
 
 /// What became of a task.
@@ -720,7 +721,7 @@ impl Driver {
 
 fn lock_replies(
     handle: &WorkerHandle,
-) -> std::sync::MutexGuard<'_, HashMap<u64, (mpsc::UnboundedSender<Completion>, usize)>> {
+) -> std::sync::MutexGuard<'_, HashMap<u64, (ReplyTx, usize)>> {
     handle.replies.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -2,6 +2,7 @@
 //! `ImapUnordered`.
 
 use super::backend::{Command, Completion, TaskFailure};
+use super::reply::{self, ReplyRx, ReplyTx};
 use super::{decode_results, decode_values, encode_chunk, AsyncResult, PoolHandle};
 use crate::entry::BoxFuture;
 use crate::error::{Error, RemoteError, Result};
@@ -135,7 +136,7 @@ impl<R> Apply<R> {
 
     /// Submits the task now; Python's `apply_async`.
     pub fn submit(self) -> AsyncResult<R> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = reply::channel();
         let group = self.handle.next_id();
         let submitted = self.args.and_then(|args| {
             self.handle
@@ -247,7 +248,7 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
                 .unwrap_or_else(|| default_chunksize(self.len, self.handle.processes));
             let chunks = (self.chunker)(size)?;
             let count = chunks.len();
-            let (tx, mut rx) = mpsc::unbounded_channel();
+            let (tx, mut rx) = reply::channel();
             self.handle
                 .submit(self.entry, chunks, 0, self.retries, group.id, &tx)?;
             drop(tx);
@@ -294,8 +295,8 @@ pub struct Imap<R> {
     retries: u32,
     ordered: bool,
     group: Group,
-    tx: mpsc::UnboundedSender<Completion>,
-    rx: mpsc::UnboundedReceiver<Completion>,
+    tx: ReplyTx,
+    rx: ReplyRx,
     sizes: HashMap<usize, usize>,
     next_index: usize,
     outstanding: usize,
@@ -322,7 +323,7 @@ impl<R: DeserializeOwned> Imap<R> {
         input: Input,
         ordered: bool,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = reply::channel();
         let group = Group::open(&handle);
         let window = 8 * handle.processes.max(1);
         Imap {

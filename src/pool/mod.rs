@@ -25,6 +25,7 @@
 mod async_result;
 mod backend;
 mod map;
+mod reply;
 mod worker;
 
 pub use async_result::AsyncResult;
@@ -35,7 +36,7 @@ use crate::error::RemoteError;
 use crate::error::{Error, Result};
 use crate::protocol::{decode_value, encode_value};
 use crate::start::{Context, StartMethod};
-use backend::{Command, Completion, LocalConfig, Task};
+use backend::{Command, LocalConfig, Task};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,7 +94,7 @@ impl PoolHandle {
         first_index: usize,
         retries: u32,
         group: u64,
-        reply: &mpsc::UnboundedSender<Completion>,
+        reply: &reply::ReplyTx,
     ) -> Result<()> {
         let mut tasks = Vec::with_capacity(chunks.len());
         for (i, body) in chunks.into_iter().enumerate() {

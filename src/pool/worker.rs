@@ -1,6 +1,7 @@
 //! One pool worker: a child process started for the pool, its initializer, its messages.
 
 use super::backend::{Completion, TaskFailure};
+use super::reply::ReplyTx;
 use crate::error::{Error, Result};
 use crate::hub::emit_child_log;
 use crate::protocol::{decode_head, encode_head, Down, Up};
@@ -38,8 +39,7 @@ pub(crate) struct WorkerHandle {
 /// Task id → (where its completion goes, its index in its call). Filled by the driver before it
 /// sends a task; emptied by the worker's reader when the result arrives (or by the driver when
 /// the task is cancelled or taken back).
-pub(crate) type Replies =
-    Arc<std::sync::Mutex<HashMap<u64, (mpsc::UnboundedSender<Completion>, usize)>>>;
+pub(crate) type Replies = Arc<std::sync::Mutex<HashMap<u64, (ReplyTx, usize)>>>;
 
 /// What a worker's task tells the driver.
 #[derive(Debug)]
