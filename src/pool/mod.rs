@@ -126,56 +126,77 @@ pub(crate) fn decode_results<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<Res
         .collect())
 }
 
-/// Decodes a batch of results straight into its values, for a caller that wants all of them or
+/// Decodes a batch of results straight into `out`, for a caller that wants all the values or
 /// the first error: no per-item `Result` is kept. The outer error is a batch that does not
-/// decode or holds other than `sent` items; the inner one, the first item that failed.
+/// decode or holds other than `sent` items; the inner one, the first item that failed (the
+/// values before it are in `out`, the ones after it are dropped).
 pub(crate) fn decode_values<R: DeserializeOwned>(
     body: &[u8],
     sent: usize,
-) -> Result<Result<Vec<R>>> {
-    let Values(values, count) = decode_value("a batch of results", body)?;
+    out: &mut Vec<R>,
+) -> Result<Result<()>> {
+    use serde::de::DeserializeSeed;
+    let what = "a batch of results";
+    let mut de = postcard::Deserializer::from_bytes(body);
+    let (failed, count) = Values(out)
+        .deserialize(&mut de)
+        .map_err(|e| Error::decode(what, e))?;
+    let rest = de.finalize().map_err(|e| Error::decode(what, e))?;
+    if !rest.is_empty() {
+        return Err(Error::decode(
+            what,
+            format!("{} trailing bytes", rest.len()),
+        ));
+    }
     if count != sent {
         return Err(Error::Protocol(format!(
             "a worker returned {count} results for {sent} items"
         )));
     }
-    Ok(values.map_err(Error::from))
+    Ok(failed.map_or(Ok(()), |e| Err(e.into())))
 }
 
-/// A batch of results as its values (or its first error), and how many items it held.
-struct Values<R>(std::result::Result<Vec<R>, RemoteError>, usize);
+/// Appends a batch's values to a vector; yields its first error and how many items it held.
+struct Values<'a, R>(&'a mut Vec<R>);
 
-impl<'de, R: DeserializeOwned> serde::Deserialize<'de> for Values<R> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visit<R>(std::marker::PhantomData<R>);
-        impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for Visit<R> {
-            type Value = Values<R>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a sequence of results")
-            }
-            fn visit_seq<S: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: S,
-            ) -> std::result::Result<Values<R>, S::Error> {
-                // The length comes from the peer: reserve no more than a bounded amount up
-                // front, the vector grows as items really arrive.
-                let hint = seq.size_hint().unwrap_or(0).min(1 << 20);
-                let mut values = Ok(Vec::with_capacity(hint));
-                let mut count = 0;
-                while let Some(item) =
-                    seq.next_element::<std::result::Result<R, Box<RemoteError>>>()?
-                {
-                    count += 1;
-                    match (&mut values, item) {
-                        (Ok(v), Ok(value)) => v.push(value),
-                        (Ok(_), Err(e)) => values = Err(*e),
-                        (Err(_), _) => {}
-                    }
+impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for Values<'_, R> {
+    type Value = (Option<RemoteError>, usize);
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for Values<'_, R> {
+    type Value = (Option<RemoteError>, usize);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of results")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: S,
+    ) -> std::result::Result<Self::Value, S::Error> {
+        // The length comes from the peer: reserve no more than a bounded amount up front, the
+        // vector grows as items really arrive.
+        self.0.reserve(seq.size_hint().unwrap_or(0).min(1 << 20));
+        let mut failed = None;
+        let mut count = 0;
+        while let Some(item) = seq.next_element::<std::result::Result<R, Box<RemoteError>>>()? {
+            count += 1;
+            match item {
+                Ok(value) if failed.is_none() => self.0.push(value),
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(*e);
                 }
-                Ok(Values(values, count))
             }
         }
-        d.deserialize_seq(Visit(std::marker::PhantomData))
+        Ok((failed, count))
     }
 }
 
@@ -238,7 +259,8 @@ impl Pool {
     }
 
     /// Runs `entry` on every item; the values in input order (Python's `map`). A builder-future:
-    /// `.chunksize(n)`, `.retries(n)`, then `.await`. The items are encoded now.
+    /// `.chunksize(n)`, `.retries(n)`, then `.await`. The items are collected now and encoded,
+    /// chunk by chunk, as they are sent.
     pub fn map<E, I>(&self, entry: E, items: I) -> Map<E::Output>
     where
         E: Entry,
