@@ -22,7 +22,8 @@ pub(crate) enum Down {
     /// `report_start`, the child sends [`Up::Started`] (and flushes it) before running the call.
     Call {
         id: u64,
-        entry: String,
+        /// Borrowed when sent (entry names are `'static`), so a task costs no allocation for it.
+        entry: std::borrow::Cow<'static, str>,
         then_exit: bool,
         batch: bool,
         report_start: bool,

@@ -5,6 +5,13 @@
 //! its start report. The runtime thread meanwhile keeps reading, so it can hand back a queued
 //! call (`Withdraw`) while a long one runs, and forward logs. Writes from both threads go through
 //! one lock, a whole message at a time.
+//!
+//! # One write per call
+//! When a call ends and the next one is already queued, the call thread takes the next one off
+//! the queue (which starts it: `Withdraw` no longer finds it) and writes its `Started` in the
+//! same flush as the finished call's `Return`. The start report is still on the wire before the
+//! call runs, so a crash still fails exactly the calls that had started; the parent just reads
+//! both with one wake-up, and the child makes one write instead of two.
 
 use super::child::{invocation, reply};
 use crate::entry::{self, EntryRecord, Invocation};
@@ -31,6 +38,8 @@ pub(super) struct QueuedCall {
 struct State {
     calls: VecDeque<QueuedCall>,
     closed: bool,
+    /// The call thread sleeps on `ready`: only then does a push need to wake it (a futex call).
+    waiting: bool,
 }
 
 /// The calls not yet started, shared by the runtime thread (which adds and withdraws) and the
@@ -47,8 +56,12 @@ impl CallQueue {
     }
 
     pub(super) fn push(&self, call: QueuedCall) {
-        self.lock().calls.push_back(call);
-        self.ready.notify_one();
+        let mut state = self.lock();
+        state.calls.push_back(call);
+        if state.waiting {
+            drop(state);
+            self.ready.notify_one();
+        }
     }
 
     /// Removes call `id` if it has not started; true if it was removed.
@@ -73,17 +86,46 @@ impl CallQueue {
             if let Some(call) = state.calls.pop_front() {
                 return Some(call);
             }
+            state.waiting = true;
             state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.waiting = false;
         }
+    }
+
+    /// The next call if one is queued now (taking it starts it); never waits.
+    fn try_next(&self) -> Option<QueuedCall> {
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        state.calls.pop_front()
     }
 }
 
-/// Writes one message and flushes it, under the writer's lock.
-fn write_now(writer: &SharedWriter, runtime: &Handle, head: &Up, body: &[u8]) -> Result<()> {
-    let head = encode_head(head)?;
+/// Writes a call's `Return` (if any) and then the next call's `Started` (if any) and flushes
+/// them together, under the writer's lock.
+fn write_now(
+    writer: &SharedWriter,
+    runtime: &Handle,
+    ret: Option<(&Up, &[u8])>,
+    started: Option<u64>,
+) -> Result<()> {
+    let ret = match ret {
+        Some((head, body)) => Some((encode_head(head)?, body)),
+        None => None,
+    };
+    let started = match started {
+        Some(id) => Some(encode_head(&Up::Started { id })?),
+        None => None,
+    };
     runtime.block_on(async {
         let mut writer = writer.lock().await;
-        writer.write_message(&[&head, body]).await?;
+        if let Some((head, body)) = &ret {
+            writer.write_message(&[head, body]).await?;
+        }
+        if let Some(head) = &started {
+            writer.write_message(&[head]).await?;
+        }
         writer.flush().await
     })
 }
@@ -101,9 +143,12 @@ pub(super) fn spawn(
         .name("multiprocessing-call".into())
         .spawn(move || {
             on_start();
-            while let Some(call) = queue.next() {
+            let mut next = queue.next();
+            let mut start_reported = false;
+            while let Some(call) = next.take() {
                 if call.report_start
-                    && write_now(&writer, &runtime, &Up::Started { id: call.id }, &[]).is_err()
+                    && !start_reported
+                    && write_now(&writer, &runtime, None, Some(call.id)).is_err()
                 {
                     return;
                 }
@@ -116,22 +161,28 @@ pub(super) fn spawn(
                 };
                 runtime.block_on(super::after_call());
                 let (code, outcome, body) = reply(result);
-                if write_now(
-                    &writer,
-                    &runtime,
-                    &Up::Return {
-                        id: call.id,
-                        outcome,
-                    },
-                    &body,
-                )
-                .is_err()
-                {
+                // A `then_exit` call is the last one: nothing after it starts.
+                next = if call.then_exit {
+                    None
+                } else {
+                    queue.try_next()
+                };
+                let started = next.as_ref().filter(|c| c.report_start).map(|c| c.id);
+                start_reported = started.is_some();
+                let ret = Up::Return {
+                    id: call.id,
+                    outcome,
+                };
+                if write_now(&writer, &runtime, Some((&ret, &body)), started).is_err() {
                     return;
                 }
                 if call.then_exit {
                     let _ = exit.send(code);
                     return;
+                }
+                if next.is_none() {
+                    next = queue.next();
+                    start_reported = false;
                 }
             }
         })?;

@@ -2,6 +2,7 @@
 
 use super::backend::{Command, Completion};
 use super::decode_results;
+use super::reply::ReplyRx;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -30,7 +31,7 @@ pub struct AsyncResult<R> {
 }
 
 struct State {
-    rx: mpsc::UnboundedReceiver<Completion>,
+    rx: ReplyRx,
     done: Option<Completion>,
 }
 
@@ -43,11 +44,7 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 }
 
 impl<R> AsyncResult<R> {
-    pub(crate) fn new(
-        rx: mpsc::UnboundedReceiver<Completion>,
-        group: u64,
-        commands: mpsc::UnboundedSender<Command>,
-    ) -> Self {
+    pub(crate) fn new(rx: ReplyRx, group: u64, commands: mpsc::UnboundedSender<Command>) -> Self {
         AsyncResult {
             state: Mutex::new(State { rx, done: None }),
             group,
@@ -59,7 +56,7 @@ impl<R> AsyncResult<R> {
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.done.is_none() {
-            if let Ok(c) = state.rx.try_recv() {
+            if let Some(c) = state.rx.try_recv() {
                 state.done = Some(c);
             }
         }

@@ -8,12 +8,16 @@
 //!
 //! # Scheduling (local workers)
 //! Each worker holds up to `depth` tasks (pipelining: the next task is already in the child when
-//! the current one ends), handed out to the least-loaded worker first. The child runs
+//! the current one ends), handed out to the least-loaded worker first. The depth follows the
+//! workers' pace (see [`Pace`]): 4 (or twice the concurrency) for tasks of a millisecond or more,
+//! up to [`MAX_DEPTH`] for tasks of a few microseconds, whose turnaround would otherwise be
+//! dominated by the wait for the next task. The child runs
 //! `concurrency_per_worker` of them at once, in arrival order, and reports each start before
 //! running it, so when a worker dies the driver knows exactly which tasks had started (they fail
 //! with `WorkerLost`, or are retried if the caller opted in) and which had not (they go to
 //! another worker, unnoticed by the caller).
 
+use super::reply::ReplyTx;
 use super::worker::{self, WorkerEvent, WorkerHandle, WorkerSpec};
 use crate::error::{Error, RemoteError};
 use crate::hub::emit_child_log;
@@ -23,7 +27,7 @@ use crate::transport::Outgoing;
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// One unit of work: a batch of encoded arguments for one entry.
@@ -40,7 +44,7 @@ pub(crate) struct Task {
     pub(crate) index: usize,
     /// How many more times the task may run again after its worker died mid-task.
     pub(crate) retries: u32,
-    pub(crate) reply: mpsc::UnboundedSender<Completion>,
+    pub(crate) reply: ReplyTx,
 }
 
 /// What became of a task.
@@ -106,9 +110,63 @@ struct InFlight {
     withdrawing: bool,
 }
 
+/// Most tasks a worker holds at once, however short they are.
+const MAX_DEPTH: usize = 64;
+/// How much of a worker's work (by the pace) is held in the child ahead of what it runs: enough
+/// to cover the round trip that brings the next task (a few cross-CPU wake-ups, each up to
+/// ~70 µs on a small VM), short enough that little waits behind one worker.
+const AHEAD: Duration = Duration::from_millis(1);
+
+/// How many tasks each worker holds, from how fast the workers have been finishing them.
+///
+/// Four tasks ahead hide the parent's round trip only if each takes longer than about a quarter
+/// of it; tiny tasks would leave a worker idle most of the time, waiting for the next. So the
+/// driver keeps an average of the interval between a worker's results, counting only intervals
+/// in which that worker had its next task already (run time, not time starved), and has each
+/// worker hold enough tasks to cover [`AHEAD`] of work, between the base depth and
+/// [`MAX_DEPTH`]. One pace serves all workers: a starved worker yields no samples, so a pace of
+/// its own would keep it at the base depth, and starved. Long tasks keep the base depth, so few
+/// tasks wait behind a slow one; and what waits is still taken back for an idle worker
+/// (`rebalance`).
+struct Pace {
+    base: usize,
+    depth: usize,
+    /// Moving average of the interval between one worker's results, in nanoseconds; 0 before
+    /// the first.
+    interval: u64,
+}
+
+impl Pace {
+    fn new(base: usize) -> Self {
+        Pace {
+            base,
+            depth: base,
+            interval: 0,
+        }
+    }
+
+    /// A worker's result came at `now`; `last` is when its previous one came, if it had its
+    /// next task to start at once then.
+    fn returned(&mut self, now: Instant, last: Option<Instant>) {
+        let Some(last) = last else { return };
+        let sample = u64::try_from(now.duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+        self.interval = if self.interval == 0 {
+            sample
+        } else {
+            self.interval - self.interval / 8 + sample / 8
+        };
+        let ahead = AHEAD.as_nanos() as u64 / self.interval.max(1);
+        self.depth = usize::try_from(ahead)
+            .unwrap_or(MAX_DEPTH)
+            .clamp(self.base, MAX_DEPTH.max(self.base));
+    }
+}
+
 struct Worker {
     handle: WorkerHandle,
     inflight: HashMap<u64, InFlight>,
+    /// When its last result came, if it then had its next task to start at once (see [`Pace`]).
+    last_return: Option<Instant>,
     done: u32,
     retiring: bool,
     shutdown_sent: bool,
@@ -124,7 +182,8 @@ enum Slot {
 struct Driver {
     cfg: LocalConfig,
     ctx: Arc<Context>,
-    depth: usize,
+    /// How many tasks each worker holds.
+    pace: Pace,
     slots: Vec<Slot>,
     next_gen: u64,
     pending: VecDeque<Task>,
@@ -155,7 +214,7 @@ pub(crate) fn start(
     let mut driver = Driver {
         cfg,
         ctx,
-        depth,
+        pace: Pace::new(depth),
         slots: (0..processes).map(|_| Slot::Empty).collect(),
         next_gen: 0,
         pending: VecDeque::new(),
@@ -354,6 +413,7 @@ impl Driver {
                         let mut worker = Worker {
                             handle,
                             inflight: HashMap::new(),
+                            last_return: None,
                             done: 0,
                             retiring: false,
                             shutdown_sent: false,
@@ -428,6 +488,15 @@ impl Driver {
                 }
             }
             WorkerEvent::Returned { slot, gen, id } => self.on_returned(slot, gen, id),
+            WorkerEvent::Started { slot, gen, id } => {
+                if let Slot::Up(g, worker) = &mut self.slots[slot] {
+                    if *g == gen {
+                        if let Some(f) = worker.inflight.get_mut(&id) {
+                            f.started = true;
+                        }
+                    }
+                }
+            }
             WorkerEvent::Exited { slot, gen, status } => {
                 let slot_state = std::mem::replace(&mut self.slots[slot], Slot::Empty);
                 let worker = match slot_state {
@@ -477,9 +546,13 @@ impl Driver {
         if *g != gen {
             return;
         }
+        let now = Instant::now();
         if worker.inflight.remove(&id).is_some() {
             worker.done += 1;
         }
+        let busy = worker.inflight.len() >= self.cfg.concurrency.max(1) as usize;
+        self.pace.returned(now, worker.last_return);
+        worker.last_return = busy.then_some(now);
         if let Some(max) = self.cfg.max_tasks_per_child {
             if worker.done >= max {
                 worker.retiring = true;
@@ -505,7 +578,7 @@ impl Driver {
             for (i, slot) in self.slots.iter().enumerate() {
                 if let Slot::Up(_, w) = slot {
                     let load = w.inflight.len();
-                    let room = load < self.depth && load + (w.done as usize) < lifetime;
+                    let room = load < self.pace.depth && load + (w.done as usize) < lifetime;
                     if !w.retiring && !w.shutdown_sent && room && best.is_none_or(|(_, n)| load < n)
                     {
                         best = Some((i, load));
@@ -519,7 +592,7 @@ impl Driver {
             };
             let head = encode_head(&Down::Call {
                 id: task.id,
-                entry: task.entry.to_owned(),
+                entry: task.entry.into(),
                 then_exit: false,
                 batch: true,
                 report_start: true,
@@ -558,6 +631,9 @@ impl Driver {
             .iter()
             .filter(|s| matches!(s, Slot::Up(_, w) if w.inflight.is_empty() && !w.retiring && !w.shutdown_sent))
             .count();
+        if idle == 0 {
+            return;
+        }
         let mut asked = self
             .slots
             .iter()
@@ -645,7 +721,7 @@ impl Driver {
 
 fn lock_replies(
     handle: &WorkerHandle,
-) -> std::sync::MutexGuard<'_, HashMap<u64, (mpsc::UnboundedSender<Completion>, usize)>> {
+) -> std::sync::MutexGuard<'_, HashMap<u64, (ReplyTx, usize)>> {
     handle.replies.lock().unwrap_or_else(|p| p.into_inner())
 }
 

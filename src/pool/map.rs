@@ -2,7 +2,8 @@
 //! `ImapUnordered`.
 
 use super::backend::{Command, Completion, TaskFailure};
-use super::{decode_results, encode_chunk, AsyncResult, PoolHandle};
+use super::reply::{self, ReplyRx, ReplyTx};
+use super::{decode_results, decode_values, encode_chunk, AsyncResult, PoolHandle};
 use crate::entry::BoxFuture;
 use crate::error::{Error, RemoteError, Result};
 use futures::Stream;
@@ -135,7 +136,7 @@ impl<R> Apply<R> {
 
     /// Submits the task now; Python's `apply_async`.
     pub fn submit(self) -> AsyncResult<R> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = reply::channel();
         let group = self.handle.next_id();
         let submitted = self.args.and_then(|args| {
             self.handle
@@ -177,15 +178,17 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 ///
 /// # Errors
 /// The first failure met (a task's own error, [`Error::WorkerLost`], [`Error::PoolClosed`]);
-/// the chunks not yet started are then cancelled. For the outcome of every item, values and
-/// failures side by side, use [`Pool::imap`](super::Pool::imap).
+/// the chunks not yet started are then cancelled. Chunks are encoded as they are sent (so the
+/// first workers start at once), so an item that does not encode ([`Error::Encode`]) fails the
+/// call after the chunks before it may have run, as in Python. For the outcome of every item,
+/// values and failures side by side, use [`Pool::imap`](super::Pool::imap).
 #[must_use = "a pool call does nothing until it is awaited"]
 pub struct Map<R> {
     handle: PoolHandle,
     entry: &'static str,
     len: usize,
-    /// Encodes the items in chunks of the given size.
-    chunker: Box<dyn FnOnce(usize) -> Result<Vec<Vec<u8>>> + Send>,
+    /// Encodes chunk `i` (the second argument) of the items cut in chunks of the given size.
+    chunker: Box<dyn FnMut(usize, usize) -> Result<Vec<u8>> + Send>,
     chunksize: Option<usize>,
     retries: u32,
     group: Group,
@@ -211,7 +214,10 @@ impl<R> Map<R> {
             handle,
             entry,
             len: items.len(),
-            chunker: Box::new(move |size| items.chunks(size).map(encode_chunk).collect()),
+            chunker: Box::new(move |size, i| {
+                let start = (i * size).min(items.len());
+                encode_chunk(&items[start..(start + size).min(items.len())])
+            }),
             chunksize: None,
             retries: 0,
             _output: PhantomData,
@@ -245,29 +251,69 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
             let size = self
                 .chunksize
                 .unwrap_or_else(|| default_chunksize(self.len, self.handle.processes));
-            let chunks = (self.chunker)(size)?;
-            let count = chunks.len();
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            self.handle
-                .submit(self.entry, chunks, 0, self.retries, group.id, &tx)?;
+            let count = self.len.div_ceil(size);
+            let (tx, mut rx) = reply::channel();
+            // Chunks go out as they are encoded, in groups that double (1, 2, 4, …): the first
+            // worker starts while the rest are encoded, and a large map costs few commands.
+            let mut chunker = self.chunker;
+            let (mut next, mut batch) = (0, 1);
+            while next < count {
+                let end = (next + batch).min(count);
+                let chunks = (next..end)
+                    .map(|i| chunker(size, i))
+                    .collect::<Result<Vec<_>>>()?;
+                self.handle
+                    .submit(self.entry, chunks, next, self.retries, group.id, &tx)?;
+                next = end;
+                batch *= 2;
+            }
             drop(tx);
-            let mut done: Vec<Option<Vec<Result<R>>>> = (0..count).map(|_| None).collect();
+            // Chunks that come in order are decoded straight into the result; the others wait
+            // as their own vectors until the ones before them are in.
+            let mut values = Vec::with_capacity(self.len);
+            let mut early: BTreeMap<usize, Result<Vec<R>>> = BTreeMap::new();
+            let mut appended = 0;
+            // The first failed item in input order, as Python's `map` raises it.
+            let mut failed: Option<Error> = None;
             for _ in 0..count {
                 let completion = rx.recv().await.ok_or(Error::PoolClosed)?;
                 let (message, at) = completion.outcome.map_err(Error::from)?;
                 let index = completion.index;
+                if index >= count {
+                    return Err(Error::Protocol(
+                        "a result for a chunk that was not sent".into(),
+                    ));
+                }
                 let sent = if index + 1 == count {
                     self.len - size * (count - 1)
                 } else {
                     size
                 };
-                let slot = done.get_mut(index).ok_or_else(|| {
-                    Error::Protocol("a result for a chunk that was not sent".into())
-                })?;
-                *slot = Some(check_count(decode_results(&message[at..])?, sent)?);
+                if index == appended && failed.is_none() {
+                    let outcome = decode_values(&message[at..], sent, &mut values)?;
+                    failed = outcome.err();
+                    appended += 1;
+                } else {
+                    let mut own = Vec::new();
+                    let outcome = decode_values(&message[at..], sent, &mut own)?;
+                    early.insert(index, outcome.map(|()| own));
+                }
+                while failed.is_none() {
+                    let Some(chunk) = early.remove(&appended) else {
+                        break;
+                    };
+                    match chunk {
+                        Ok(own) => values.extend(own),
+                        Err(e) => failed = Some(e),
+                    }
+                    appended += 1;
+                }
             }
             group.finish();
-            done.into_iter().flatten().flatten().collect()
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(values),
+            }
         })
     }
 }
@@ -288,8 +334,8 @@ pub struct Imap<R> {
     retries: u32,
     ordered: bool,
     group: Group,
-    tx: mpsc::UnboundedSender<Completion>,
-    rx: mpsc::UnboundedReceiver<Completion>,
+    tx: ReplyTx,
+    rx: ReplyRx,
     sizes: HashMap<usize, usize>,
     next_index: usize,
     outstanding: usize,
@@ -316,7 +362,7 @@ impl<R: DeserializeOwned> Imap<R> {
         input: Input,
         ordered: bool,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = reply::channel();
         let group = Group::open(&handle);
         let window = 8 * handle.processes.max(1);
         Imap {

@@ -18,13 +18,15 @@
 //! one item per chunk. Set it with `.chunksize(n)`. A panic in one item fails that item only.
 //!
 //! # What "in flight" means
-//! Each worker holds a few tasks ahead (pipelining). The child reports each task's start, so when
+//! Each worker holds a few tasks ahead (pipelining; up to 64 when tasks take only microseconds,
+//! about a millisecond of its work). The child reports each task's start, so when
 //! a worker dies the pool knows which tasks had started: those fail with `WorkerLost` (or are
 //! retried); the ones that had certainly not started go to another worker, unnoticed.
 
 mod async_result;
 mod backend;
 mod map;
+mod reply;
 mod worker;
 
 pub use async_result::AsyncResult;
@@ -35,7 +37,7 @@ use crate::error::RemoteError;
 use crate::error::{Error, Result};
 use crate::protocol::{decode_value, encode_value};
 use crate::start::{Context, StartMethod};
-use backend::{Command, Completion, LocalConfig, Task};
+use backend::{Command, LocalConfig, Task};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -93,7 +95,7 @@ impl PoolHandle {
         first_index: usize,
         retries: u32,
         group: u64,
-        reply: &mpsc::UnboundedSender<Completion>,
+        reply: &reply::ReplyTx,
     ) -> Result<()> {
         let mut tasks = Vec::with_capacity(chunks.len());
         for (i, body) in chunks.into_iter().enumerate() {
@@ -115,12 +117,87 @@ impl PoolHandle {
 
 /// Decodes a batch of results as `R`s; each item keeps its own error.
 pub(crate) fn decode_results<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<Result<R>>> {
-    let results: Vec<std::result::Result<R, RemoteError>> =
+    // Boxed while decoding: the error is rare and large (see `entry::BatchResult`).
+    let results: Vec<std::result::Result<R, Box<RemoteError>>> =
         decode_value("a batch of results", body)?;
     Ok(results
         .into_iter()
-        .map(|r| r.map_err(Error::from))
+        .map(|r| r.map_err(|e| Error::from(*e)))
         .collect())
+}
+
+/// Decodes a batch of results straight into `out`, for a caller that wants all the values or
+/// the first error: no per-item `Result` is kept. The outer error is a batch that does not
+/// decode or holds other than `sent` items; the inner one, the first item that failed (the
+/// values before it are in `out`, the ones after it are dropped).
+pub(crate) fn decode_values<R: DeserializeOwned>(
+    body: &[u8],
+    sent: usize,
+    out: &mut Vec<R>,
+) -> Result<Result<()>> {
+    use serde::de::DeserializeSeed;
+    let what = "a batch of results";
+    let mut de = postcard::Deserializer::from_bytes(body);
+    let (failed, count) = Values(out)
+        .deserialize(&mut de)
+        .map_err(|e| Error::decode(what, e))?;
+    let rest = de.finalize().map_err(|e| Error::decode(what, e))?;
+    if !rest.is_empty() {
+        return Err(Error::decode(
+            what,
+            format!("{} trailing bytes", rest.len()),
+        ));
+    }
+    if count != sent {
+        return Err(Error::Protocol(format!(
+            "a worker returned {count} results for {sent} items"
+        )));
+    }
+    Ok(failed.map_or(Ok(()), |e| Err(e.into())))
+}
+
+/// Appends a batch's values to a vector; yields its first error and how many items it held.
+struct Values<'a, R>(&'a mut Vec<R>);
+
+impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for Values<'_, R> {
+    type Value = (Option<RemoteError>, usize);
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for Values<'_, R> {
+    type Value = (Option<RemoteError>, usize);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of results")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: S,
+    ) -> std::result::Result<Self::Value, S::Error> {
+        // The length comes from the peer: reserve no more than a bounded amount up front, the
+        // vector grows as items really arrive.
+        self.0.reserve(seq.size_hint().unwrap_or(0).min(1 << 20));
+        let mut failed = None;
+        let mut count = 0;
+        while let Some(item) = seq.next_element::<std::result::Result<R, Box<RemoteError>>>()? {
+            count += 1;
+            match item {
+                Ok(value) if failed.is_none() => self.0.push(value),
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(*e);
+                }
+            }
+        }
+        Ok((failed, count))
+    }
 }
 
 /// Encodes items as one batch (a chunk).
@@ -182,7 +259,8 @@ impl Pool {
     }
 
     /// Runs `entry` on every item; the values in input order (Python's `map`). A builder-future:
-    /// `.chunksize(n)`, `.retries(n)`, then `.await`. The items are encoded now.
+    /// `.chunksize(n)`, `.retries(n)`, then `.await`. The items are collected now and encoded,
+    /// chunk by chunk, as they are sent.
     pub fn map<E, I>(&self, entry: E, items: I) -> Map<E::Output>
     where
         E: Entry,

@@ -1,6 +1,7 @@
 //! One pool worker: a child process started for the pool, its initializer, its messages.
 
 use super::backend::{Completion, TaskFailure};
+use super::reply::ReplyTx;
 use crate::error::{Error, Result};
 use crate::hub::emit_child_log;
 use crate::protocol::{decode_head, encode_head, Down, Up};
@@ -38,8 +39,7 @@ pub(crate) struct WorkerHandle {
 /// Task id → (where its completion goes, its index in its call). Filled by the driver before it
 /// sends a task; emptied by the worker's reader when the result arrives (or by the driver when
 /// the task is cancelled or taken back).
-pub(crate) type Replies =
-    Arc<std::sync::Mutex<HashMap<u64, (mpsc::UnboundedSender<Completion>, usize)>>>;
+pub(crate) type Replies = Arc<std::sync::Mutex<HashMap<u64, (ReplyTx, usize)>>>;
 
 /// What a worker's task tells the driver.
 #[derive(Debug)]
@@ -54,6 +54,8 @@ pub(crate) enum WorkerEvent {
         gen: u64,
         message: Vec<u8>,
     },
+    /// Task `id` left the child's queue and is about to run.
+    Started { slot: usize, gen: u64, id: u64 },
     /// The result of task `id` arrived and was delivered to its caller.
     Returned { slot: usize, gen: u64, id: u64 },
     Exited {
@@ -147,6 +149,7 @@ pub(crate) async fn run(
                                 }
                                 WorkerEvent::Returned { slot, gen, id }
                             }
+                            Ok((Up::Started { id }, _)) => WorkerEvent::Started { slot, gen, id },
                             _ => WorkerEvent::Message { slot, gen, message },
                         };
                         if events.send(event).is_err() {
@@ -191,7 +194,7 @@ async fn initialize(
 ) -> Result<()> {
     let head = encode_head(&Down::Call {
         id: 0,
-        entry: entry.to_owned(),
+        entry: entry.to_owned().into(),
         then_exit: false,
         batch: false,
         report_start: false,

@@ -377,7 +377,7 @@ async fn supervise(
     if let Some(mut conn) = conn {
         let call = encode_head(&Down::Call {
             id: 0,
-            entry: entry.to_owned(),
+            entry: entry.to_owned().into(),
             then_exit: true,
             batch: false,
             report_start: false,

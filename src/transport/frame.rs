@@ -121,14 +121,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             } else {
                 message.reserve(len);
             }
-            let read = (&mut self.inner)
-                .take(len as u64)
-                .read_to_end(&mut message)
-                .await?;
-            if read != len {
-                return Err(Error::Protocol(
-                    "connection closed in the middle of a frame".into(),
-                ));
+            // Into the spare capacity, exactly `len` bytes: `read_to_end` would grow the full
+            // buffer to probe for the end (a realloc and a copy per message).
+            let end = message.len() + len;
+            while message.len() < end {
+                let want = (end - message.len()) as u64;
+                if (&mut self.inner).take(want).read_buf(&mut message).await? == 0 {
+                    return Err(Error::Protocol(
+                        "connection closed in the middle of a frame".into(),
+                    ));
+                }
             }
             if header & MORE == 0 {
                 if announced.is_some_and(|total| total != message.len()) {

@@ -5,25 +5,63 @@ use interprocess::local_socket::tokio::{prelude::*, Listener as IpListener, Stre
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use std::path::{Path, PathBuf};
 
+use std::io::{IoSlice, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::task::{ready, Context, Poll};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
-/// The read half of a local socket (the stream is shared; `&Stream` reads and writes).
-#[derive(Debug)]
-pub(crate) struct RecvHalf(Arc<Stream>);
+// # Why not tokio's socket
+// A socket registered with tokio listens for both readability and writability, and epoll is
+// edge-triggered: every time the peer reads, the freed buffer space is a "writable" edge that
+// wakes the thread parked in `epoll_wait`, which then finds nothing to do. A traced pool call
+// showed the worker's runtime thread woken twice that way per call (after the parent read the
+// call's start report and its result), two of its twelve context switches. So the halves
+// here are two descriptors of one socket: the read half is registered for readability only;
+// the write half writes directly and registers for writability only while a write would block
+// (a full socket buffer), and drops that registration with its next write that succeeds.
 
-/// The write half of a local socket.
+/// The read half of a local socket.
 #[derive(Debug)]
-pub(crate) struct SendHalf(Arc<Stream>);
+pub(crate) struct RecvHalf(AsyncFd<UnixStream>);
+
+/// The write half of a local socket: a second descriptor of the same socket.
+#[derive(Debug)]
+pub(crate) struct SendHalf {
+    stream: UnixStream,
+    /// Registered for writability while a write waits for buffer space.
+    blocked: Option<AsyncFd<UnixStream>>,
+}
 
 /// The read and write halves of one local socket. The socket closes when both are dropped.
 pub(crate) type Halves = (RecvHalf, SendHalf);
 
-fn halves(stream: Stream) -> Halves {
-    let stream = Arc::new(stream);
-    (RecvHalf(Arc::clone(&stream)), SendHalf(stream))
+/// Registers a descriptor of the socket with the runtime for `interest` only.
+///
+/// `with_interest` is deprecated in newer tokio for types whose descriptor could change under
+/// it; a `UnixStream` owns its descriptor for its whole life, and this form works across the
+/// tokio versions `Cargo.toml` allows.
+#[allow(deprecated)]
+fn register(stream: UnixStream, interest: Interest) -> std::io::Result<AsyncFd<UnixStream>> {
+    AsyncFd::with_interest(stream, interest)
+}
+
+fn halves(stream: Stream) -> Result<Halves> {
+    let Stream::UdSocket(stream) = stream;
+    // Leaves tokio's registration (for both directions) behind: see "Why not tokio's socket".
+    let fd: OwnedFd = stream.try_into()?;
+    let send = UnixStream::from(fd);
+    send.set_nonblocking(true)?;
+    let recv = register(send.try_clone()?, Interest::READABLE)?;
+    Ok((
+        RecvHalf(recv),
+        SendHalf {
+            stream: send,
+            blocked: None,
+        },
+    ))
 }
 
 impl AsyncRead for RecvHalf {
@@ -32,7 +70,70 @@ impl AsyncRead for RecvHalf {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
+        loop {
+            let mut guard = ready!(self.0.poll_read_ready(cx))?;
+            // Into the uninitialized space as it is: zeroing it first would cost, for a large
+            // frame read in socket-sized pieces, a pass over the rest of the frame per piece.
+            // SAFETY: `recv` only writes into the slice; no byte is de-initialized.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            match guard.try_io(|fd| {
+                // SAFETY: `recv` writes at most `unfilled.len()` bytes into `unfilled`, memory
+                // we hold a unique borrow of, and reads nothing from it.
+                let n = unsafe {
+                    libc::recv(
+                        fd.as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                        0,
+                    )
+                };
+                usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+            }) {
+                Ok(Ok(n)) => {
+                    // SAFETY: `recv` initialized the first `n` bytes of the unfilled part.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                // Not readable after all: the readiness was cleared, wait for the next edge.
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl SendHalf {
+    /// Runs `write` until it does not block, waiting for buffer space in between.
+    fn poll_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&UnixStream) -> std::io::Result<usize>,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            match write(&self.stream) {
+                Ok(n) => {
+                    // Space again: stop hearing of every read the peer makes.
+                    self.blocked = None;
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let blocked = match &mut self.blocked {
+                        Some(blocked) => blocked,
+                        // Registering reports the current state: a space freed since the
+                        // failed write is not missed.
+                        slot => {
+                            slot.insert(register(self.stream.try_clone()?, Interest::WRITABLE)?)
+                        }
+                    };
+                    let mut guard = ready!(blocked.poll_write_ready(cx))?;
+                    guard.clear_ready();
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
@@ -42,27 +143,29 @@ impl AsyncWrite for SendHalf {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
+        self.get_mut().poll_with(cx, |mut s| s.write(buf))
     }
 
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
+        bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+        self.get_mut().poll_with(cx, |mut s| s.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        (*self.0).is_write_vectored()
+        true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Nothing is buffered here: each write went to the socket.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // As before: the socket closes when both halves are dropped.
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -164,7 +267,7 @@ impl Listener {
     /// # Cancel safety
     /// Cancel-safe: no connection is taken unless the future completes.
     pub(crate) async fn accept(&self) -> Result<Halves> {
-        Ok(halves(self.inner.accept().await?))
+        halves(self.inner.accept().await?)
     }
 }
 
@@ -180,5 +283,5 @@ impl Drop for Listener {
 /// `Io` (`NotFound`, `ConnectionRefused`) when nobody listens there.
 pub(crate) async fn connect(path: &Path) -> Result<Halves> {
     let name = path.to_fs_name::<GenericFilePath>().map_err(Error::Io)?;
-    Ok(halves(Stream::connect(name).await?))
+    halves(Stream::connect(name).await?)
 }
