@@ -318,10 +318,17 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
     }
 }
 
+/// How many chunks per worker `imap` and `imap_unordered` submit ahead of what the stream has
+/// yielded. Workers keep up to 64 short tasks queued (see the driver's pace); with only 8 chunks
+/// per worker in the window they ran dry between refills (114k tasks/s at chunksize 1, against
+/// 240k/s with 32).
+pub(crate) const WINDOW_PER_WORKER: usize = 32;
+
 /// Results of [`Pool::imap`](super::Pool::imap): a `Stream` of per-item results, in input order.
 ///
-/// The input is read lazily: at most a window of chunks (8 per worker) is submitted ahead of
-/// what the stream has yielded, so a huge (or endless) iterator never sits in memory at once.
+/// The input is read lazily: at most a window of chunks (32 per worker) is
+/// submitted ahead of what the stream has yielded, so a huge (or endless) iterator never sits in
+/// memory at once.
 ///
 /// # Cancel safety
 /// Dropping the stream cancels the chunks that have not started; the pool stays healthy.
@@ -364,7 +371,7 @@ impl<R: DeserializeOwned> Imap<R> {
     ) -> Self {
         let (tx, rx) = reply::channel();
         let group = Group::open(&handle);
-        let window = 8 * handle.processes.max(1);
+        let window = WINDOW_PER_WORKER * handle.processes.max(1);
         Imap {
             handle,
             entry,
