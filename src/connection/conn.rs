@@ -360,10 +360,6 @@ impl<T> Connection<T> {
         Self::from_lazy(LazySocket::new(fd, kind), mode, leftover)
     }
 
-    pub(super) fn from_socket(socket: Socket, kind: Kind, leftover: Vec<u8>) -> Self {
-        Self::from_lazy(LazySocket::registered(socket, kind), Mode::Duplex, leftover)
-    }
-
     fn from_lazy(socket: LazySocket, mode: Mode, leftover: Vec<u8>) -> Self {
         let max_frame = crate::transport::max_frame();
         Connection {

@@ -2,7 +2,8 @@
 //! over TCP or a Unix socket, authenticated by a shared key.
 
 use super::conn::Connection;
-use super::socket::{Kind, Socket};
+use super::socket::Kind;
+use super::Mode;
 use crate::error::{Error, Result};
 use crate::transport::auth::{self, AuthKey, HANDSHAKE_MAX_FRAME};
 use crate::transport::frame::{FrameReader, FrameWriter};
@@ -102,9 +103,9 @@ impl Listener {
             Bound::Tcp(l) => {
                 let (s, _) = l.accept().await?;
                 s.set_nodelay(true)?;
-                (Socket::Tcp(s), Kind::Tcp)
+                (Stream::Tcp(s), Kind::Tcp)
             }
-            Bound::Unix { listener, .. } => (Socket::Unix(listener.accept().await?.0), Kind::Unix),
+            Bound::Unix { listener, .. } => (Stream::Unix(listener.accept().await?.0), Kind::Unix),
         };
         let handshake = handshake(socket, &self.key, true);
         let (socket, leftover) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
@@ -115,7 +116,12 @@ impl Listener {
                     HANDSHAKE_TIMEOUT.as_secs()
                 ))
             })??;
-        Ok(Connection::from_socket(socket, kind, leftover))
+        Ok(Connection::from_fd(
+            socket.into_fd()?,
+            kind,
+            Mode::Duplex,
+            leftover,
+        ))
     }
 }
 
@@ -147,26 +153,47 @@ impl Client {
         let key = AuthKey::derive(authkey);
         let (socket, kind) = if is_path(address) {
             let s = tokio::net::UnixStream::connect(address).await?;
-            (Socket::Unix(s), Kind::Unix)
+            (Stream::Unix(s), Kind::Unix)
         } else {
             let s = tokio::net::TcpStream::connect(address).await?;
             s.set_nodelay(true)?;
-            (Socket::Tcp(s), Kind::Tcp)
+            (Stream::Tcp(s), Kind::Tcp)
         };
         let (socket, leftover) =
             tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(socket, &key, false)).await??;
-        Ok(Connection::from_socket(socket, kind, leftover))
+        Ok(Connection::from_fd(
+            socket.into_fd()?,
+            kind,
+            Mode::Duplex,
+            leftover,
+        ))
     }
 }
 
-/// Runs one side of the handshake; returns the socket and any bytes read past it.
-async fn handshake(mut socket: Socket, key: &AuthKey, server: bool) -> Result<(Socket, Vec<u8>)> {
+/// A freshly connected or accepted stream, as tokio's type, for the handshake only; the
+/// connection then takes its descriptor (see `socket::Socket` for why not tokio's type).
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl Stream {
+    fn into_fd(self) -> Result<std::os::fd::OwnedFd> {
+        Ok(match self {
+            Stream::Unix(s) => s.into_std()?.into(),
+            Stream::Tcp(s) => s.into_std()?.into(),
+        })
+    }
+}
+
+/// Runs one side of the handshake; returns the stream and any bytes read past it.
+async fn handshake(mut socket: Stream, key: &AuthKey, server: bool) -> Result<(Stream, Vec<u8>)> {
     let leftover = match &mut socket {
-        Socket::Tcp(s) => {
+        Stream::Tcp(s) => {
             let (r, w) = s.split();
             run(r, w, key, server).await?
         }
-        Socket::Unix(s) => {
+        Stream::Unix(s) => {
             let (r, w) = s.split();
             run(r, w, key, server).await?
         }

@@ -13,8 +13,11 @@ use crate::error::{Error, Result};
 use crate::transport::frame::MORE;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// Reads are made in chunks of this size into the read buffer.
 pub(super) const READ_CHUNK: usize = 64 * 1024;
@@ -39,60 +42,121 @@ pub(super) enum Kind {
 }
 
 /// A connected stream socket registered with tokio.
+///
+/// Not tokio's `UnixStream`/`TcpStream`: those listen for readability and writability at once,
+/// and epoll is edge-triggered, so every time the peer reads, the freed buffer space wakes the
+/// thread parked in `epoll_wait` for nothing. In a ping-pong that is one useless wake-up per
+/// message, which made a round trip twice Python's. Here the read side is registered for
+/// readability only; writes go straight to a second descriptor of the socket, which is
+/// registered for writability only while a write would block.
 #[derive(Debug)]
-pub(super) enum Socket {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
+pub(super) struct Socket {
+    read: AsyncFd<OwnedFd>,
+    write: OwnedFd,
+    /// The write descriptor's registration, while a write waits for buffer space.
+    blocked: Mutex<Option<Arc<AsyncFd<OwnedFd>>>>,
+    is_blocked: AtomicBool,
 }
 
-macro_rules! both {
-    ($self:expr, $s:ident => $e:expr) => {
-        match $self {
-            Socket::Unix($s) => $e,
-            Socket::Tcp($s) => $e,
-        }
-    };
+/// Registers a descriptor with the runtime for `interest` only.
+///
+/// `with_interest` is deprecated in newer tokio for types whose descriptor could change under
+/// it; an `OwnedFd` keeps its descriptor for its whole life.
+#[allow(deprecated)]
+fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::with_interest(fd, interest)
 }
 
 impl Socket {
     fn register(fd: OwnedFd, kind: Kind) -> io::Result<Self> {
-        Ok(match kind {
+        let fd = match kind {
             Kind::Unix => {
                 let s = std::os::unix::net::UnixStream::from(fd);
                 s.set_nonblocking(true)?;
-                Socket::Unix(tokio::net::UnixStream::from_std(s)?)
+                OwnedFd::from(s)
             }
             Kind::Tcp => {
                 let s = std::net::TcpStream::from(fd);
                 s.set_nonblocking(true)?;
                 s.set_nodelay(true)?;
-                Socket::Tcp(tokio::net::TcpStream::from_std(s)?)
+                OwnedFd::from(s)
             }
+        };
+        let write = fd.try_clone()?;
+        Ok(Socket {
+            read: register(fd, Interest::READABLE)?,
+            write,
+            blocked: Mutex::new(None),
+            is_blocked: AtomicBool::new(false),
         })
     }
 
+    /// Waits until the socket is readable (or closed).
     pub(super) async fn readable(&self) -> io::Result<()> {
-        both!(self, s => s.readable().await)
+        // The guard is dropped without clearing: the read that follows clears readiness if it
+        // finds nothing.
+        self.read.readable().await.map(drop)
     }
 
+    /// Waits until a write can make progress.
     pub(super) async fn writable(&self) -> io::Result<()> {
-        both!(self, s => s.writable().await)
+        let registration = {
+            let mut slot = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some(r) => Arc::clone(r),
+                None => {
+                    // Registering reports the current state: space freed since the failed
+                    // write is not missed.
+                    let r = Arc::new(register(self.write.try_clone()?, Interest::WRITABLE)?);
+                    *slot = Some(Arc::clone(&r));
+                    self.is_blocked.store(true, Ordering::Relaxed);
+                    r
+                }
+            }
+        };
+        let mut guard = registration.writable().await?;
+        guard.clear_ready();
+        Ok(())
     }
 
+    /// Reads into the spare capacity of `buf`.
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        both!(self, s => s.try_read_buf(buf))
+        self.read.try_io(Interest::READABLE, |fd| {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: `recv` writes at most `spare.len()` bytes into `spare`, memory that `buf`
+            // owns and that we borrow uniquely; it reads nothing from it.
+            let n =
+                unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            Ok(n)
+        })
     }
 
+    /// Writes what it can of `buf` without waiting.
     pub(super) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        both!(self, s => s.try_write(buf))
+        self.try_write_vectored(&[IoSlice::new(buf)])
     }
 
+    /// Writes what it can of `bufs` without waiting.
     pub(super) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        both!(self, s => s.try_write_vectored(bufs))
-    }
-
-    fn raw(&self) -> RawFd {
-        both!(self, s => s.as_raw_fd())
+        // SAFETY: an all-zero `msghdr` is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; sendmsg only reads the
+        // slices, so the `*mut` it asks for is never written through.
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(1024) as _;
+        // SAFETY: `msg` points at `bufs`, which outlive the call; MSG_NOSIGNAL turns a closed
+        // peer into EPIPE instead of SIGPIPE.
+        let n = unsafe { libc::sendmsg(self.write.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        if self.is_blocked.load(Ordering::Relaxed) {
+            // Space again: stop hearing of every read the peer makes.
+            *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.is_blocked.store(false, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 }
 
@@ -113,16 +177,6 @@ impl LazySocket {
             raw: fd.as_raw_fd(),
             socket: OnceLock::new(),
             pending: Mutex::new(Some(fd)),
-            kind,
-        }
-    }
-
-    pub(super) fn registered(socket: Socket, kind: Kind) -> Self {
-        let raw = socket.raw();
-        LazySocket {
-            raw,
-            socket: OnceLock::from(socket),
-            pending: Mutex::new(None),
             kind,
         }
     }
