@@ -55,6 +55,7 @@ pairs = [
     ("pipe_pingpong_rtt", "pipe_pingpong_rtt", None, "pipe ping-pong round trip"),
     ("pipe_bytes_1MiB_throughput", "pipe_bytes_1MiB_throughput", 1, "pipe 500 x 1 MiB send_bytes"),
     ("pipe_small_msgs_throughput", "pipe_small_msgs_throughput", 10, "pipe 200k small messages"),
+    ("pipe_child_to_child_small_msgs", None, None, "pipe small msgs, child -> child (direct)"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)

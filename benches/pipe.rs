@@ -97,6 +97,47 @@ async fn run(mode: u8, n: u64, size: usize) -> multiprocessing::Result<f64> {
     Ok(result)
 }
 
+/// Receives `n` messages after "go" (from its parent), then says how long they took, in
+/// seconds: the receiving half of the child-to-child case.
+#[entry]
+async fn pipe_receiver(conn: Connection<u64>, control: Connection<u64>, n: u64) -> f64 {
+    control.send(0).await.expect("ready");
+    control.recv().await.expect("go");
+    let t0 = Instant::now();
+    for _ in 0..n {
+        conn.recv().await.expect("recv");
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+/// Sends `n` small messages after "go": the sending half of the child-to-child case.
+#[entry]
+async fn pipe_sender(conn: Connection<u64>, control: Connection<u64>, n: u64) {
+    control.send(0).await.expect("ready");
+    control.recv().await.expect("go");
+    for i in 0..n {
+        conn.send(i).await.expect("send");
+    }
+    conn.flush().await.expect("flush");
+}
+
+/// One repetition of the child-to-child case: the parent makes a pipe and hands one end to
+/// each of two children; the messages go straight from one child to the other.
+async fn child_to_child(n: u64) -> multiprocessing::Result<f64> {
+    let (rx_end, tx_end) = pipe::<u64>()?;
+    let (rx_control, rx_control_child) = pipe::<u64>()?;
+    let (tx_control, tx_control_child) = pipe::<u64>()?;
+    let receiver = Process::spawn(pipe_receiver, (rx_end, rx_control_child, n)).await?;
+    let sender = Process::spawn(pipe_sender, (tx_end, tx_control_child, n)).await?;
+    rx_control.recv().await?;
+    tx_control.recv().await?;
+    rx_control.send(1).await?;
+    tx_control.send(1).await?;
+    let secs = receiver.join().await?;
+    sender.join().await?;
+    Ok(n as f64 / secs)
+}
+
 #[process_main]
 async fn main() -> multiprocessing::Result<()> {
     let reps = common::reps();
@@ -120,6 +161,13 @@ async fn main() -> multiprocessing::Result<()> {
         "higher",
         common::repeat(reps, || run(SMALL, 200_000, 0)).await?,
         "child send(u64) -> parent recv(), 200,000 messages",
+    );
+    emit(
+        "pipe_child_to_child_small_msgs",
+        "msgs/s",
+        "higher",
+        common::repeat(reps, || child_to_child(200_000)).await?,
+        "one child send(u64) -> another child recv() over a pipe the parent made and handed to both (direct, not relayed), 200,000 messages; timed in the receiver",
     );
     Ok(())
 }
