@@ -119,19 +119,31 @@ impl Socket {
         Ok(())
     }
 
-    /// Reads into the spare capacity of `buf`.
-    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.read.try_io(Interest::READABLE, |fd| {
+    /// Reads into the spare capacity of `buf`: if the runtime says the socket is readable,
+    /// or, with `now`, whatever it says.
+    fn try_read_buf(&self, buf: &mut Vec<u8>, now: bool) -> io::Result<usize> {
+        let mut read = |fd: &OwnedFd| {
             let spare = buf.spare_capacity_mut();
             // SAFETY: `recv` writes at most `spare.len()` bytes into `spare`, memory that `buf`
             // owns and that we borrow uniquely; it reads nothing from it.
-            let n =
-                unsafe { libc::recv(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
             let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
             // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
             unsafe { buf.set_len(buf.len() + n) };
             Ok(n)
-        })
+        };
+        if now {
+            read(self.read.get_ref())
+        } else {
+            self.read.try_io(Interest::READABLE, read)
+        }
     }
 
     /// Writes what it can of `buf` without waiting.
@@ -345,6 +357,8 @@ pub(super) struct ReadState {
     /// The peer closed its end (or reset it).
     pub(super) eof: bool,
     max_frame: usize,
+    /// The last wait for the peer was short: a request/reply exchange, worth a brief spin.
+    pub(super) quick_replies: bool,
 }
 
 impl ReadState {
@@ -358,6 +372,7 @@ impl ReadState {
             more: false,
             partial: false,
             ready: None,
+            quick_replies: false,
             eof: false,
             max_frame,
         }
@@ -466,6 +481,12 @@ impl ReadState {
     /// # Errors
     /// `Io` for errors other than "nothing to read yet" and a reset by the peer (which is an end).
     pub(super) fn fill(&mut self, socket: &Socket) -> Result<()> {
+        self.fill_with(socket, false)
+    }
+
+    /// As [`ReadState::fill`]; `now` reads the socket even where the runtime has not reported
+    /// it readable yet (while spinning, the runtime's poller does not run on this thread).
+    pub(super) fn fill_with(&mut self, socket: &Socket, now: bool) -> Result<()> {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -473,7 +494,7 @@ impl ReadState {
         let direct = self.in_frame && self.frame_left >= DIRECT_READ && self.pos == self.buf.len();
         let read = if direct {
             self.msg.reserve(self.frame_left);
-            socket.try_read_buf(&mut self.msg)
+            socket.try_read_buf(&mut self.msg, now)
         } else {
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
                 if self.pos > 0 {
@@ -482,7 +503,7 @@ impl ReadState {
                 }
                 self.buf.reserve(READ_CHUNK);
             }
-            socket.try_read_buf(&mut self.buf)
+            socket.try_read_buf(&mut self.buf, now)
         };
         match read {
             Ok(0) => self.eof = true,
