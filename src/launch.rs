@@ -173,14 +173,23 @@ impl Drop for CurrentGuard {
     }
 }
 
-fn run_root<F: Future>(relaunch: Relaunch, rt: RuntimeConfig, fut: F) -> F::Output {
+/// The root's launch context and runtime, with the context current on this thread until the
+/// guard drops. Declared in this order, they drop guard first, then runtime, then context.
+fn enter_root(
+    relaunch: Relaunch,
+    rt: RuntimeConfig,
+) -> (Arc<Context>, tokio::runtime::Runtime, CurrentGuard) {
     let ctx = match Context::root(relaunch) {
         Ok(ctx) => ctx,
         Err(e) => panic!("multiprocessing: could not set up the launch context: {e}"),
     };
     let runtime = runtime(rt, &ctx);
     Context::set_current(Some(Arc::clone(&ctx)));
-    let _guard = CurrentGuard;
+    (ctx, runtime, CurrentGuard)
+}
+
+fn run_root<F: Future>(relaunch: Relaunch, rt: RuntimeConfig, fut: F) -> F::Output {
+    let (ctx, runtime, _guard) = enter_root(relaunch, rt);
     let finisher = Arc::clone(&ctx);
     runtime.block_on(async move {
         let out = fut.await;
@@ -198,13 +207,7 @@ where
     if !rt.multi_thread {
         return run_root(relaunch, rt, fut);
     }
-    let ctx = match Context::root(relaunch) {
-        Ok(ctx) => ctx,
-        Err(e) => panic!("multiprocessing: could not set up the launch context: {e}"),
-    };
-    let runtime = runtime(rt, &ctx);
-    Context::set_current(Some(Arc::clone(&ctx)));
-    let _guard = CurrentGuard;
+    let (ctx, runtime, _guard) = enter_root(relaunch, rt);
     let finisher = Arc::clone(&ctx);
     runtime.block_on(async move {
         let body = tokio::spawn(async move {
