@@ -96,8 +96,8 @@ pub(crate) enum HostReq {
     },
     /// Answered `Done` once every earlier request on this connection has been applied.
     Sync { req: u64 },
-    /// This process holds no handle to `obj` any more; `credits` unused reservations go back.
-    Release { obj: ObjectId, credits: u32 },
+    /// This process holds no handle to `obj` any more.
+    Release { obj: ObjectId },
     /// Append the item in the body. On a bounded queue it uses one granted reservation.
     Put { obj: ObjectId },
     /// Reserve room for one item in a bounded queue; answered `Granted` or `Failed`.

@@ -267,8 +267,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// encoded; `Io`/`Closed` if the root is unreachable.
     ///
     /// # Cancel safety
-    /// Cancel-safe: if dropped while waiting for room, the item is not put (room reserved for
-    /// it meanwhile is kept for this process's next put).
+    /// Cancel-safe: if dropped before the item is sent, the item is not put, and room reserved
+    /// for it meanwhile goes back to the queue.
     pub async fn put(&self, item: T) -> Result<()> {
         let bytes = encode_value("a queue item", &item)?;
         self.handle.put_encoded(bytes, Wait::Forever).await

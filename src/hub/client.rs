@@ -7,8 +7,8 @@
 //! the queries wait for an answer.
 //!
 //! Abandoned waits give back what they got: a get dropped after its item arrived puts the item
-//! back at the front of the queue, and a reservation granted to a put that gave up is kept for
-//! this process's next put (or returned when it lets go of the queue).
+//! back at the front of the queue, and room granted to a put that gave up goes back to the
+//! queue at once (`Unreserve`).
 
 use super::objects::{Item, Reply, Store, Waiter, ROOT};
 use crate::error::{Error, Result};
@@ -399,9 +399,9 @@ impl Host {
     /// This process holds one handle fewer to `obj`.
     pub(crate) fn release(&self, obj: ObjectId) {
         match self {
-            Host::Local(store) => store.release(ROOT, obj, 0),
+            Host::Local(store) => store.release(ROOT, obj),
             Host::Remote(client) => {
-                let credits = {
+                {
                     let mut held = lock(&client.held);
                     let Some(h) = held.get_mut(&obj) else {
                         return;
@@ -411,9 +411,8 @@ impl Host {
                         return;
                     }
                     held.remove(&obj);
-                    0
-                };
-                let _ = client.send(&HostReq::Release { obj, credits }, Vec::new());
+                }
+                let _ = client.send(&HostReq::Release { obj }, Vec::new());
             }
         }
     }

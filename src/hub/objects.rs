@@ -283,8 +283,8 @@ impl Store {
         })
     }
 
-    /// `owner` dropped a handle to `obj`, giving back `credits` unused reservations.
-    pub(crate) fn release(&self, owner: Owner, obj: ObjectId, credits: u32) {
+    /// `owner` dropped a handle to `obj`.
+    pub(crate) fn release(&self, owner: Owner, obj: ObjectId) {
         self.with_existing(obj, |q| {
             if let Some(n) = q.handles.get_mut(&owner) {
                 *n -= 1;
@@ -292,9 +292,6 @@ impl Store {
                     q.handles.remove(&owner);
                     q.watchers.retain(|w| *w != owner);
                 }
-            }
-            if credits > 0 {
-                q.return_reservations(owner, credits);
             }
         });
     }

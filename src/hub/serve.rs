@@ -113,7 +113,7 @@ fn handle(
             answer(req, Reply::Value(u64::from(closed)));
         }
         HostReq::Sync { req } => answer(req, Reply::Done),
-        HostReq::Release { obj, credits } => store.release(owner, obj, credits),
+        HostReq::Release { obj } => store.release(owner, obj),
         HostReq::Unreserve { obj, count } => store.unreserve(owner, obj, count),
         HostReq::Put { obj } => {
             let spec = spec_of(obj)?;
