@@ -282,6 +282,13 @@ struct LocalWait<'a> {
 }
 
 impl LocalWait<'_> {
+    /// The store's end of this wait (called by the store only when it queues the request).
+    fn waiter(&mut self) -> Box<dyn Waiter> {
+        let (tx, rx) = oneshot::channel::<Reply>();
+        self.rx = Some(rx);
+        Box::new(tx)
+    }
+
     async fn wait(&mut self, wait: Wait) -> Result<Reply> {
         let rx = self.rx.as_mut().ok_or(Error::Closed)?;
         let reply = match wait {
@@ -326,18 +333,15 @@ impl Drop for LocalWait<'_> {
 
 static LOCAL_REQ: AtomicU64 = AtomicU64::new(1);
 
-fn local_wait(store: &Store, obj: ObjectId, spec: QueueSpec) -> (LocalWait<'_>, Box<dyn Waiter>) {
-    let (tx, rx) = oneshot::channel::<Reply>();
-    (
-        LocalWait {
-            store,
-            obj,
-            spec,
-            req: LOCAL_REQ.fetch_add(1, Ordering::Relaxed),
-            rx: Some(rx),
-        },
-        Box::new(tx),
-    )
+/// A wait on the store for `obj`; its channel is made only if the store queues the request.
+fn local_wait(store: &Store, obj: ObjectId, spec: QueueSpec) -> LocalWait<'_> {
+    LocalWait {
+        store,
+        obj,
+        spec,
+        req: LOCAL_REQ.fetch_add(1, Ordering::Relaxed),
+        rx: None,
+    }
 }
 
 impl Host {
@@ -430,21 +434,16 @@ impl Host {
                         false => Ok(()),
                     };
                 }
-                let (mut guard, waiter) = local_wait(store, obj, spec);
-                match store.reserve(ROOT, obj, spec, guard.req, wait, waiter) {
-                    Ok(true) => {
-                        guard.rx = None;
-                        Ok(())
-                    }
+                let mut guard = local_wait(store, obj, spec);
+                let req = guard.req;
+                match store.reserve(ROOT, obj, spec, req, wait, || guard.waiter()) {
+                    Ok(true) => Ok(()),
                     Ok(false) => match guard.wait(wait).await? {
                         Reply::Granted => Ok(()),
                         Reply::Failed(e) => Err(e.into()),
                         _ => Err(Error::Protocol("unexpected answer to a reservation".into())),
                     },
-                    Err(e) => {
-                        guard.rx = None;
-                        Err(e.into())
-                    }
+                    Err(e) => Err(e.into()),
                 }
             }
             Host::Remote(client) => {
@@ -523,21 +522,16 @@ impl Host {
     pub(crate) async fn get(&self, obj: ObjectId, spec: QueueSpec, wait: Wait) -> Result<Item> {
         match self {
             Host::Local(store) => {
-                let (mut guard, waiter) = local_wait(store, obj, spec);
-                match store.get(ROOT, obj, spec, guard.req, wait, waiter) {
-                    Ok(Some((_, item))) => {
-                        guard.rx = None;
-                        Ok(item)
-                    }
+                let mut guard = local_wait(store, obj, spec);
+                let req = guard.req;
+                match store.get(ROOT, obj, spec, req, wait, || guard.waiter()) {
+                    Ok(Some((_, item))) => Ok(item),
                     Ok(None) => match guard.wait(wait).await? {
                         Reply::Item { item, .. } => Ok(item),
                         Reply::Failed(e) => Err(e.into()),
                         _ => Err(Error::Protocol("unexpected answer to a get".into())),
                     },
-                    Err(e) => {
-                        guard.rx = None;
-                        Err(e.into())
-                    }
+                    Err(e) => Err(e.into()),
                 }
             }
             Host::Remote(client) => {
@@ -630,9 +624,9 @@ impl Host {
     pub(crate) async fn join(&self, obj: ObjectId, spec: QueueSpec) -> Result<()> {
         match self {
             Host::Local(store) => {
-                let (mut guard, waiter) = local_wait(store, obj, spec);
-                if store.join(ROOT, obj, spec, guard.req, waiter) {
-                    guard.rx = None;
+                let mut guard = local_wait(store, obj, spec);
+                let req = guard.req;
+                if store.join(ROOT, obj, spec, req, || guard.waiter()) {
                     return Ok(());
                 }
                 guard.wait(Wait::Forever).await.map(drop)

@@ -172,10 +172,14 @@ impl QueueState {
             };
             let owner = w.owner;
             if w.waiter.deliver(Reply::Granted).is_ok() {
-                *self.reserved.entry(owner).or_default() += 1;
-                self.reserved_total += 1;
+                self.add_reservation(owner);
             }
         }
+    }
+
+    fn add_reservation(&mut self, owner: Owner) {
+        *self.reserved.entry(owner).or_default() += 1;
+        self.reserved_total += 1;
     }
 
     fn use_reservation(&mut self, owner: Owner) {
@@ -320,7 +324,7 @@ impl Store {
     }
 
     /// Reserves room for one item in a bounded queue: `Ok(true)` if granted now, `Ok(false)` if
-    /// the waiter was queued (it hears `Granted` or `Failed(Closed)`), `Err` on failure.
+    /// a waiter (made by `waiter`, only then) was queued (it hears `Granted` or `Failed(Closed)`), `Err` on failure.
     pub(crate) fn reserve(
         &self,
         owner: Owner,
@@ -328,21 +332,24 @@ impl Store {
         spec: QueueSpec,
         req: u64,
         wait: Wait,
-        waiter: Box<dyn Waiter>,
+        waiter: impl FnOnce() -> Box<dyn Waiter>,
     ) -> Result<bool, HostError> {
         self.with(obj, spec, |q| {
             if q.closed {
                 return Err(HostError::Closed);
             }
             if q.has_room() && q.reservers.is_empty() {
-                *q.reserved.entry(owner).or_default() += 1;
-                q.reserved_total += 1;
+                q.add_reservation(owner);
                 return Ok(true);
             }
             if wait == Wait::No {
                 return Err(HostError::Full);
             }
-            q.reservers.push_back(Waiting { owner, req, waiter });
+            q.reservers.push_back(Waiting {
+                owner,
+                req,
+                waiter: waiter(),
+            });
             Ok(false)
         })
     }
@@ -356,7 +363,7 @@ impl Store {
         spec: QueueSpec,
         req: u64,
         wait: Wait,
-        waiter: Box<dyn Waiter>,
+        waiter: impl FnOnce() -> Box<dyn Waiter>,
     ) -> Result<Option<(u64, Item)>, HostError> {
         self.with(obj, spec, |q| {
             if let Some(taken) = q.take(owner) {
@@ -368,7 +375,11 @@ impl Store {
             if wait == Wait::No {
                 return Err(HostError::Empty);
             }
-            q.getters.push_back(Waiting { owner, req, waiter });
+            q.getters.push_back(Waiting {
+                owner,
+                req,
+                waiter: waiter(),
+            });
             Ok(None)
         })
     }
@@ -475,13 +486,17 @@ impl Store {
         obj: ObjectId,
         spec: QueueSpec,
         req: u64,
-        waiter: Box<dyn Waiter>,
+        waiter: impl FnOnce() -> Box<dyn Waiter>,
     ) -> bool {
         self.with(obj, spec, |q| {
             if q.unfinished == 0 {
                 return true;
             }
-            q.joiners.push(Waiting { owner, req, waiter });
+            q.joiners.push(Waiting {
+                owner,
+                req,
+                waiter: waiter(),
+            });
             false
         })
     }

@@ -121,7 +121,7 @@ fn handle(
         }
         HostReq::Reserve { req, obj, wait } => {
             let spec = spec_of(obj)?;
-            match store.reserve(owner, obj, spec, req, wait, remote(req)) {
+            match store.reserve(owner, obj, spec, req, wait, || remote(req)) {
                 Ok(true) => answer(req, Reply::Granted),
                 Ok(false) => expire_later(store, owner, obj, req, wait),
                 Err(e) => answer(req, Reply::Failed(e)),
@@ -129,7 +129,7 @@ fn handle(
         }
         HostReq::Get { req, obj, wait } => {
             let spec = spec_of(obj)?;
-            match store.get(owner, obj, spec, req, wait, remote(req)) {
+            match store.get(owner, obj, spec, req, wait, || remote(req)) {
                 Ok(Some((seq, item))) => answer(req, Reply::Item { seq, item }),
                 Ok(None) => expire_later(store, owner, obj, req, wait),
                 Err(e) => answer(req, Reply::Failed(e)),
@@ -158,7 +158,7 @@ fn handle(
         }
         HostReq::Join { req, obj } => {
             let spec = spec_of(obj)?;
-            if store.join(owner, obj, spec, req, remote(req)) {
+            if store.join(owner, obj, spec, req, || remote(req)) {
                 answer(req, Reply::Done);
             }
         }
