@@ -141,7 +141,25 @@ fn test_launch(module_path: &str, name: &str) -> Relaunch {
     Relaunch::Test(path)
 }
 
-fn runtime(rt: RuntimeConfig, ctx: &Arc<Context>) -> tokio::runtime::Runtime {
+/// A child's runtime: one thread; the threads it starts later (blocking pool) make current the
+/// context put in `current` by then.
+fn child_runtime(
+    current: &Arc<std::sync::OnceLock<std::sync::Weak<Context>>>,
+) -> tokio::runtime::Runtime {
+    let current = Arc::clone(current);
+    runtime(
+        RuntimeConfig {
+            multi_thread: false,
+            worker_threads: None,
+        },
+        move || Context::set_current(current.get().and_then(std::sync::Weak::upgrade)),
+    )
+}
+
+fn runtime(
+    rt: RuntimeConfig,
+    on_start: impl Fn() + Send + Sync + 'static,
+) -> tokio::runtime::Runtime {
     let mut builder = if rt.multi_thread {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         if let Some(n) = rt.worker_threads {
@@ -151,12 +169,9 @@ fn runtime(rt: RuntimeConfig, ctx: &Arc<Context>) -> tokio::runtime::Runtime {
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
-    // Weak: the runtime's tasks (the hub's accept loop among them) are owned by the context, so a
-    // strong reference here would make a cycle and the run directory would never be removed.
-    let on_start = Arc::downgrade(ctx);
     builder
         .enable_all()
-        .on_thread_start(move || Context::set_current(on_start.upgrade()))
+        .on_thread_start(on_start)
         .on_thread_stop(|| Context::set_current(None));
     match builder.build() {
         Ok(runtime) => runtime,
@@ -183,7 +198,10 @@ fn enter_root(
         Ok(ctx) => ctx,
         Err(e) => panic!("multiprocessing: could not set up the launch context: {e}"),
     };
-    let runtime = runtime(rt, &ctx);
+    // Weak: the runtime's tasks (the hub's accept loop among them) are owned by the context, so a
+    // strong reference here would make a cycle and the run directory would never be removed.
+    let on_start = Arc::downgrade(&ctx);
+    let runtime = runtime(rt, move || Context::set_current(on_start.upgrade()));
     Context::set_current(Some(Arc::clone(&ctx)));
     (ctx, runtime, CurrentGuard)
 }
@@ -238,7 +256,8 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     // Whatever this child starts with `std::process::Command` must not inherit the marker (and
     // the run's key); children we start get a marker of their own.
     std::env::remove_var(crate::protocol::CHILD_ENV);
-    let cfg = if cfg.fork_server {
+    let forked = cfg.fork_server;
+    let cfg = if forked {
         // Returns only in a forked child, single-threaded: set its environment, then carry on
         // as any child does.
         let (cfg, env) = bootstrap::fork_server::serve();
@@ -250,28 +269,28 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     } else {
         cfg
     };
+    // The child's context is made once it knows who it is (a spare learns that only when it is
+    // assigned); the slot tells the threads the runtime starts which context to make current.
+    let current: Arc<std::sync::OnceLock<std::sync::Weak<Context>>> = Arc::default();
+    let runtime = child_runtime(&current);
     crate::transport::set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
-    let ctx = match Context::child(&cfg) {
-        Ok(ctx) => ctx,
+    let slot = Arc::clone(&current);
+    let on_ready = Box::new(move |cfg: &ChildConfig| match Context::child(cfg) {
+        Ok(ctx) => {
+            let _ = slot.set(Arc::downgrade(&ctx));
+            Context::set_current(Some(ctx));
+        }
         Err(e) => {
             eprintln!("multiprocessing: child {}: {e}", std::process::id());
             std::process::exit(EXIT_NO_PARENT);
         }
-    };
-    let runtime = runtime(
-        RuntimeConfig {
-            multi_thread: false,
-            worker_threads: None,
-        },
-        &ctx,
-    );
-    Context::set_current(Some(ctx));
+    });
     let code = runtime.block_on(async move {
-        let context = Context::try_current();
-        let on_thread_start: Arc<dyn Fn() + Send + Sync> =
-            Arc::new(move || Context::set_current(context.clone()));
+        let on_thread_start: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            Context::set_current(current.get().and_then(std::sync::Weak::upgrade));
+        });
         bootstrap::set_after_call(settle);
-        let code = bootstrap::serve(cfg, on_thread_start).await;
+        let code = bootstrap::serve(cfg, on_ready, on_thread_start).await;
         if code != bootstrap::EXIT_PARENT_GONE {
             // As at the end of `main`: wait for our own non-daemon children, stop the daemons.
             if let Some(ctx) = Context::try_current() {
@@ -282,6 +301,13 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     });
     let _ = std::io::stderr().flush();
     let _ = std::io::stdout().flush();
+    if forked {
+        // As Python's forked children do (`os._exit`): the exit handlers and library destructors
+        // belong to the program the server was started as, not to this copy of it, and running
+        // them only delays our exit status. Our own output is flushed above.
+        // SAFETY: _exit(2) ends the process at once; nothing after it runs.
+        unsafe { libc::_exit(code) };
+    }
     std::process::exit(code);
 }
 

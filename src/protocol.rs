@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused at `Hello`.
-pub(crate) const PROTOCOL_VERSION: u16 = 2;
+pub(crate) const PROTOCOL_VERSION: u16 = 3;
 
 /// The environment variable that marks a process as a child and carries its [`ChildConfig`].
 pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
@@ -35,6 +35,16 @@ pub(crate) enum Down {
     Withdraw { id: u64 },
     /// Exit now.
     Shutdown,
+    /// First message to a *spare* (a child the fork server made ahead of need, which connected
+    /// and now waits): who it is from now on. The spare sets `env`, takes these fields in place
+    /// of its configuration's, and serves as any child does.
+    Assign {
+        name: String,
+        daemon: bool,
+        concurrency: u32,
+        log_level: u8,
+        env: Vec<(String, String)>,
+    },
 }
 
 /// Child → parent.
@@ -198,6 +208,8 @@ pub(crate) struct ChildConfig {
     pub(crate) os_parent: u32,
     /// This process is the fork server of `parent_pid`, not a worker.
     pub(crate) fork_server: bool,
+    /// A spare: after `Hello`, wait for [`Down::Assign`], which says who this child is.
+    pub(crate) spare: bool,
 }
 
 /// Root → fork server, on the server's control socket (its stdin).
@@ -366,6 +378,7 @@ mod tests {
             concurrency: 1,
             os_parent: 1,
             fork_server: false,
+            spare: false,
         };
         let back = ChildConfig::from_env(&cfg.to_env().unwrap()).unwrap();
         assert_eq!(back.token, 42);

@@ -45,6 +45,49 @@ fn die_on(x: u64) -> u64 {
     x
 }
 
+#[entry]
+fn os_parent() -> u32 {
+    // SAFETY: getppid(2) has no preconditions and cannot fail.
+    (unsafe { libc::getppid() }) as u32
+}
+
+#[entry]
+fn daemon_flag_and_grandchild(x: u64) -> (bool, u64) {
+    // A sync entry of a forked child runs on a thread that may predate the child's identity:
+    // it must still see its own context, to report it and to start children of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let grandchild = runtime.block_on(async {
+        let p = forked().spawn(square, x).await?;
+        p.join().await
+    });
+    (
+        multiprocessing::current_process().daemon,
+        grandchild.unwrap(),
+    )
+}
+
+/// The pids of the processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the parenthesised name: state, ppid, ...
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 fn forked() -> multiprocessing::ProcessBuilder {
     Process::builder().start_method(StartMethod::ForkServer)
 }
@@ -134,4 +177,57 @@ async fn a_pool_of_forked_workers_survives_a_crash() {
     assert_eq!(pool.apply(square, 3).await.unwrap(), 9);
     pool.close();
     pool.join().await.unwrap();
+}
+
+#[multiprocessing::test]
+async fn a_forked_daemon_knows_it_and_can_start_children_from_a_sync_entry() {
+    let p = forked()
+        .daemon(true)
+        .spawn(daemon_flag_and_grandchild, 9)
+        .await
+        .unwrap();
+    assert_eq!(p.join().await.unwrap(), (true, 81));
+}
+
+/// The server keeps one child made ahead of need (a spare); one that dies while it waits is
+/// replaced, and the next start does not fail for it.
+#[multiprocessing::test]
+async fn a_spare_that_dies_while_it_waits_is_replaced() {
+    let p = forked().spawn(os_parent, ()).await.unwrap();
+    let server = p.join().await.unwrap();
+    assert_ne!(
+        server,
+        std::process::id(),
+        "a forked child's OS parent is the server"
+    );
+    // The next spare is made while the first child runs: wait until it is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let spare = loop {
+        if let [spare] = children_of(server)[..] {
+            break spare;
+        }
+        assert!(std::time::Instant::now() < deadline, "no spare appeared");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        multiprocessing::active_children().is_empty(),
+        "a spare is not an active child"
+    );
+    // SAFETY: kill(2) with a pid we just read from /proc as a child of our fork server.
+    unsafe { libc::kill(spare as i32, libc::SIGKILL) };
+    // Until the server has reaped it and said so, a dead spare cannot be told from a live one
+    // (as a child killed right after it started cannot): give the news time to arrive.
+    while std::path::Path::new(&format!("/proc/{spare}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare was not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for x in 0..3 {
+        let p = forked().spawn(square, x).await.unwrap();
+        assert_ne!(p.pid(), spare);
+        assert_eq!(p.join().await.unwrap(), x * x);
+    }
 }

@@ -27,17 +27,40 @@ struct Running {
 /// on the wire, with exit code 0 (a value) or 1 (a failure); [`EXIT_PARENT_GONE`] means the
 /// parent is gone and the process should exit at once.
 ///
+/// `on_ready` runs once the child knows who it is, before any call: at once for an ordinary
+/// child, after [`Down::Assign`] for a spare (`launch` makes the child's context there).
 /// `on_thread_start` runs first thing on every thread the child starts outside the runtime (the
 /// call thread): `launch` uses it to make the launch context current there too.
-pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send + Sync>) -> i32 {
+pub(crate) async fn serve(
+    mut cfg: ChildConfig,
+    on_ready: Box<dyn FnOnce(&ChildConfig) + Send>,
+    on_thread_start: Arc<dyn Fn() + Send + Sync>,
+) -> i32 {
     entry::install_panic_hook();
-    if cfg.concurrency != 1 {
-        // Sync entries run on the blocking pool. Its first thread starts now, while we wait
-        // for the parent's handshake, instead of after the call has arrived.
-        drop(tokio::task::spawn_blocking(|| {}));
+    // Sync entries run on the blocking pool. Its first thread starts while we wait for the
+    // parent (this task runs once we wait), instead of after the call has arrived; in a spare,
+    // before it is assigned. A spare then sets its environment with that thread alive, which is
+    // sound here: the thread only waits for work (it reads no environment variable), and the
+    // work it is given later starts after the variables are set.
+    let warm_up = |cfg: &ChildConfig| {
+        if cfg.spare || cfg.concurrency != 1 {
+            tokio::spawn(async {
+                drop(tokio::task::spawn_blocking(|| {}));
+            });
+        }
+    };
+    warm_up(&cfg);
+    let mut on_ready = Some(on_ready);
+    let mut ready = |cfg: &ChildConfig| {
+        if let Some(f) = on_ready.take() {
+            f(cfg);
+        }
+    };
+    if !cfg.spare {
+        ready(&cfg);
     }
     let pid = std::process::id();
-    // `Hello` rides with the answer to the challenge: one round trip less per child.
+    // `Hello` rides with the proof over our token, sent without waiting for the challenge.
     let hello = Up::Hello {
         version: PROTOCOL_VERSION,
         token: cfg.token,
@@ -45,6 +68,8 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
     };
     let conn = match connect(&cfg, &hello).await {
         Ok(conn) => conn,
+        // A spare nobody took: its parent is gone or going, and nothing was lost.
+        Err(_) if cfg.spare => return EXIT_PARENT_GONE,
         Err(e) => {
             eprintln!(
                 "multiprocessing: child {pid} ({}) could not reach its parent: {e}",
@@ -54,6 +79,13 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
         }
     };
     let Conn { mut reader, writer } = conn;
+    if cfg.spare {
+        // A spare waits here, connected, for as long as it takes to be given an identity.
+        match assignment(&mut reader, &mut cfg).await {
+            Ok(()) => ready(&cfg),
+            Err(code) => return code,
+        }
+    }
     let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
     let (outbox, _writer) = spawn_shared_writer(Arc::clone(&writer));
     log_forward::install(outbox.clone(), cfg.log_level);
@@ -93,7 +125,7 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
             Arc::clone(&writer),
             handle,
             exit_tx.clone(),
-            on_thread_start,
+            Arc::clone(&on_thread_start),
         )
         .is_err()
         {
@@ -155,6 +187,7 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
                 let exit_tx = exit_tx.clone();
                 let started = Arc::new(AtomicBool::new(false));
                 let started_flag = Arc::clone(&started);
+                let on_thread = Arc::clone(&on_thread_start);
                 let task = tokio::spawn(async move {
                     // Calls wait here, in arrival order, for one of the child's slots.
                     let _permit = match permits {
@@ -170,7 +203,8 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
                     }
                     // Sync calls run on a blocking thread, so that this thread keeps reading (a
                     // `Withdraw` must be answered while a long call runs) and forwarding logs.
-                    let result = execute(invocation(record, batch, &message[at..])).await;
+                    let result =
+                        execute(invocation(record, batch, &message[at..]), on_thread).await;
                     drop(message);
                     super::after_call().await;
                     table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -222,6 +256,56 @@ pub(crate) async fn serve(cfg: ChildConfig, on_thread_start: Arc<dyn Fn() + Send
                 let _ = send(&outbox, &Up::Withdrawn { id, taken }, Vec::new());
             }
             Down::Shutdown => return 0,
+            Down::Assign { .. } => {
+                eprintln!("multiprocessing: child {pid} was assigned twice; ignoring it");
+            }
+        }
+    }
+}
+
+/// Reads a spare's [`Down::Assign`] and takes it into `cfg` (and the environment); the exit
+/// code if there is none to read.
+async fn assignment(
+    reader: &mut crate::transport::frame::FrameReader<crate::transport::local::RecvHalf>,
+    cfg: &mut ChildConfig,
+) -> std::result::Result<(), i32> {
+    let message = match reader.read_message().await {
+        Ok(Some(m)) => m,
+        _ => return Err(EXIT_PARENT_GONE),
+    };
+    match decode_head::<Down>(&message) {
+        Ok((
+            Down::Assign {
+                name,
+                daemon,
+                concurrency,
+                log_level,
+                env,
+            },
+            _,
+        )) => {
+            // Still the only thread of this process: setting variables is sound.
+            for (key, value) in env {
+                std::env::set_var(key, value);
+            }
+            cfg.name = name;
+            cfg.daemon = daemon;
+            cfg.concurrency = concurrency;
+            cfg.log_level = log_level;
+            cfg.spare = false;
+            Ok(())
+        }
+        Ok((Down::Shutdown, _)) => Err(0),
+        Ok(_) => {
+            eprintln!(
+                "multiprocessing: spare child {} was sent a call before its assignment",
+                std::process::id()
+            );
+            Err(EXIT_PARENT_GONE)
+        }
+        Err(e) => {
+            eprintln!("multiprocessing: spare child {}: {e}", std::process::id());
+            Err(EXIT_PARENT_GONE)
         }
     }
 }
@@ -230,7 +314,7 @@ async fn connect(cfg: &ChildConfig, hello: &Up) -> Result<Conn> {
     let key = AuthKey::from_hex(&cfg.key)
         .ok_or_else(|| Error::Authentication("the key in the child marker is malformed".into()))?;
     let hello = encode_head(hello)?;
-    Conn::connect_with(Path::new(&cfg.socket), &key, Some(&hello)).await
+    Conn::connect_with_token(Path::new(&cfg.socket), &key, cfg.token, &hello).await
 }
 
 /// What running call `body` means: the entry's single or batch form, or why it cannot run.
@@ -257,10 +341,20 @@ pub(super) fn reply(
     }
 }
 
-async fn execute(invocation: Invocation) -> Result<Vec<u8>> {
+/// Runs a call: a sync entry on the blocking pool (after `on_thread`, which makes the child's
+/// context current there: the thread may have started before the context existed), an async
+/// one right here.
+async fn execute(
+    invocation: Invocation,
+    on_thread: Arc<dyn Fn() + Send + Sync>,
+) -> Result<Vec<u8>> {
     match invocation {
         Invocation::Sync(f) => {
-            match tokio::task::spawn_blocking(move || entry::run_sync(f)).await {
+            let run = move || {
+                on_thread();
+                entry::run_sync(f)
+            };
+            match tokio::task::spawn_blocking(run).await {
                 Ok(result) => result,
                 Err(e) => Err(Error::Protocol(format!("the entry's thread was lost: {e}"))),
             }

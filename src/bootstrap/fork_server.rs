@@ -4,7 +4,7 @@
 //! It is started like any child (re-exec of `current_exe`) with `fork_server` set in its
 //! configuration and a socket as its stdin, on which the root sends [`ForkRequest`]s. It never
 //! builds a runtime, so `fork()` is sound here; each forked child then takes the ordinary child
-//! path (runtime, connect, serve). The server reaps its children and reports their exit status,
+//! path (runtime, connect, serve) — as a spare, which waits to be assigned (see `README.md`). The server reaps its children and reports their exit status,
 //! since the root cannot wait for processes that are not its own children.
 
 use crate::protocol::{ChildConfig, ForkReply, ForkRequest};
@@ -44,6 +44,8 @@ fn receive(control: &mut UnixStream) -> Option<ForkRequest> {
 /// Children are watched through pidfds, not SIGCHLD: in a test binary this process has other
 /// threads (libtest's), which would take the signal.
 pub(crate) fn serve() -> (ChildConfig, Vec<(String, String)>) {
+    // What every child would otherwise work out for itself after the fork.
+    crate::transport::auth::warm_up();
     // SAFETY: fd 0 is the control socket the root passed as our stdin; we own it from here on.
     let mut control = unsafe { UnixStream::from_raw_fd(0) };
     // (pid, pidfd) of every child not yet reaped.

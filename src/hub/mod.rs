@@ -20,7 +20,7 @@ pub(crate) use objects::Store;
 
 use crate::error::{Error, Result};
 use crate::protocol::{decode_head, Up, PROTOCOL_VERSION};
-use crate::transport::auth::AuthKey;
+use crate::transport::auth::{AuthKey, Peer};
 use crate::transport::frame::FrameReader;
 use crate::transport::local::Listener;
 use crate::transport::local::RecvHalf;
@@ -172,7 +172,10 @@ async fn admit(
     key: &AuthKey,
     pending: &Pending,
 ) -> Result<Admitted> {
-    let Conn { mut reader, writer } = Conn::accept(halves, key).await?;
+    // A child may prove the key over the token we made for it, instead of answering the
+    // challenge: the token is retired below, when its `Hello` claims the waiter.
+    let expected = |token: u64| lock(pending).contains_key(&token);
+    let (Conn { mut reader, writer }, peer) = Conn::accept(halves, key, &expected).await?;
     let message = reader.read_message().await?.ok_or(Error::Closed)?;
     let (hello, _) = decode_head::<Up>(&message)?;
     let (version, token, pid) = match hello {
@@ -195,6 +198,11 @@ async fn admit(
             ))
         }
     };
+    if matches!(peer, Peer::Token(proved) if proved != token) {
+        return Err(Error::Authentication(format!(
+            "child {pid} proved one token and presented another"
+        )));
+    }
     if version != PROTOCOL_VERSION {
         return Err(Error::Protocol(format!(
             "child {pid} speaks protocol {version}, we speak {PROTOCOL_VERSION}"

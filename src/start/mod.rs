@@ -6,6 +6,7 @@
 //! binary that was never set up to act as a child.
 
 mod forkserver;
+mod spare;
 mod spawn;
 
 use crate::error::{Error, Result};
@@ -48,6 +49,12 @@ pub enum StartMethod {
     /// no dynamic loading, pages shared with the server). The child's environment and working
     /// directory are the server's, as they were when it started (at this launch's first spawn),
     /// plus the builder's `env`: set variables before the first spawn, or pass them with `env`.
+    ///
+    /// The launch context keeps one child of the server forked, connected and waiting (a
+    /// *spare*): a spawn hands it its identity and first call in one message, and the next
+    /// spare is made while the new child runs. That costs one idle process (about 2.5 MB,
+    /// mostly shared with the server) while the server runs; it is not among
+    /// `active_children()` and dies with the server.
     ForkServer,
 }
 
@@ -127,6 +134,8 @@ pub(crate) struct Context {
     host: tokio::sync::OnceCell<Host>,
     spawner: spawn::Spawner,
     fork_server: tokio::sync::Mutex<Option<Arc<forkserver::ForkServer>>>,
+    /// The next child of the fork server, being made or ready and waiting (see `spare`).
+    spare: Mutex<Option<tokio::task::JoinHandle<Result<spare::Spare>>>>,
     children: Mutex<HashMap<u32, ChildRecord>>,
     counter: AtomicU32,
 }
@@ -163,6 +172,7 @@ impl Context {
             host: tokio::sync::OnceCell::new(),
             spawner: spawn::Spawner::new(),
             fork_server: tokio::sync::Mutex::new(None),
+            spare: Mutex::new(None),
             children: Mutex::default(),
             counter: AtomicU32::new(0),
         }))
@@ -196,6 +206,7 @@ impl Context {
             host: tokio::sync::OnceCell::new(),
             spawner: spawn::Spawner::new(),
             fork_server: tokio::sync::Mutex::new(None),
+            spare: Mutex::new(None),
             children: Mutex::default(),
             counter: AtomicU32::new(0),
         }))
@@ -345,23 +356,24 @@ impl Context {
             concurrency: opts.concurrency,
             os_parent: std::process::id(),
             fork_server: false,
+            spare: false,
         };
+        if opts.start_method == StartMethod::ForkServer {
+            return self.start_forked(hub, cfg, opts.env).await;
+        }
         let connection = hub.expect(token);
-        let started = match opts.start_method {
-            StartMethod::Spawn => self
-                .spawner
-                .spawn(&self.relaunch, cfg.to_env()?, opts.env, None)
-                .await
-                .map(|(pid, child)| (pid, ChildHandle::Spawned(child))),
-            StartMethod::ForkServer => self.fork(cfg, opts.env).await,
-        };
-        match started {
+        match self
+            .spawner
+            .spawn(&self.relaunch, cfg.to_env()?, opts.env, None)
+            .await
+        {
             Ok((pid, child)) => Ok(ChildProcess {
                 pid,
-                child,
+                child: ChildHandle::Spawned(child),
                 connection,
                 token,
                 hub,
+                first: None,
             }),
             Err(e) => {
                 hub.forget(token);
@@ -370,29 +382,15 @@ impl Context {
         }
     }
 
-    /// Forks a child from this context's fork server, starting the server on first use.
-    async fn fork(
+    /// Starts a child through the fork server: takes the spare that is ready (or waits for one),
+    /// tells it who it is, and has the next spare made while this child gets to work.
+    async fn start_forked(
         &self,
-        mut cfg: ChildConfig,
+        hub: Arc<Hub>,
+        cfg: ChildConfig,
         env: Vec<(OsString, OsString)>,
-    ) -> Result<(u32, ChildHandle)> {
-        // Started on first use, and again if it died (its children died with it).
-        let server = {
-            let mut slot = self.fork_server.lock().await;
-            match slot.as_ref() {
-                Some(server) if !server.is_gone() => Arc::clone(server),
-                _ => {
-                    let server = Arc::new(
-                        forkserver::ForkServer::start(&self.spawner, &self.relaunch, cfg.clone())
-                            .await?,
-                    );
-                    *slot = Some(Arc::clone(&server));
-                    server
-                }
-            }
-        };
-        cfg.os_parent = server.pid();
-        let env = env
+    ) -> Result<ChildProcess> {
+        let env: Vec<(String, String)> = env
             .into_iter()
             .map(|(k, v)| {
                 (
@@ -401,14 +399,70 @@ impl Context {
                 )
             })
             .collect();
-        let (pid, exit) = server.fork(cfg, env).await?;
-        Ok((
-            pid,
-            ChildHandle::Forked {
-                exit: Some(exit),
-                status: None,
-            },
-        ))
+        // A spare can die while it waits (the OOM killer, a stray signal): then take another.
+        let mut tries = 0;
+        let spare = loop {
+            tries += 1;
+            let ready = lock(&self.spare).take();
+            let spare = match ready {
+                Some(task) => match task.await {
+                    Ok(made) => made,
+                    Err(e) => Err(Error::Io(std::io::Error::other(format!(
+                        "the task making a spare child was lost: {e}"
+                    )))),
+                },
+                None => {
+                    spare::make(self.fork_server(&cfg).await?, Arc::clone(&hub), cfg.clone()).await
+                }
+            };
+            match spare {
+                Ok(mut spare) => {
+                    if spare.is_alive() {
+                        break spare;
+                    }
+                    if tries >= 3 {
+                        return Err(Error::Io(std::io::Error::other(
+                            "three spare children of the fork server in a row died before they could be used",
+                        )));
+                    }
+                }
+                Err(_) if tries < 3 => {}
+                Err(e) => return Err(e),
+            }
+        };
+        // The next spare forks and connects while this one runs its call. (If the server cannot
+        // be started now, the next start tries again and reports why.)
+        if let Ok(server) = self.fork_server(&cfg).await {
+            let mut slot = lock(&self.spare);
+            if slot.is_none() {
+                *slot = Some(tokio::spawn(spare::make(
+                    server,
+                    Arc::clone(&hub),
+                    cfg.clone(),
+                )));
+            }
+        }
+        spare.into_child(&cfg, env, hub)
+    }
+
+    /// This context's fork server, started on first use (with `cfg` as the configuration its
+    /// children start from) and again if it died (its children died with it).
+    ///
+    /// # Errors
+    /// `Io` when the server cannot be started.
+    async fn fork_server(&self, cfg: &ChildConfig) -> Result<Arc<forkserver::ForkServer>> {
+        let mut slot = self.fork_server.lock().await;
+        match slot.as_ref() {
+            Some(server) if !server.is_gone() => Ok(Arc::clone(server)),
+            _ => {
+                let server = Arc::new(
+                    forkserver::ForkServer::start(&self.spawner, &self.relaunch, cfg.clone())
+                        .await?,
+                );
+                *slot = Some(Arc::clone(&server));
+                Ok(server)
+            }
+        }
     }
 
     /// Records a child for `active_children` and for the end of the launch.

@@ -8,6 +8,7 @@ use super::Relaunch;
 use crate::error::{Error, Result};
 use crate::hub::{ChildConn, Hub};
 use crate::protocol::CHILD_ENV;
+use crate::transport::Outgoing;
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -22,6 +23,9 @@ pub(crate) struct ChildProcess {
     pub(crate) connection: oneshot::Receiver<ChildConn>,
     pub(crate) token: u64,
     pub(crate) hub: Arc<Hub>,
+    /// Sent on the connection before anything else (a spare's `Assign`): by whoever sends the
+    /// first call, so that both leave in one write.
+    pub(crate) first: Option<Outgoing>,
 }
 
 impl ChildProcess {
@@ -40,6 +44,7 @@ impl ChildProcess {
             connection,
             token,
             hub,
+            first,
         } = self;
         let deadline = async {
             match timeout {
@@ -53,6 +58,10 @@ impl ChildProcess {
             () = deadline => None,
         };
         hub.forget(token);
+        if let (Some(conn), Some(first)) = (&conn, first) {
+            // A closed outbox shows up as the end of the connection, where it is handled.
+            let _ = conn.outbox.send(first);
+        }
         (pid, child, conn)
     }
 }

@@ -83,14 +83,35 @@ impl Conn {
         Ok(conn.authenticated())
     }
 
-    /// Runs the server side of the handshake on a freshly accepted socket.
+    /// As [`Conn::connect_with`], for a child holding a single-use `token` from the process
+    /// that listens at `path`: no wait for the challenge (see [`auth::client_with_token`]).
+    ///
+    /// # Errors
+    /// As [`Conn::connect`].
+    pub(crate) async fn connect_with_token(
+        path: &Path,
+        key: &AuthKey,
+        token: u64,
+        first: &[u8],
+    ) -> Result<Self> {
+        let mut conn = frames(local::connect(path).await?);
+        auth::client_with_token(&mut conn.reader, &mut conn.writer, key, token, first).await?;
+        Ok(conn.authenticated())
+    }
+
+    /// Runs the server side of the handshake on a freshly accepted socket; `expected` says which
+    /// child tokens may stand in for the challenge (see [`auth::server_or_token`]).
     ///
     /// # Errors
     /// `Authentication` when the peer does not hold `key`; `Io`.
-    pub(crate) async fn accept(halves: local::Halves, key: &AuthKey) -> Result<Self> {
+    pub(crate) async fn accept(
+        halves: local::Halves,
+        key: &AuthKey,
+        expected: &(dyn Fn(u64) -> bool + Sync),
+    ) -> Result<(Self, auth::Peer)> {
         let mut conn = frames(halves);
-        auth::server(&mut conn.reader, &mut conn.writer, key).await?;
-        Ok(conn.authenticated())
+        let peer = auth::server_or_token(&mut conn.reader, &mut conn.writer, key, expected).await?;
+        Ok((conn.authenticated(), peer))
     }
 }
 
