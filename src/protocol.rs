@@ -19,7 +19,8 @@ pub(crate) enum Down {
     /// Run `entry` on the arguments in the body. With `then_exit`, the child exits once the
     /// result is sent (a `Process`); otherwise it waits for more calls. With `batch`, the body is
     /// a `Vec` of arguments and the result a `Vec<Result<Output, RemoteError>>`, one per item. With
-    /// `report_start`, the child sends [`Up::Started`] (and flushes it) before running the call.
+    /// `report_start`, the child counts the call in its start log (`bootstrap::start_log`), or
+    /// failing that sends [`Up::Started`] (and flushes it), before running the call.
     Call {
         id: u64,
         /// Borrowed when sent (entry names are `'static`), so a task costs no allocation for it.
@@ -219,6 +220,12 @@ pub(crate) struct ForkRequest {
     pub(crate) config: ChildConfig,
     /// Environment variables to set in the child.
     pub(crate) env: Vec<(String, String)>,
+}
+
+/// Where a child with pid `pid` keeps its start log (see `bootstrap::start_log`): a file of the
+/// run directory, which its parent reads.
+pub(crate) fn start_log_path(run_dir: &std::path::Path, pid: u32) -> std::path::PathBuf {
+    run_dir.join(format!("started-{pid}"))
 }
 
 /// Fork server → root.

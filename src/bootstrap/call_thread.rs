@@ -8,12 +8,13 @@
 //!
 //! # One write per call
 //! When a call ends and the next one is already queued, the call thread takes the next one off
-//! the queue (which starts it: `Withdraw` no longer finds it) and writes its `Started` in the
-//! same flush as the finished call's `Return`. The start report is still on the wire before the
-//! call runs, so a crash still fails exactly the calls that had started; the parent just reads
-//! both with one wake-up, and the child makes one write instead of two.
+//! the queue (which starts it: `Withdraw` no longer finds it) and counts it in the start log
+//! before it runs (see `start_log`), so a crash still fails exactly the calls that had started.
+//! A child without a start log writes the next call's `Started` in the same flush as the
+//! finished call's `Return`: the parent reads both with one wake-up.
 
 use super::child::{invocation, reply};
+use super::start_log::StartReport;
 use crate::entry::{self, EntryRecord, Invocation};
 use crate::error::Result;
 use crate::protocol::{encode_head, Up};
@@ -28,7 +29,8 @@ pub(super) struct QueuedCall {
     pub(super) id: u64,
     pub(super) record: Result<&'static EntryRecord>,
     pub(super) batch: bool,
-    pub(super) report_start: bool,
+    /// How it reports its start, if it must.
+    pub(super) start: Option<StartReport>,
     pub(super) then_exit: bool,
     pub(super) message: Vec<u8>,
     pub(super) at: usize,
@@ -146,10 +148,15 @@ pub(super) fn spawn(
             let mut next = queue.next();
             let mut start_reported = false;
             while let Some(call) = next.take() {
-                if call.report_start
-                    && !start_reported
-                    && write_now(&writer, &runtime, None, Some(call.id)).is_err()
-                {
+                let message_due = match call.start {
+                    Some(StartReport::Log(log, n)) => {
+                        log.record(n);
+                        false
+                    }
+                    Some(StartReport::Message) => !start_reported,
+                    None => false,
+                };
+                if message_due && write_now(&writer, &runtime, None, Some(call.id)).is_err() {
                     return;
                 }
                 let result = match invocation(call.record, call.batch, &call.message[call.at..]) {
@@ -167,7 +174,16 @@ pub(super) fn spawn(
                 } else {
                     queue.try_next()
                 };
-                let started = next.as_ref().filter(|c| c.report_start).map(|c| c.id);
+                // Taking the next call off the queue starts it: it is counted in the start log
+                // at once, or its `Started` rides with this `Return`.
+                let started = match next.as_ref().and_then(|c| c.start.map(|s| (c.id, s))) {
+                    Some((_, StartReport::Log(log, n))) => {
+                        log.record(n);
+                        None
+                    }
+                    Some((id, StartReport::Message)) => Some(id),
+                    None => None,
+                };
                 start_reported = started.is_some();
                 let ret = Up::Return {
                     id: call.id,

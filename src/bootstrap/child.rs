@@ -1,6 +1,7 @@
 //! Connect, authenticate, serve calls, exit when the parent is gone.
 
 use super::call_thread::{self, CallQueue, QueuedCall};
+use super::start_log::{self, StartReport};
 use super::{log_forward, EXIT_NO_PARENT, EXIT_PARENT_GONE};
 use crate::entry::{self, Invocation};
 use crate::error::{Error, RemoteError, Result};
@@ -145,6 +146,8 @@ pub(crate) async fn serve(
         }
     }
     let _close = CloseOnDrop(queue.clone());
+    // How many calls with a start report have arrived: the start log counts them in this order.
+    let mut reported_calls: u64 = 0;
     loop {
         let message = tokio::select! {
             m = messages.recv() => match m {
@@ -169,12 +172,19 @@ pub(crate) async fn serve(
                 report_start,
             } => {
                 let record = entry::lookup(&entry);
+                let start = report_start.then(|| {
+                    reported_calls += 1;
+                    match start_log::get(&cfg.run_dir) {
+                        Some(log) => StartReport::Log(log, reported_calls),
+                        None => StartReport::Message,
+                    }
+                });
                 if let Some(queue) = &queue {
                     queue.push(QueuedCall {
                         id,
                         record,
                         batch,
-                        report_start,
+                        start,
                         then_exit,
                         message,
                         at,
@@ -196,10 +206,14 @@ pub(crate) async fn serve(
                     };
                     // From here on the call counts as started: `Withdraw` no longer takes it.
                     started_flag.store(true, Ordering::Relaxed);
-                    if report_start {
-                        // On the wire before the call runs: if the call then crashes the
-                        // process, the parent knows it had started and does not run it again.
-                        let _ = send_flushed(&outbox, &Up::Started { id }, Vec::new()).await;
+                    // Known to the parent before the call runs: if the call then crashes the
+                    // process, the parent knows it had started and does not run it again.
+                    match start {
+                        Some(StartReport::Log(log, n)) => log.record(n),
+                        Some(StartReport::Message) => {
+                            let _ = send_flushed(&outbox, &Up::Started { id }, Vec::new()).await;
+                        }
+                        None => {}
                     }
                     // Sync calls run on a blocking thread, so that this thread keeps reading (a
                     // `Withdraw` must be answered while a long call runs) and forwarding logs.

@@ -9,6 +9,7 @@ mod call_thread;
 mod child;
 pub(crate) mod fork_server;
 mod log_forward;
+mod start_log;
 
 pub(crate) use child::serve;
 

@@ -12,8 +12,9 @@
 //! workers' pace (see [`Pace`]): 4 (or twice the concurrency) for tasks of a millisecond or more,
 //! up to [`MAX_DEPTH`] for tasks of a few microseconds, whose turnaround would otherwise be
 //! dominated by the wait for the next task. The child runs
-//! `concurrency_per_worker` of them at once, in arrival order, and reports each start before
-//! running it, so when a worker dies the driver knows exactly which tasks had started (they fail
+//! `concurrency_per_worker` of them at once, in arrival order, and counts each start in its start
+//! log (`bootstrap::start_log`, a shared file the driver reads when it needs to) before running
+//! it, so when a worker dies the driver knows exactly which tasks had started (they fail
 //! with `WorkerLost`, or are retried if the caller opted in) and which had not (they go to
 //! another worker, unnoticed by the caller).
 
@@ -105,6 +106,8 @@ pub(crate) struct LocalConfig {
 
 struct InFlight {
     task: Task,
+    /// Its place among the calls sent to this worker (from 1), as the worker's start log counts.
+    seq: u64,
     started: bool,
     /// A `Withdraw` for it is on its way.
     withdrawing: bool,
@@ -171,6 +174,33 @@ struct Worker {
     retiring: bool,
     shutdown_sent: bool,
     killed: bool,
+    /// How many tasks it has been sent.
+    sent: u64,
+    /// Its start log (see `bootstrap::start_log`), and the file once it could be opened.
+    start_log: std::path::PathBuf,
+    start_file: Option<std::fs::File>,
+}
+
+impl Worker {
+    /// Marks the tasks its start log says have started. Reads a file of 8 bytes: called only
+    /// when the answer matters (the worker died, or a task is to be cancelled or taken back).
+    fn read_start_log(&mut self) {
+        use std::os::unix::fs::FileExt;
+        if self.start_file.is_none() {
+            self.start_file = std::fs::File::open(&self.start_log).ok();
+        }
+        let mut count = [0u8; 8];
+        // No log (yet) means no start was counted there; `Started` messages still count.
+        let started = match &self.start_file {
+            Some(file) if file.read_exact_at(&mut count, 0).is_ok() => u64::from_ne_bytes(count),
+            _ => 0,
+        };
+        for f in self.inflight.values_mut() {
+            if f.seq <= started {
+                f.started = true;
+            }
+        }
+    }
 }
 
 enum Slot {
@@ -338,6 +368,9 @@ impl Driver {
             if let Slot::Up(_, worker) = slot {
                 // A task that has started runs to its end (a sync call cannot be interrupted)
                 // and keeps its place in the accounting; its result goes nowhere.
+                if worker.inflight.values().any(|f| f.task.group == group) {
+                    worker.read_start_log();
+                }
                 let ids: Vec<u64> = worker
                     .inflight
                     .iter()
@@ -410,6 +443,8 @@ impl Driver {
                         if self.terminating {
                             send_signal(handle.pid, libc::SIGKILL);
                         }
+                        let start_log =
+                            crate::protocol::start_log_path(self.ctx.run_dir(), handle.pid);
                         let mut worker = Worker {
                             handle,
                             inflight: HashMap::new(),
@@ -418,6 +453,9 @@ impl Driver {
                             retiring: false,
                             shutdown_sent: false,
                             killed: self.terminating,
+                            sent: 0,
+                            start_log,
+                            start_file: None,
                         };
                         if self.draining {
                             shutdown(&mut worker);
@@ -506,6 +544,9 @@ impl Driver {
                         return;
                     }
                 };
+                let mut worker = worker;
+                worker.read_start_log();
+                let _ = std::fs::remove_file(&worker.start_log);
                 let pid = worker.handle.pid;
                 let mut lost: Vec<InFlight> = worker.inflight.into_values().collect();
                 lost.sort_by_key(|f| std::cmp::Reverse(f.task.id));
@@ -605,10 +646,12 @@ impl Driver {
                         .handle
                         .outbox
                         .send(Outgoing::new(head, Arc::clone(&task.body)));
+                    worker.sent += 1;
                     worker.inflight.insert(
                         task.id,
                         InFlight {
                             task,
+                            seq: worker.sent,
                             started: false,
                             withdrawing: false,
                         },
@@ -651,6 +694,7 @@ impl Driver {
             if w.inflight.len() <= concurrency {
                 continue;
             }
+            w.read_start_log();
             // The last dispatched of its waiting tasks.
             let candidate = w
                 .inflight
