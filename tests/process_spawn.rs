@@ -1,12 +1,19 @@
 //! Spawning children and getting their values back: argument shapes, sync and async entries,
 //! names, exit codes, many children at once, grandchildren.
 
-use multiprocessing::{entry, Process, Run};
+use multiprocessing::{entry, Process, Run, StartMethod};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[entry]
 fn nothing() {}
+
+#[entry]
+fn through_the_runtime(x: u64) -> u64 {
+    // A sync entry finds its process's runtime, as code on tokio's blocking pool does.
+    let handle = tokio::runtime::Handle::current();
+    handle.block_on(async move { tokio::spawn(async move { x + 1 }).await.unwrap() })
+}
 
 #[entry]
 fn square(x: u64) -> u64 {
@@ -242,4 +249,16 @@ async fn works_on_a_multi_thread_runtime_and_inside_tokio_spawn() {
 #[test]
 fn cpu_count_is_positive() {
     assert!(multiprocessing::cpu_count() >= 1);
+}
+
+#[multiprocessing::test]
+async fn a_sync_entry_can_use_the_childs_runtime() {
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let p = Process::builder()
+            .start_method(method)
+            .spawn(through_the_runtime, 41)
+            .await
+            .unwrap();
+        assert_eq!(p.join().await.unwrap(), 42, "{method:?}");
+    }
 }

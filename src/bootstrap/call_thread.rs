@@ -144,8 +144,15 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("multiprocessing-call".into())
         .spawn(move || {
-            on_start();
+            // Entries find the runtime as they would on its blocking pool (`Handle::current`,
+            // `tokio::spawn`); the runtime's own thread drives their I/O and timers.
+            let _runtime = runtime.enter();
             let mut next = queue.next();
+            // Our context may be made after this thread starts (a spare is told who it is only
+            // later): take it when the first call comes.
+            if next.is_some() {
+                on_start();
+            }
             let mut start_reported = false;
             while let Some(call) = next.take() {
                 let message_due = match call.start {

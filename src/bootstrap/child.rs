@@ -43,14 +43,14 @@ pub(crate) async fn serve(
     // before it is assigned. A spare then sets its environment with that thread alive, which is
     // sound here: the thread only waits for work (it reads no environment variable), and the
     // work it is given later starts after the variables are set.
-    let warm_up = |cfg: &ChildConfig| {
-        if cfg.spare || cfg.concurrency != 1 {
-            tokio::spawn(async {
-                drop(tokio::task::spawn_blocking(|| {}));
-            });
-        }
+    let warm_up = || {
+        tokio::spawn(async {
+            drop(tokio::task::spawn_blocking(|| {}));
+        });
     };
-    warm_up(&cfg);
+    if !cfg.spare && cfg.concurrency != 1 {
+        warm_up();
+    }
     let mut on_ready = Some(on_ready);
     let mut ready = |cfg: &ChildConfig| {
         if let Some(f) = on_ready.take() {
@@ -80,14 +80,44 @@ pub(crate) async fn serve(
         }
     };
     let Conn { mut reader, writer } = conn;
+    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
+    let (exit_tx, mut exit) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    // One slot: calls run on a thread of their own, straight from a queue. A spare starts that
+    // thread before it knows its concurrency (most children have one slot: every `Process`, and
+    // pool workers by default), so that it is not on the way of the first call.
+    let mut queue = if cfg.spare || cfg.concurrency == 1 {
+        let queue = Arc::new(CallQueue::default());
+        let handle = tokio::runtime::Handle::current();
+        if call_thread::spawn(
+            Arc::clone(&queue),
+            Arc::clone(&writer),
+            handle,
+            exit_tx.clone(),
+            Arc::clone(&on_thread_start),
+        )
+        .is_err()
+        {
+            return EXIT_NO_PARENT;
+        }
+        Some(queue)
+    } else {
+        None
+    };
     if cfg.spare {
-        // A spare waits here, connected, for as long as it takes to be given an identity.
+        // A spare waits here, connected, for as long as it takes to be given an identity. Its
+        // call thread is alive meanwhile, which is sound for the environment it then sets: that
+        // thread only waits for calls, and reads no variable before the first one.
         match assignment(&mut reader, &mut cfg).await {
             Ok(()) => ready(&cfg),
             Err(code) => return code,
         }
+        if cfg.concurrency != 1 {
+            if let Some(queue) = queue.take() {
+                queue.close();
+            }
+            warm_up();
+        }
     }
-    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
     let (outbox, _writer) = spawn_shared_writer(Arc::clone(&writer));
     log_forward::install(outbox.clone(), cfg.log_level);
 
@@ -116,26 +146,6 @@ pub(crate) async fn serve(
             }
         }
     });
-    let (exit_tx, mut exit) = tokio::sync::mpsc::unbounded_channel::<i32>();
-    // One slot: calls run on a thread of their own, straight from a queue.
-    let queue = if cfg.concurrency == 1 {
-        let queue = Arc::new(CallQueue::default());
-        let handle = tokio::runtime::Handle::current();
-        if call_thread::spawn(
-            Arc::clone(&queue),
-            Arc::clone(&writer),
-            handle,
-            exit_tx.clone(),
-            Arc::clone(&on_thread_start),
-        )
-        .is_err()
-        {
-            return EXIT_NO_PARENT;
-        }
-        Some(queue)
-    } else {
-        None
-    };
     // Stop the call thread however serving ends.
     struct CloseOnDrop(Option<Arc<CallQueue>>);
     impl Drop for CloseOnDrop {
@@ -154,7 +164,15 @@ pub(crate) async fn serve(
                 Some(m) => m,
                 None => return EXIT_PARENT_GONE,
             },
-            Some(code) = exit.recv() => return code,
+            Some(code) = exit.recv() => {
+                // The call thread wrote its result itself: what went through the outbox
+                // before it (log records) must not be lost when we exit.
+                let (ack, flushed) = tokio::sync::oneshot::channel();
+                if outbox.send(Outgoing::flush_marker(ack)).is_ok() {
+                    let _ = flushed.await;
+                }
+                return code;
+            }
         };
         let (down, at) = match decode_head::<Down>(&message) {
             Ok(d) => d,

@@ -312,7 +312,8 @@ impl ProcessBuilder {
             start_method: self
                 .start_method
                 .unwrap_or_else(crate::start::get_start_method),
-            concurrency: 0,
+            // One call, on a thread of its own that writes its result itself (see `bootstrap`).
+            concurrency: 1,
         };
         // Started in a task of its own: if the caller stops waiting, a child the OS has already
         // started is still tracked and supervised (it runs detached), never half set up.

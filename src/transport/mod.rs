@@ -137,6 +137,16 @@ impl Outgoing {
             window: None,
         }
     }
+
+    /// Not a message: `ack` is told once everything queued before it has been flushed.
+    pub(crate) fn flush_marker(ack: tokio::sync::oneshot::Sender<()>) -> Self {
+        Outgoing {
+            head: Vec::new(),
+            body: std::sync::Arc::default(),
+            ack: Some(ack),
+            window: None,
+        }
+    }
 }
 
 /// The sending side of a connection, shared by every task that talks to the peer.
@@ -162,7 +172,10 @@ pub(crate) fn spawn_shared_writer(shared: SharedWriter) -> (Outbox, tokio::task:
             let mut writer = shared.lock().await;
             let mut next = Some(first);
             while let Some(msg) = next {
-                if writer.write_message(&[&msg.head, &msg.body]).await.is_err() {
+                // An empty head is a flush marker (every message has a head).
+                if !msg.head.is_empty()
+                    && writer.write_message(&[&msg.head, &msg.body]).await.is_err()
+                {
                     return;
                 }
                 acks.extend(msg.ack);
