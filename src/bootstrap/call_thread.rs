@@ -27,13 +27,38 @@ use tokio::sync::mpsc::UnboundedSender;
 /// A call waiting for the call thread.
 pub(super) struct QueuedCall {
     pub(super) id: u64,
-    pub(super) record: Result<&'static EntryRecord>,
-    pub(super) batch: bool,
     /// How it reports its start, if it must.
     pub(super) start: Option<StartReport>,
     pub(super) then_exit: bool,
-    pub(super) message: Vec<u8>,
-    pub(super) at: usize,
+    pub(super) body: CallBody,
+}
+
+/// What a queued call runs.
+pub(super) enum CallBody {
+    /// Still encoded (the message, with its arguments from `at`): the call thread decodes it.
+    Encoded {
+        record: Result<&'static EntryRecord>,
+        batch: bool,
+        message: Vec<u8>,
+        at: usize,
+    },
+    /// Decoded already, by the runtime thread.
+    Decoded(Invocation),
+}
+
+impl CallBody {
+    /// The call, ready to run.
+    pub(super) fn invocation(self) -> Invocation {
+        match self {
+            CallBody::Encoded {
+                record,
+                batch,
+                message,
+                at,
+            } => invocation(record, batch, &message[at..]),
+            CallBody::Decoded(invoked) => invoked,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -166,7 +191,7 @@ pub(super) fn spawn(
                 if message_due && write_now(&writer, &runtime, None, Some(call.id)).is_err() {
                     return;
                 }
-                let result = match invocation(call.record, call.batch, &call.message[call.at..]) {
+                let result = match call.body.invocation() {
                     Invocation::Sync(f) => entry::run_sync(f),
                     // An async entry runs here too, on this thread; the runtime thread drives
                     // its I/O and timers.

@@ -1,6 +1,6 @@
 //! Connect, authenticate, serve calls, exit when the parent is gone.
 
-use super::call_thread::{self, CallQueue, QueuedCall};
+use super::call_thread::{self, CallBody, CallQueue, QueuedCall};
 use super::start_log::{self, StartReport};
 use super::{log_forward, EXIT_NO_PARENT, EXIT_PARENT_GONE};
 use crate::entry::{self, Invocation};
@@ -197,17 +197,28 @@ pub(crate) async fn serve(
                         None => StartReport::Message,
                     }
                 });
+                let mut body = CallBody::Encoded {
+                    record,
+                    batch,
+                    message,
+                    at,
+                };
                 if let Some(queue) = &queue {
-                    queue.push(QueuedCall {
-                        id,
-                        record,
-                        batch,
-                        start,
-                        then_exit,
-                        message,
-                        at,
-                    });
-                    continue;
+                    // A `Process`'s one call (`then_exit`) is decoded here: an async entry then
+                    // runs on this thread, which drives its I/O (on the call thread every wake-up
+                    // of its I/O would cross threads); a sync one goes to the call thread.
+                    if then_exit {
+                        body = CallBody::Decoded(body.invocation());
+                    }
+                    if !matches!(body, CallBody::Decoded(Invocation::Async(_))) {
+                        queue.push(QueuedCall {
+                            id,
+                            start,
+                            then_exit,
+                            body,
+                        });
+                        continue;
+                    }
                 }
                 let outbox = outbox.clone();
                 let table = Arc::clone(&running);
@@ -235,9 +246,7 @@ pub(crate) async fn serve(
                     }
                     // Sync calls run on a blocking thread, so that this thread keeps reading (a
                     // `Withdraw` must be answered while a long call runs) and forwarding logs.
-                    let result =
-                        execute(invocation(record, batch, &message[at..]), on_thread).await;
-                    drop(message);
+                    let result = execute(body.invocation(), on_thread).await;
                     super::after_call().await;
                     table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     let (code, outcome, body) = reply(result);
