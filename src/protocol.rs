@@ -44,6 +44,9 @@ pub(crate) enum Down {
         daemon: bool,
         concurrency: u32,
         log_level: u8,
+        /// The frame limit now in force (`set_max_frame_size` may have changed since the spare
+        /// was made).
+        max_frame: u64,
         env: Vec<(String, String)>,
     },
 }

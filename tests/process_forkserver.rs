@@ -88,6 +88,11 @@ fn children_of(parent: u32) -> Vec<u32> {
     found
 }
 
+#[entry]
+fn bytes_of(n: usize) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![7u8; n])
+}
+
 fn forked() -> multiprocessing::ProcessBuilder {
     Process::builder().start_method(StartMethod::ForkServer)
 }
@@ -230,4 +235,16 @@ async fn a_spare_that_dies_while_it_waits_is_replaced() {
         assert_ne!(p.pid(), spare);
         assert_eq!(p.join().await.unwrap(), x * x);
     }
+}
+
+/// A spare made under one frame limit and assigned under another follows the new one, as a
+/// child started afresh would.
+#[multiprocessing::test]
+async fn a_spare_takes_the_frame_limit_in_force_when_it_is_assigned() {
+    // The first spawn starts the server; the next spare is made under the default limit.
+    let p = forked().spawn(square, 2).await.unwrap();
+    assert_eq!(p.join().await.unwrap(), 4);
+    multiprocessing::set_max_frame_size(64 << 10);
+    let p = forked().spawn(bytes_of, 1 << 20).await.unwrap();
+    assert_eq!(p.join().await.unwrap().len(), 1 << 20);
 }

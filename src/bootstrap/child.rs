@@ -107,7 +107,7 @@ pub(crate) async fn serve(
         // A spare waits here, connected, for as long as it takes to be given an identity. Its
         // call thread is alive meanwhile, which is sound for the environment it then sets: that
         // thread only waits for calls, and reads no variable before the first one.
-        match assignment(&mut reader, &mut cfg).await {
+        match assignment(&mut reader, &writer, &mut cfg).await {
             Ok(()) => ready(&cfg),
             Err(code) => return code,
         }
@@ -308,6 +308,7 @@ pub(crate) async fn serve(
 /// code if there is none to read.
 async fn assignment(
     reader: &mut crate::transport::frame::FrameReader<crate::transport::local::RecvHalf>,
+    writer: &SharedWriter,
     cfg: &mut ChildConfig,
 ) -> std::result::Result<(), i32> {
     let message = match reader.read_message().await {
@@ -321,10 +322,17 @@ async fn assignment(
                 daemon,
                 concurrency,
                 log_level,
+                max_frame,
                 env,
             },
             _,
         )) => {
+            let limit = usize::try_from(max_frame).unwrap_or(usize::MAX);
+            crate::transport::set_max_frame(limit);
+            let limit = crate::transport::max_frame();
+            reader.set_max_frame(limit);
+            writer.lock().await.set_max_frame(limit);
+            cfg.max_frame = limit as u64;
             // Still the only thread of this process: setting variables is sound.
             for (key, value) in env {
                 std::env::set_var(key, value);

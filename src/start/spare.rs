@@ -105,10 +105,15 @@ impl Spare {
             daemon: cfg.daemon,
             concurrency: cfg.concurrency,
             log_level: cfg.log_level,
+            max_frame: cfg.max_frame,
             env,
         })?;
+        let mut conn = self.conn;
+        // Made before the spare was; the limit may have changed since.
+        conn.reader
+            .set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
         let (tx, connection) = oneshot::channel();
-        let _ = tx.send(self.conn);
+        let _ = tx.send(conn);
         Ok(ChildProcess {
             pid: self.pid,
             child: ChildHandle::Forked {

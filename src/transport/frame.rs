@@ -158,6 +158,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
+    /// Changes the size messages are split at (the peer's frame limit).
+    pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame.clamp(1, HEADER_MAX);
+    }
+
     /// Writes one message made of the concatenation of `parts`, split into frames of at most
     /// the frame limit. Nothing is flushed.
     ///
