@@ -38,11 +38,9 @@ pub(crate) async fn serve(
     on_thread_start: Arc<dyn Fn() + Send + Sync>,
 ) -> i32 {
     entry::install_panic_hook();
-    // Sync entries run on the blocking pool. Its first thread starts while we wait for the
-    // parent (this task runs once we wait), instead of after the call has arrived; in a spare,
-    // before it is assigned. A spare then sets its environment with that thread alive, which is
-    // sound here: the thread only waits for work (it reads no environment variable), and the
-    // work it is given later starts after the variables are set.
+    // With more than one slot, sync entries run on the blocking pool. Its first thread starts
+    // while we wait for the parent (this task runs once we wait), instead of after the call has
+    // arrived; in a spare, once it knows its concurrency (after it has set its environment).
     let warm_up = || {
         tokio::spawn(async {
             drop(tokio::task::spawn_blocking(|| {}));
@@ -333,7 +331,8 @@ async fn assignment(
             reader.set_max_frame(limit);
             writer.lock().await.set_max_frame(limit);
             cfg.max_frame = limit as u64;
-            // Still the only thread of this process: setting variables is sound.
+            // Sound although the call thread is alive: it only waits for calls until the first
+            // one, and reads no variable before (see the caller).
             for (key, value) in env {
                 std::env::set_var(key, value);
             }
