@@ -41,14 +41,13 @@ pub(crate) async fn serve(
     // With more than one slot, sync entries run on the blocking pool. Its first thread starts
     // while we wait for the parent (this task runs once we wait), instead of after the call has
     // arrived; in a spare, once it knows its concurrency (after it has set its environment).
+    // Either way the child's context exists before the thread does, so the runtime's
+    // thread-start hook makes it current there.
     let warm_up = || {
         tokio::spawn(async {
             drop(tokio::task::spawn_blocking(|| {}));
         });
     };
-    if !cfg.spare && cfg.concurrency != 1 {
-        warm_up();
-    }
     let mut on_ready = Some(on_ready);
     let mut ready = |cfg: &ChildConfig| {
         if let Some(f) = on_ready.take() {
@@ -57,6 +56,9 @@ pub(crate) async fn serve(
     };
     if !cfg.spare {
         ready(&cfg);
+        if cfg.concurrency != 1 {
+            warm_up();
+        }
     }
     let pid = std::process::id();
     // `Hello` rides with the proof over our token, sent without waiting for the challenge.
@@ -224,7 +226,6 @@ pub(crate) async fn serve(
                 let exit_tx = exit_tx.clone();
                 let started = Arc::new(AtomicBool::new(false));
                 let started_flag = Arc::clone(&started);
-                let on_thread = Arc::clone(&on_thread_start);
                 let task = tokio::spawn(async move {
                     // Calls wait here, in arrival order, for one of the child's slots.
                     let _permit = match permits {
@@ -244,7 +245,7 @@ pub(crate) async fn serve(
                     }
                     // Sync calls run on a blocking thread, so that this thread keeps reading (a
                     // `Withdraw` must be answered while a long call runs) and forwarding logs.
-                    let result = execute(body.invocation(), on_thread).await;
+                    let result = execute(body.invocation()).await;
                     super::after_call().await;
                     table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     let (code, outcome, body) = reply(result);
@@ -389,20 +390,11 @@ pub(super) fn reply(
     }
 }
 
-/// Runs a call: a sync entry on the blocking pool (after `on_thread`, which makes the child's
-/// context current there: the thread may have started before the context existed), an async
-/// one right here.
-async fn execute(
-    invocation: Invocation,
-    on_thread: Arc<dyn Fn() + Send + Sync>,
-) -> Result<Vec<u8>> {
+/// Runs a call: a sync entry on the blocking pool, an async one right here.
+async fn execute(invocation: Invocation) -> Result<Vec<u8>> {
     match invocation {
         Invocation::Sync(f) => {
-            let run = move || {
-                on_thread();
-                entry::run_sync(f)
-            };
-            match tokio::task::spawn_blocking(run).await {
+            match tokio::task::spawn_blocking(move || entry::run_sync(f)).await {
                 Ok(result) => result,
                 Err(e) => Err(Error::Protocol(format!("the entry's thread was lost: {e}"))),
             }

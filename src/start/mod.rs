@@ -325,11 +325,7 @@ impl Context {
             )));
         }
         let hub = self.hub()?;
-        let token = u64::from_le_bytes(
-            crate::transport::auth::random_bytes()?[..8]
-                .try_into()
-                .unwrap_or_default(),
-        );
+        let token = crate::transport::auth::random_token()?;
         let cfg = ChildConfig {
             version: PROTOCOL_VERSION,
             run_dir: self.run_dir.to_string_lossy().into_owned(),
@@ -384,6 +380,9 @@ impl Context {
 
     /// Starts a child through the fork server: takes the spare that is ready (or waits for one),
     /// tells it who it is, and has the next spare made while this child gets to work.
+    ///
+    /// Not cancel-safe: a spare taken before the cancellation is dropped (it exits). `Process`
+    /// and the pool call this from a task of their own.
     async fn start_forked(
         &self,
         hub: Arc<Hub>,

@@ -34,6 +34,10 @@ pub(crate) struct Spare {
 /// Has `server` fork a spare from `cfg` (the configuration shared by this context's children)
 /// and waits until it has connected to `hub`.
 ///
+/// # Cancel safety
+/// Not cancel-safe: a spare forked before the cancellation is left to find its token gone (it
+/// then exits). The context runs this in a task of its own.
+///
 /// # Errors
 /// `Io` when the server cannot fork, or the spare exits or stays silent before it connects.
 pub(crate) async fn make(
@@ -41,11 +45,7 @@ pub(crate) async fn make(
     hub: Arc<Hub>,
     mut cfg: ChildConfig,
 ) -> Result<Spare> {
-    let token = u64::from_le_bytes(
-        crate::transport::auth::random_bytes()?[..8]
-            .try_into()
-            .unwrap_or_default(),
-    );
+    let token = crate::transport::auth::random_token()?;
     cfg.token = token;
     cfg.spare = true;
     cfg.name = "spare".into();
@@ -72,8 +72,11 @@ pub(crate) async fn make(
     match made {
         Ok(conn) => Ok(Spare { pid, exit, conn }),
         Err(e) => {
-            // A spare that did not make it must not linger.
-            super::send_signal(pid, libc::SIGKILL);
+            // A spare that did not make it must not linger; one the server has reaped is not
+            // signalled (its pid may belong to another process by now).
+            if matches!(exit.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                super::send_signal(pid, libc::SIGKILL);
+            }
             Err(e)
         }
     }

@@ -114,6 +114,17 @@ pub(crate) fn random_bytes() -> Result<[u8; KEY_LEN]> {
     Ok(bytes)
 }
 
+/// A random single-use token for a child's `Hello` (and its proof of the key).
+///
+/// # Errors
+/// `Io` if the random source cannot be read.
+pub(crate) fn random_token() -> Result<u64> {
+    let bytes = random_bytes()?;
+    let mut token = [0u8; 8];
+    token.copy_from_slice(&bytes[..8]);
+    Ok(u64::from_le_bytes(token))
+}
+
 /// Does once what the first handshake of a process would: the hash's CPU feature detection
 /// (`cpuid`, which traps to the hypervisor on a VM). The fork server calls it, so that the
 /// children it forks inherit the result.
