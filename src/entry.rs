@@ -6,7 +6,7 @@
 //! code ever crosses the wire.
 
 use crate::error::{Error, Location, RemoteError, Result};
-use crate::protocol::{decode_value, encode_value};
+use crate::protocol::{all_read, decode_value, encode_value, BatchWriter};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -89,9 +89,9 @@ pub struct EntryRecord {
     pub name: &'static str,
     /// Decodes the arguments and prepares the call.
     pub invoke: fn(&[u8]) -> Invocation,
-    /// Decodes a batch (`Vec<Args>`) and prepares a call on each item; the result is an encoded
-    /// `Vec<Result<Output, RemoteError>>`, each item failing on its own.
-    pub invoke_batch: fn(&[u8]) -> Invocation,
+    /// Prepares a call on each item of a batch (an encoded `Vec<Args>`); the result is in the
+    /// batch format of `protocol::BatchWriter`, each item failing on its own.
+    pub invoke_batch: fn(BatchArgs) -> Invocation,
 }
 
 /// Every `#[entry]` of the executable, collected at link time.
@@ -133,51 +133,115 @@ where
     }
 }
 
-/// One item's outcome in a batch. The error is boxed: it is rare and large (~80 bytes), and a
-/// batch of 100,000 small values should not cost 100,000 error-sized slots (and their page
-/// faults). On the wire a box is its content, so this encodes as `Result<O, RemoteError>`.
-type BatchResult<O> = std::result::Result<O, Box<RemoteError>>;
-
-/// Prepares a call of a synchronous entry on every item of a batch.
+/// The arguments of a batch as they arrived: the message, and where the encoded `Vec<Args>`
+/// starts in it. Owned, so the call can decode the items one at a time as it runs them.
 #[doc(hidden)]
-pub fn invoke_batch_sync<A, O, F>(args: &[u8], f: F) -> Invocation
+#[derive(Debug)]
+pub struct BatchArgs {
+    /// The whole message.
+    pub message: Vec<u8>,
+    /// Where the arguments start.
+    pub at: usize,
+}
+
+/// The panic of one item, as its outcome.
+fn item_failure(p: Box<dyn std::any::Any + Send>) -> Box<RemoteError> {
+    Box::new(RemoteError::from(&panic_error(p)))
+}
+
+/// Runs `call` on each item of an encoded `Vec<A>` as it is decoded, and writes each outcome
+/// as it comes: neither the arguments nor the results are collected first.
+fn run_batch<A, O>(args: &[u8], call: impl FnMut(A) -> O) -> Result<Vec<u8>>
+where
+    A: DeserializeOwned,
+    O: Serialize,
+{
+    /// Visits the argument sequence, running each item as it is decoded.
+    struct Items<A, C, O> {
+        call: C,
+        writer: BatchWriter<O>,
+        _args: std::marker::PhantomData<fn(A)>,
+    }
+
+    impl<'de, A, O, C> serde::de::Visitor<'de> for Items<A, C, O>
+    where
+        A: DeserializeOwned,
+        O: Serialize,
+        C: FnMut(A) -> O,
+    {
+        type Value = Result<BatchWriter<O>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a batch of arguments")
+        }
+
+        fn visit_seq<S: serde::de::SeqAccess<'de>>(
+            mut self,
+            mut seq: S,
+        ) -> std::result::Result<Self::Value, S::Error> {
+            while let Some(item) = seq.next_element::<A>()? {
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (self.call)(item)))
+                    .map_err(item_failure);
+                if let Err(e) = self.writer.push(outcome) {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(self.writer))
+        }
+    }
+
+    let what = "a batch of arguments";
+    let mut de = postcard::Deserializer::from_bytes(args);
+    // Results are usually about as large as the arguments (the writer grows if not).
+    let items = Items {
+        call,
+        writer: BatchWriter::new(args.len() + 64),
+        _args: std::marker::PhantomData,
+    };
+    let writer = serde::Deserializer::deserialize_seq(&mut de, items)
+        .map_err(|e| Error::decode(what, e))??;
+    all_read(what, de.finalize().map_err(|e| Error::decode(what, e))?)?;
+    writer.finish()
+}
+
+/// Prepares a call of a synchronous entry on every item of a batch. The items are decoded as
+/// they run: one that does not decode fails the whole batch, after the ones before it ran.
+#[doc(hidden)]
+pub fn invoke_batch_sync<A, O, F>(args: BatchArgs, f: F) -> Invocation
 where
     A: DeserializeOwned + Send + 'static,
     O: Serialize,
     F: Fn(A) -> O + Send + 'static,
 {
-    match decode_value::<Vec<A>>("a batch of arguments", args) {
-        Ok(items) => Invocation::Sync(Box::new(move || {
-            let results: Vec<BatchResult<O>> = items
-                .into_iter()
-                .map(|a| {
-                    std::panic::catch_unwind(AssertUnwindSafe(|| f(a)))
-                        .map_err(|p| Box::new(RemoteError::from(&panic_error(p))))
-                })
-                .collect();
-            encode_value("a batch of results", &results)
-        })),
-        Err(e) => Invocation::Failed(e),
-    }
+    Invocation::Sync(Box::new(move || {
+        let out = run_batch(&args.message[args.at..], f);
+        crate::transport::buffers::give(args.message);
+        out
+    }))
 }
 
 /// Prepares a call of an async entry on every item of a batch, one after another.
 #[doc(hidden)]
-pub fn invoke_batch_async<A, O, F>(args: &[u8], f: F) -> Invocation
+pub fn invoke_batch_async<A, O, F>(args: BatchArgs, f: F) -> Invocation
 where
     A: DeserializeOwned + Send + 'static,
     O: Serialize + Send + 'static,
     F: Fn(A) -> BoxFuture<O> + Send + 'static,
 {
-    match decode_value::<Vec<A>>("a batch of arguments", args) {
-        Ok(items) => Invocation::Async(Box::pin(async move {
-            let mut results: Vec<BatchResult<O>> = Vec::with_capacity(items.len());
-            for a in items {
-                let outcome = AssertUnwindSafe(f(a)).catch_unwind().await;
-                results.push(outcome.map_err(|p| Box::new(RemoteError::from(&panic_error(p)))));
-            }
-            encode_value("a batch of results", &results)
-        })),
+    let body = &args.message[args.at..];
+    match decode_value::<Vec<A>>("a batch of arguments", body) {
+        Ok(items) => {
+            let capacity = body.len() + 64;
+            crate::transport::buffers::give(args.message);
+            Invocation::Async(Box::pin(async move {
+                let mut writer = BatchWriter::new(capacity);
+                for a in items {
+                    let outcome = AssertUnwindSafe(f(a)).catch_unwind().await;
+                    writer.push(outcome.map_err(item_failure))?;
+                }
+                writer.finish()
+            }))
+        }
         Err(e) => Invocation::Failed(e),
     }
 }

@@ -51,8 +51,8 @@ pub fn set_max_frame_size(bytes: usize) {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::entry::{
-        invoke_async, invoke_batch_async, invoke_batch_sync, invoke_sync, EntryRecord, Invocation,
-        RegisteredRun, ENTRIES,
+        invoke_async, invoke_batch_async, invoke_batch_sync, invoke_sync, BatchArgs, EntryRecord,
+        Invocation, RegisteredRun, ENTRIES,
     };
     pub use crate::launch::{main, test, Body, LaunchLocal, LaunchSend, RuntimeConfig};
     pub use linkme;

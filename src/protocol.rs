@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused at `Hello`.
-pub(crate) const PROTOCOL_VERSION: u16 = 3;
+pub(crate) const PROTOCOL_VERSION: u16 = 4;
 
 /// The environment variable that marks a process as a child and carries its [`ChildConfig`].
 pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
@@ -284,29 +284,43 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
     what: &'static str,
     value: &T,
 ) -> Result<Vec<u8>> {
-    // Sized first, so a large value is written once into a buffer of the right size instead of
-    // being copied each time a growing buffer doubles.
-    let size = postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
-        value,
-        postcard::ser_flavors::Size::default(),
-    )
-    .map_err(|e| Error::encode(what, e))?;
-    postcard::serialize_with_flavor::<T, _, Vec<u8>>(
-        value,
-        Bytes(crate::transport::buffers::take(size)),
-    )
-    .map_err(|e| Error::encode(what, e))
+    // One pass: sizing first doubled the cost of a value of many small items (a map chunk of
+    // 125,000 integers), and a large blob is still copied once, as it is written in one piece
+    // into a buffer grown to fit it (see `Bytes::grow`).
+    postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(Vec::new()))
+        .map_err(|e| Error::encode(what, e))
 }
 
 /// A postcard output that appends large slices with `extend_from_slice` (one `memcpy`), where
 /// postcard's own `Vec` output copies byte by byte, and small ones (varints) without a call.
 struct Bytes(Vec<u8>);
 
+impl Bytes {
+    /// Makes room for `extra` more bytes. A large piece (a blob) goes into a buffer of its size
+    /// from [`buffers::take`](crate::transport::buffers::take), kept or fresh with huge pages;
+    /// anything else grows the vector as usual, whose `realloc` of a large buffer moves its pages
+    /// rather than copying and faulting them in again.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, extra: usize) {
+        if extra >= crate::transport::buffers::MIN_LEN {
+            let mut bigger = crate::transport::buffers::take(self.0.len() + extra);
+            bigger.extend_from_slice(&self.0);
+            self.0 = bigger;
+        } else {
+            self.0.reserve(extra);
+        }
+    }
+}
+
 impl postcard::ser_flavors::Flavor for Bytes {
     type Output = Vec<u8>;
 
     #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        if self.0.len() == self.0.capacity() {
+            self.grow(1);
+        }
         self.0.push(data);
         Ok(())
     }
@@ -314,13 +328,20 @@ impl postcard::ser_flavors::Flavor for Bytes {
     #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         let n = data.len();
+        if self.0.capacity() - self.0.len() < n {
+            self.grow(n);
+        }
         if n <= 16 {
-            // Varints and other small pieces (most calls): byte by byte after one reservation,
-            // which beats a call into `memcpy` for a few bytes.
-            self.0.reserve(n);
-            for &byte in data {
-                self.0.push(byte);
+            // Varints and other small pieces (most calls): byte by byte into room already made,
+            // which beats a call into `memcpy` (and a capacity check per byte) for a few bytes.
+            let len = self.0.len();
+            for (slot, &byte) in self.0.spare_capacity_mut().iter_mut().zip(data) {
+                slot.write(byte);
             }
+            // SAFETY: `grow` left at least `n` bytes of spare capacity, and the loop above
+            // initialised the first `n` of them (`zip` stops at `data`'s end, which is `n`), so
+            // the first `len + n` bytes of the buffer are initialised and within capacity.
+            unsafe { self.0.set_len(len + n) };
         } else {
             self.0.extend_from_slice(data);
         }
@@ -332,20 +353,144 @@ impl postcard::ser_flavors::Flavor for Bytes {
     }
 }
 
+/// Encodes a user value into a buffer with room for about `capacity` bytes to start with (a
+/// kept one when large enough), for a caller that can guess the size.
+pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>> {
+    let buf = crate::transport::buffers::take(capacity);
+    postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(buf))
+        .map_err(|e| Error::encode(what, e))
+}
+
+/// One item's outcome in a batch. The error is boxed: it is rare and large (~80 bytes), and a
+/// batch of 100,000 small values should not cost 100,000 error-sized slots (and their page
+/// faults). On the wire a box is its content, so this encodes as `Result<O, RemoteError>`.
+pub(crate) type BatchResult<O> = std::result::Result<O, Box<RemoteError>>;
+
+/// Writes the outcomes of a batch as they come, in the batch format: the values of the items
+/// before the first failure, one after another; then, as one `Vec<Result<O, RemoteError>>`, each
+/// item's own outcome from that failure on (empty when all succeeded); then, as 8 little-endian
+/// bytes, how many values came first.
+///
+/// Most batches succeed whole: a run of plain values costs no variant tag per item to write, nor
+/// a variant to visit per item to read, and a worker writes each value as it is computed, with
+/// neither the arguments nor the results collected in a vector first.
+pub(crate) struct BatchWriter<O> {
+    output: postcard::Serializer<Bytes>,
+    values: u64,
+    rest: Vec<BatchResult<O>>,
+}
+
+impl<O: Serialize> BatchWriter<O> {
+    /// A writer whose buffer starts with room for about `capacity` bytes.
+    pub(crate) fn new(capacity: usize) -> Self {
+        BatchWriter {
+            output: postcard::Serializer {
+                output: Bytes(crate::transport::buffers::take(capacity)),
+            },
+            values: 0,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Adds the next item's outcome.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the value does not encode.
+    pub(crate) fn push(&mut self, outcome: BatchResult<O>) -> Result<()> {
+        match outcome {
+            Ok(value) if self.rest.is_empty() => {
+                value
+                    .serialize(&mut self.output)
+                    .map_err(|e| Error::encode("a batch of results", e))?;
+                self.values += 1;
+            }
+            other => self.rest.push(other),
+        }
+        Ok(())
+    }
+
+    /// The encoded batch.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if a value after a failure does not encode.
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>> {
+        let what = "a batch of results";
+        self.rest
+            .serialize(&mut self.output)
+            .map_err(|e| Error::encode(what, e))?;
+        let mut out = self.output.output;
+        postcard::ser_flavors::Flavor::try_extend(&mut out, &self.values.to_le_bytes())
+            .map_err(|e| Error::encode(what, e))?;
+        Ok(out.0)
+    }
+}
+
+/// Reads a batch written by [`BatchWriter`] that should hold `sent` outcomes: appends the values
+/// before the first failure to `values`, and returns the outcomes from the failure on.
+///
+/// # Errors
+/// [`Error::Decode`] for a batch that does not decode, [`Error::Protocol`] for one that holds
+/// other than `sent` outcomes.
+pub(crate) fn read_batch<R: DeserializeOwned>(
+    body: &[u8],
+    sent: usize,
+    values: &mut Vec<R>,
+) -> Result<Vec<BatchResult<R>>> {
+    let what = "a batch of results";
+    let Some((data, tail)) = body.split_last_chunk::<8>() else {
+        return Err(Error::decode(what, "shorter than its count"));
+    };
+    let leading = u64::from_le_bytes(*tail);
+    if leading > sent as u64 {
+        return Err(Error::Protocol(format!(
+            "a worker returned {leading} results for {sent} items"
+        )));
+    }
+    values.reserve(leading as usize);
+    let mut de = postcard::Deserializer::from_bytes(data);
+    for _ in 0..leading {
+        values.push(R::deserialize(&mut de).map_err(|e| Error::decode(what, e))?);
+    }
+    let rest: Vec<BatchResult<R>> =
+        Deserialize::deserialize(&mut de).map_err(|e| Error::decode(what, e))?;
+    all_read(what, de.finalize().map_err(|e| Error::decode(what, e))?)?;
+    let count = leading as usize + rest.len();
+    if count != sent {
+        return Err(Error::Protocol(format!(
+            "a worker returned {count} results for {sent} items"
+        )));
+    }
+    Ok(rest)
+}
+
 /// Decodes a user value; the whole slice must be consumed.
 pub(crate) fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::decode(what, e))?;
-    if !rest.is_empty() {
-        return Err(Error::decode(
+    all_read(what, rest)?;
+    Ok(value)
+}
+
+/// Checks that decoding `what` left nothing over.
+///
+/// # Errors
+/// [`Error::Decode`] naming the bytes left.
+pub(crate) fn all_read(what: &'static str, rest: &[u8]) -> Result<()> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::decode(
             what,
             format!(
                 "{} trailing bytes (do parent and child agree on the type?)",
                 rest.len()
             ),
-        ));
+        ))
     }
-    Ok(value)
 }
 
 #[cfg(test)]
@@ -406,5 +551,58 @@ mod tests {
         assert_eq!(back.token, 42);
         assert_eq!(back.test.as_deref(), Some("a::b"));
         assert!(ChildConfig::from_env("zz").is_err());
+    }
+
+    fn failure(text: &str) -> Box<RemoteError> {
+        Box::new(RemoteError::from(&Error::Protocol(text.into())))
+    }
+
+    #[test]
+    fn a_batch_keeps_each_outcome_in_place() {
+        let mut writer = BatchWriter::new(0);
+        for outcome in [
+            Ok(1u64),
+            Ok(300),
+            Err(failure("first")),
+            Ok(4),
+            Err(failure("second")),
+        ] {
+            writer.push(outcome).unwrap();
+        }
+        let body = writer.finish().unwrap();
+        let mut values = vec![7u64];
+        let rest = read_batch::<u64>(&body, 5, &mut values).unwrap();
+        assert_eq!(
+            values,
+            [7, 1, 300],
+            "values before the first failure are appended"
+        );
+        let rest: Vec<_> = rest
+            .into_iter()
+            .map(|r| r.map_err(|e| Error::from(*e).to_string()))
+            .collect();
+        assert_eq!(rest.len(), 3);
+        assert!(rest[0].as_ref().unwrap_err().contains("first"));
+        assert_eq!(rest[1], Ok(4));
+        assert!(rest[2].as_ref().unwrap_err().contains("second"));
+        assert!(matches!(
+            read_batch::<u64>(&body, 4, &mut Vec::new()),
+            Err(Error::Protocol(_))
+        ));
+        assert!(read_batch::<u64>(&body[..body.len() - 1], 5, &mut Vec::new()).is_err());
+        assert!(read_batch::<u64>(&[1, 2], 5, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_batch_that_claims_more_values_than_items_is_refused() {
+        let mut writer = BatchWriter::new(0);
+        writer.push(Ok(1u64)).unwrap();
+        let mut body = writer.finish().unwrap();
+        let at = body.len() - 8;
+        body[at..].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            read_batch::<u64>(&body, 1, &mut Vec::new()),
+            Err(Error::Protocol(_))
+        ));
     }
 }

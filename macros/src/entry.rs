@@ -218,7 +218,7 @@ fn expand_fn(krate: &Path, f: ItemFn) -> TokenStream {
             static ENTRY: #krate::__private::EntryRecord = #krate::__private::EntryRecord {
                 name: <#name as #krate::Entry>::NAME,
                 invoke: |args: &[u8]| #invoke,
-                invoke_batch: |args: &[u8]| #invoke_batch,
+                invoke_batch: |args: #krate::__private::BatchArgs| #invoke_batch,
             };
         };
     };
@@ -297,7 +297,7 @@ fn expand_run(krate: &Path, item: ItemImpl) -> TokenStream {
             static ENTRY: #krate::__private::EntryRecord = #krate::__private::EntryRecord {
                 name: <#ty as #krate::__private::RegisteredRun>::NAME,
                 invoke: |args: &[u8]| #krate::__private::invoke_sync(args, |value: #ty| <#ty as #krate::Run>::run(value)),
-                invoke_batch: |args: &[u8]| #krate::__private::invoke_batch_sync(args, |value: #ty| <#ty as #krate::Run>::run(value)),
+                invoke_batch: |args: #krate::__private::BatchArgs| #krate::__private::invoke_batch_sync(args, |value: #ty| <#ty as #krate::Run>::run(value)),
             };
         };
     }

@@ -55,7 +55,7 @@ impl CallBody {
                 batch,
                 message,
                 at,
-            } => invocation(record, batch, &message[at..]),
+            } => invocation(record, batch, message, at),
             CallBody::Decoded(invoked) => invoked,
         }
     }

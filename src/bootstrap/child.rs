@@ -366,15 +366,21 @@ async fn connect(cfg: &ChildConfig, hello: &Up) -> Result<Conn> {
     Conn::connect_with_token(Path::new(&cfg.socket), &key, cfg.token, &hello).await
 }
 
-/// What running call `body` means: the entry's single or batch form, or why it cannot run.
+/// What running a call means: the entry's single or batch form on the arguments in `message`
+/// from `at`, or why it cannot run.
 pub(super) fn invocation(
     record: Result<&'static entry::EntryRecord>,
     batch: bool,
-    body: &[u8],
+    message: Vec<u8>,
+    at: usize,
 ) -> Invocation {
     match record {
-        Ok(record) if batch => (record.invoke_batch)(body),
-        Ok(record) => (record.invoke)(body),
+        Ok(record) if batch => (record.invoke_batch)(entry::BatchArgs { message, at }),
+        Ok(record) => {
+            let invoked = (record.invoke)(&message[at..]);
+            crate::transport::buffers::give(message);
+            invoked
+        }
         Err(e) => Invocation::Failed(e),
     }
 }

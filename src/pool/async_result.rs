@@ -75,7 +75,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         self.with_state(|s| {
             s.done.as_ref().map(|c| match &c.outcome {
                 Ok((message, at)) => {
-                    matches!(decode_results::<R>(&message[*at..]).as_deref(), Ok([Ok(_)]))
+                    matches!(
+                        decode_results::<R>(&message[*at..], 1).as_deref(),
+                        Ok([Ok(_)])
+                    )
                 }
                 Err(_) => false,
             })
@@ -85,13 +88,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     fn take_value(done: &Completion) -> Result<R> {
         match &done.outcome {
             Ok((message, at)) => {
-                let mut results = decode_results::<R>(&message[*at..])?;
-                match (results.pop(), results.is_empty()) {
-                    (Some(result), true) => result,
-                    _ => Err(Error::Protocol(
-                        "a worker returned a batch of other than one result for one task".into(),
-                    )),
-                }
+                let mut results = decode_results::<R>(&message[*at..], 1)?;
+                results.pop().ok_or_else(|| {
+                    Error::Protocol("a worker returned no result for one task".into())
+                })?
             }
             Err(f) => Err(f.clone().into()),
         }

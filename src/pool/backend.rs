@@ -588,8 +588,10 @@ impl Driver {
             return;
         }
         let now = Instant::now();
-        if worker.inflight.remove(&id).is_some() {
+        if let Some(finished) = worker.inflight.remove(&id) {
             worker.done += 1;
+            // The arguments were written long ago: their buffer serves the next chunk.
+            crate::transport::buffers::give_shared(finished.task.body);
         }
         let busy = worker.inflight.len() >= self.cfg.concurrency.max(1) as usize;
         self.pace.returned(now, worker.last_return);

@@ -80,18 +80,6 @@ impl Drop for Group {
     }
 }
 
-/// Checks that a batch has one result per item sent.
-fn check_count<R>(results: Vec<Result<R>>, sent: usize) -> Result<Vec<Result<R>>> {
-    if results.len() == sent {
-        Ok(results)
-    } else {
-        Err(Error::Protocol(format!(
-            "a worker returned {} results for {sent} items",
-            results.len()
-        )))
-    }
-}
-
 /// One call on a pool worker, returned by [`Pool::apply`](super::Pool::apply): set options,
 /// then `.await` it (or [`submit`](Self::submit) it for an [`AsyncResult`]).
 ///
@@ -298,6 +286,7 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
                     let outcome = decode_values(&message[at..], sent, &mut own)?;
                     early.insert(index, outcome.map(|()| own));
                 }
+                crate::transport::buffers::give(message);
                 while failed.is_none() {
                     let Some(chunk) = early.remove(&appended) else {
                         break;
@@ -469,8 +458,7 @@ impl<R: DeserializeOwned> Imap<R> {
                     let len = self.sizes.remove(&completion.index).unwrap_or(1);
                     // One result per item sent, whatever the worker said.
                     let results = match completion.outcome {
-                        Ok((message, at)) => decode_results(&message[at..])
-                            .and_then(|r| check_count(r, len))
+                        Ok((message, at)) => decode_results(&message[at..], len)
                             .unwrap_or_else(|e| failed_items(&e, len)),
                         Err(failure) => (0..len).map(|_| Err(failure.clone().into())).collect(),
                     };

@@ -35,7 +35,7 @@ pub use map::{Apply, Imap, ImapUnordered, Map};
 use crate::entry::Entry;
 use crate::error::RemoteError;
 use crate::error::{Error, Result};
-use crate::protocol::{decode_value, encode_value};
+use crate::protocol::{encode_value, encode_value_into, read_batch};
 use crate::start::{Context, StartMethod};
 use backend::{Command, LocalConfig, Task};
 use serde::de::DeserializeOwned;
@@ -115,14 +115,17 @@ impl PoolHandle {
     }
 }
 
-/// Decodes a batch of results as `R`s; each item keeps its own error.
-pub(crate) fn decode_results<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<Result<R>>> {
-    // Boxed while decoding: the error is rare and large (see `entry::BatchResult`).
-    let results: Vec<std::result::Result<R, Box<RemoteError>>> =
-        decode_value("a batch of results", body)?;
-    Ok(results
+/// Decodes a batch of `sent` results as `R`s; each item keeps its own error.
+pub(crate) fn decode_results<R: DeserializeOwned>(
+    body: &[u8],
+    sent: usize,
+) -> Result<Vec<Result<R>>> {
+    let mut values = Vec::new();
+    let rest = read_batch(body, sent, &mut values)?;
+    Ok(values
         .into_iter()
-        .map(|r| r.map_err(|e| Error::from(*e)))
+        .map(Ok)
+        .chain(rest.into_iter().map(|r| r.map_err(|e| Error::from(*e))))
         .collect())
 }
 
@@ -135,74 +138,27 @@ pub(crate) fn decode_values<R: DeserializeOwned>(
     sent: usize,
     out: &mut Vec<R>,
 ) -> Result<Result<()>> {
-    use serde::de::DeserializeSeed;
-    let what = "a batch of results";
-    let mut de = postcard::Deserializer::from_bytes(body);
-    let (failed, count) = Values(out)
-        .deserialize(&mut de)
-        .map_err(|e| Error::decode(what, e))?;
-    let rest = de.finalize().map_err(|e| Error::decode(what, e))?;
-    if !rest.is_empty() {
-        return Err(Error::decode(
-            what,
-            format!("{} trailing bytes", rest.len()),
-        ));
-    }
-    if count != sent {
-        return Err(Error::Protocol(format!(
-            "a worker returned {count} results for {sent} items"
-        )));
+    let mut failed: Option<RemoteError> = None;
+    for outcome in read_batch(body, sent, out)? {
+        match outcome {
+            Ok(value) if failed.is_none() => out.push(value),
+            Ok(_) => {}
+            Err(e) => {
+                failed.get_or_insert(*e);
+            }
+        }
     }
     Ok(failed.map_or(Ok(()), |e| Err(e.into())))
 }
 
-/// Appends a batch's values to a vector; yields its first error and how many items it held.
-struct Values<'a, R>(&'a mut Vec<R>);
-
-impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for Values<'_, R> {
-    type Value = (Option<RemoteError>, usize);
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for Values<'_, R> {
-    type Value = (Option<RemoteError>, usize);
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a sequence of results")
-    }
-
-    fn visit_seq<S: serde::de::SeqAccess<'de>>(
-        self,
-        mut seq: S,
-    ) -> std::result::Result<Self::Value, S::Error> {
-        // The length comes from the peer: reserve no more than a bounded amount up front, the
-        // vector grows as items really arrive.
-        self.0.reserve(seq.size_hint().unwrap_or(0).min(1 << 20));
-        let mut failed = None;
-        let mut count = 0;
-        while let Some(item) = seq.next_element::<std::result::Result<R, Box<RemoteError>>>()? {
-            count += 1;
-            match item {
-                Ok(value) if failed.is_none() => self.0.push(value),
-                Ok(_) => {}
-                Err(e) => {
-                    failed.get_or_insert(*e);
-                }
-            }
-        }
-        Ok((failed, count))
-    }
-}
-
-/// Encodes items as one batch (a chunk).
+/// Encodes items as one batch (a chunk), into a buffer sized for them at first guess (about the
+/// in-memory size for small items, capped), so most chunks are written without regrowth.
 pub(crate) fn encode_chunk<A: serde::Serialize>(items: &[A]) -> Result<Vec<u8>> {
-    encode_value("entry arguments", items)
+    let guess = items
+        .len()
+        .saturating_mul(std::mem::size_of::<A>().clamp(1, 16))
+        + 16;
+    encode_value_into("entry arguments", items, guess.min(8 << 20))
 }
 
 impl Pool {
