@@ -92,6 +92,8 @@ pub struct EntryRecord {
     /// Prepares a call on each item of a batch (an encoded `Vec<Args>`); the result is in the
     /// batch format of `protocol::BatchWriter`, each item failing on its own.
     pub invoke_batch: fn(BatchArgs) -> Invocation,
+    /// Whether the function is `async` (its calls are futures to poll, not code to run).
+    pub is_async: bool,
 }
 
 /// Every `#[entry]` of the executable, collected at link time.

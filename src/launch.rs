@@ -275,16 +275,20 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     let runtime = child_runtime(&current);
     crate::transport::set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
     let slot = Arc::clone(&current);
-    let on_ready = Box::new(move |cfg: &ChildConfig| match Context::child(cfg) {
-        Ok(ctx) => {
-            let _ = slot.set(Arc::downgrade(&ctx));
-            Context::set_current(Some(ctx));
-        }
-        Err(e) => {
-            eprintln!("multiprocessing: child {}: {e}", std::process::id());
-            std::process::exit(EXIT_NO_PARENT);
-        }
-    });
+    // Run on the runtime thread, or on a spare's call thread: the context it makes is current
+    // on the thread that runs it, and `serve` keeps it alive for as long as it serves.
+    let on_ready: bootstrap::OnReady =
+        Box::new(move |cfg: &ChildConfig| match Context::child(cfg) {
+            Ok(ctx) => {
+                let _ = slot.set(Arc::downgrade(&ctx));
+                Context::set_current(Some(Arc::clone(&ctx)));
+                Box::new(ctx)
+            }
+            Err(e) => {
+                eprintln!("multiprocessing: child {}: {e}", std::process::id());
+                std::process::exit(EXIT_NO_PARENT);
+            }
+        });
     let code = runtime.block_on(async move {
         let on_thread_start: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             Context::set_current(current.get().and_then(std::sync::Weak::upgrade));

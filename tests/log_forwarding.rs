@@ -1,7 +1,7 @@
 //! `tracing` events emitted in a child reach the parent's subscriber, tagged with the child's pid
 //! and name.
 
-use multiprocessing::{entry, Process};
+use multiprocessing::{entry, Process, StartMethod};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +25,9 @@ impl Write for Capture {
     }
 }
 
-#[multiprocessing::test]
-async fn child_events_reach_the_parent_subscriber() {
+/// Sets a global subscriber at INFO that writes into the returned buffer. Global, so the level
+/// reaches the children (they forward what the parent wants).
+fn capture_logs() -> Capture {
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -34,8 +35,13 @@ async fn child_events_reach_the_parent_subscriber() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    // Global, so the level reaches the children (they forward what the parent wants).
     tracing::subscriber::set_global_default(subscriber).unwrap();
+    capture
+}
+
+#[multiprocessing::test]
+async fn child_events_reach_the_parent_subscriber() {
+    let capture = capture_logs();
 
     let p = Process::builder()
         .name("talker")
@@ -56,4 +62,35 @@ async fn child_events_reach_the_parent_subscriber() {
     assert!(line.contains("answer=42"), "{line}");
     assert!(line.contains("INFO"), "{line}");
     assert!(!text.contains("too verbose"), "{text}");
+}
+
+#[entry]
+fn says_hello(n: u32) -> u32 {
+    tracing::info!(answer = n, "hello from a forked child");
+    n
+}
+
+/// A spare's call thread runs the call it was assigned with before the runtime thread has woken:
+/// a log record from the entry's first statement still reaches the parent.
+#[multiprocessing::test]
+async fn a_forked_child_forwards_logs_from_its_first_statement() {
+    let capture = capture_logs();
+    // Twice: the first child comes from the spare made when the server starts, the second from
+    // one made while the first ran.
+    for n in [41u32, 42] {
+        let p = Process::builder()
+            .start_method(StartMethod::ForkServer)
+            .name("greeter")
+            .spawn(says_hello, n)
+            .await
+            .unwrap();
+        assert_eq!(p.join().await.unwrap(), n);
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("answer={n}")))
+            .unwrap_or_else(|| panic!("not forwarded: {text:?}"));
+        assert!(line.contains(&format!("child_pid={}", p.pid())), "{line}");
+        assert!(line.contains("greeter"), "{line}");
+    }
 }

@@ -248,3 +248,31 @@ async fn a_spare_takes_the_frame_limit_in_force_when_it_is_assigned() {
     let p = forked().spawn(bytes_of, 1 << 20).await.unwrap();
     assert_eq!(p.join().await.unwrap().len(), 1 << 20);
 }
+
+#[entry]
+async fn async_square(x: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    x * x
+}
+
+#[entry]
+fn len_of(data: serde_bytes::ByteBuf) -> usize {
+    data.len()
+}
+
+/// An async entry's call, which a spare's call thread leaves to the runtime thread, and a sync
+/// entry's call whose 32 MiB argument the call thread reads whole before running it.
+#[multiprocessing::test]
+async fn a_spare_runs_async_entries_and_large_arguments() {
+    for x in [3u64, 4, 5] {
+        let p = forked().spawn(async_square, x).await.unwrap();
+        assert_eq!(p.join().await.unwrap(), x * x);
+    }
+    for n in [1usize, 32 << 20] {
+        let p = forked()
+            .spawn(len_of, serde_bytes::ByteBuf::from(vec![1u8; n]))
+            .await
+            .unwrap();
+        assert_eq!(p.join().await.unwrap(), n);
+    }
+}

@@ -219,6 +219,7 @@ fn expand_fn(krate: &Path, f: ItemFn) -> TokenStream {
                 name: <#name as #krate::Entry>::NAME,
                 invoke: |args: &[u8]| #invoke,
                 invoke_batch: |args: #krate::__private::BatchArgs| #invoke_batch,
+                is_async: #is_async,
             };
         };
     };
@@ -298,6 +299,7 @@ fn expand_run(krate: &Path, item: ItemImpl) -> TokenStream {
                 name: <#ty as #krate::__private::RegisteredRun>::NAME,
                 invoke: |args: &[u8]| #krate::__private::invoke_sync(args, |value: #ty| <#ty as #krate::Run>::run(value)),
                 invoke_batch: |args: #krate::__private::BatchArgs| #krate::__private::invoke_batch_sync(args, |value: #ty| <#ty as #krate::Run>::run(value)),
+                is_async: false,
             };
         };
     }

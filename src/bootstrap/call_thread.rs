@@ -157,14 +157,19 @@ fn write_now(
     })
 }
 
-/// Starts the call thread. It runs until the queue is closed; a `then_exit` call reports its
-/// exit code on `exit`.
+/// What the call thread does first, before it takes calls from the queue (a spare reads its
+/// assignment): perhaps a call to run at once.
+pub(super) type FirstWork = Box<dyn FnOnce(&Handle) -> Option<QueuedCall> + Send>;
+
+/// Starts the call thread. It runs `first`, then the queue's calls until the queue is closed; a
+/// `then_exit` call reports its exit code on `exit`.
 pub(super) fn spawn(
     queue: Arc<CallQueue>,
     writer: SharedWriter,
     runtime: Handle,
     exit: UnboundedSender<i32>,
     on_start: Arc<dyn Fn() + Send + Sync>,
+    first: Option<FirstWork>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("multiprocessing-call".into())
@@ -172,11 +177,14 @@ pub(super) fn spawn(
             // Entries find the runtime as they would on its blocking pool (`Handle::current`,
             // `tokio::spawn`); the runtime's own thread drives their I/O and timers.
             let _runtime = runtime.enter();
-            let mut next = queue.next();
-            // Our context may be made after this thread starts (a spare is told who it is only
-            // later): take it when the first call comes.
-            if next.is_some() {
-                on_start();
+            let mut next = first.and_then(|first| first(&runtime));
+            if next.is_none() {
+                next = queue.next();
+                // Our context may be made after this thread starts (a spare is told who it is
+                // only later): take it when the first call comes.
+                if next.is_some() {
+                    on_start();
+                }
             }
             let mut start_reported = false;
             while let Some(call) = next.take() {

@@ -7,6 +7,8 @@ use crate::entry::{self, Invocation};
 use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{decode_head, encode_head, ChildConfig, Down, Up, PROTOCOL_VERSION};
 use crate::transport::auth::AuthKey;
+use crate::transport::frame::FrameReader;
+use crate::transport::local::RecvHalf;
 use crate::transport::{spawn_shared_writer, Conn, Outbox, Outgoing, SharedWriter};
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +24,115 @@ struct Running {
     started: Arc<AtomicBool>,
 }
 
+/// Runs once the child knows who it is; returns what keeps its context alive.
+pub(crate) type OnReady = Box<dyn FnOnce(&ChildConfig) -> KeepAlive + Send>;
+/// Held for as long as the child serves (its context).
+pub(crate) type KeepAlive = Box<dyn std::any::Any + Send>;
+
+/// What a spare's call thread hands the runtime thread once it has read its assignment.
+struct Assigned {
+    reader: FrameReader<RecvHalf>,
+    cfg: ChildConfig,
+    /// The exit code instead, if there was no assignment to read (or the socket is lost).
+    result: std::result::Result<(), i32>,
+    keep: Option<KeepAlive>,
+    outbox: Option<(Outbox, tokio::task::JoinHandle<()>)>,
+    /// A message that came with the assignment and that the call thread did not take.
+    pending: Option<Vec<u8>>,
+}
+
+/// A spare's first work, done on its call thread: read the assignment there, and take the call
+/// that came with it if it is a `Process`'s sync call, so that it starts without waking the
+/// runtime thread first (the thread parked in the runtime wakes meanwhile, to take over the
+/// connection). The socket is out of the runtime while this thread reads it, so what arrives
+/// wakes this thread alone.
+struct SpareStart {
+    reader: FrameReader<RecvHalf>,
+    writer: SharedWriter,
+    cfg: ChildConfig,
+    on_ready: OnReady,
+    handback: tokio::sync::oneshot::Sender<Assigned>,
+}
+
+impl SpareStart {
+    fn run(self, runtime: &tokio::runtime::Handle) -> Option<QueuedCall> {
+        let SpareStart {
+            mut reader,
+            writer,
+            mut cfg,
+            on_ready,
+            handback,
+        } = self;
+        reader.get_mut().block();
+        let mut result = runtime.block_on(assignment(&mut reader, &writer, &mut cfg));
+        let (mut keep, mut outbox, mut pending, mut taken) = (None, None, None, None);
+        if result.is_ok() {
+            keep = Some(on_ready(&cfg));
+            let (out, task) = spawn_shared_writer(Arc::clone(&writer));
+            log_forward::install(out.clone(), cfg.log_level);
+            outbox = Some((out, task));
+            // The first call comes in the same write as the assignment: when it is there
+            // already, it is read now (never waiting for one that is not).
+            if cfg.concurrency == 1 && reader.has_buffered() {
+                match runtime.block_on(reader.read_message()) {
+                    Ok(Some(message)) => match direct_call(message) {
+                        Ok(call) => taken = Some(call),
+                        Err(message) => pending = Some(message),
+                    },
+                    _ => result = Err(EXIT_PARENT_GONE),
+                }
+            }
+        }
+        if reader.get_mut().unblock().is_err() && result.is_ok() {
+            result = Err(EXIT_NO_PARENT);
+        }
+        let assigned = Assigned {
+            reader,
+            cfg,
+            result,
+            keep,
+            outbox,
+            pending,
+        };
+        if handback.send(assigned).is_err() || result.is_err() {
+            return None;
+        }
+        taken
+    }
+}
+
+/// A `Process`'s call (`then_exit`) of a sync entry, ready for the call thread; otherwise the
+/// message back.
+fn direct_call(message: Vec<u8>) -> std::result::Result<QueuedCall, Vec<u8>> {
+    let Ok((
+        Down::Call {
+            id,
+            entry,
+            then_exit: true,
+            batch: false,
+            report_start: false,
+        },
+        at,
+    )) = decode_head::<Down>(&message)
+    else {
+        return Err(message);
+    };
+    match entry::lookup(&entry) {
+        Ok(record) if !record.is_async => Ok(QueuedCall {
+            id,
+            start: None,
+            then_exit: true,
+            body: CallBody::Encoded {
+                record: Ok(record),
+                batch: false,
+                message,
+                at,
+            },
+        }),
+        _ => Err(message),
+    }
+}
+
 /// Serves the parent until it tells us to stop or goes away; returns the exit code.
 ///
 /// Must run inside a tokio runtime. A call sent with `then_exit` ends serving once its result is
@@ -29,12 +140,13 @@ struct Running {
 /// parent is gone and the process should exit at once.
 ///
 /// `on_ready` runs once the child knows who it is, before any call: at once for an ordinary
-/// child, after [`Down::Assign`] for a spare (`launch` makes the child's context there).
-/// `on_thread_start` runs first thing on every thread the child starts outside the runtime (the
-/// call thread): `launch` uses it to make the launch context current there too.
+/// child, after [`Down::Assign`] for a spare (`launch` makes the child's context there, on the
+/// spare's call thread). `on_thread_start` runs first thing on every thread the child starts
+/// outside the runtime (the call thread): `launch` uses it to make the launch context current
+/// there too.
 pub(crate) async fn serve(
     mut cfg: ChildConfig,
-    on_ready: Box<dyn FnOnce(&ChildConfig) + Send>,
+    on_ready: OnReady,
     on_thread_start: Arc<dyn Fn() + Send + Sync>,
 ) -> i32 {
     entry::install_panic_hook();
@@ -49,13 +161,11 @@ pub(crate) async fn serve(
         });
     };
     let mut on_ready = Some(on_ready);
-    let mut ready = |cfg: &ChildConfig| {
-        if let Some(f) = on_ready.take() {
-            f(cfg);
-        }
-    };
+    let mut _keep = None;
     if !cfg.spare {
-        ready(&cfg);
+        if let Some(f) = on_ready.take() {
+            _keep = Some(f(&cfg));
+        }
         if cfg.concurrency != 1 {
             warm_up();
         }
@@ -79,21 +189,46 @@ pub(crate) async fn serve(
             return EXIT_NO_PARENT;
         }
     };
-    let Conn { mut reader, writer } = conn;
+    let Conn { reader, writer } = conn;
     let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
     let (exit_tx, mut exit) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    // A spare's call thread reads its assignment (see `SpareStart`).
+    let mut reader = Some(reader);
+    let mut handback = None;
+    let start = match (cfg.spare, reader.take(), on_ready.take()) {
+        (true, Some(spare_reader), Some(on_ready)) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            handback = Some(rx);
+            Some(SpareStart {
+                reader: spare_reader,
+                writer: Arc::clone(&writer),
+                cfg: cfg.clone(),
+                on_ready,
+                handback: tx,
+            })
+        }
+        (_, back, _) => {
+            reader = back;
+            None
+        }
+    };
     // One slot: calls run on a thread of their own, straight from a queue. A spare starts that
     // thread before it knows its concurrency (most children have one slot: every `Process`, and
     // pool workers by default), so that it is not on the way of the first call.
     let mut queue = if cfg.spare || cfg.concurrency == 1 {
         let queue = Arc::new(CallQueue::default());
         let handle = tokio::runtime::Handle::current();
+        let first = start.map(|start| {
+            Box::new(move |runtime: &tokio::runtime::Handle| start.run(runtime))
+                as call_thread::FirstWork
+        });
         if call_thread::spawn(
             Arc::clone(&queue),
             Arc::clone(&writer),
             handle,
             exit_tx.clone(),
             Arc::clone(&on_thread_start),
+            first,
         )
         .is_err()
         {
@@ -103,14 +238,25 @@ pub(crate) async fn serve(
     } else {
         None
     };
-    if cfg.spare {
-        // A spare waits here, connected, for as long as it takes to be given an identity. Its
-        // call thread is alive meanwhile, which is sound for the environment it then sets: that
-        // thread only waits for calls, and reads no variable before the first one.
-        match assignment(&mut reader, &writer, &mut cfg).await {
-            Ok(()) => ready(&cfg),
-            Err(code) => return code,
+    let mut pending = None;
+    let mut outbox_parts = None;
+    if let Some(handback) = handback {
+        // A spare waits here, connected, for as long as it takes to be given an identity; its
+        // call thread reads it, and sets the environment it carries. Sound although this thread
+        // is alive: it waits in the runtime meanwhile, with nothing to run, and reads no variable.
+        let Ok(assigned) = handback.await else {
+            return EXIT_NO_PARENT;
+        };
+        if let Err(code) = assigned.result {
+            return code;
         }
+        reader = Some(assigned.reader);
+        cfg = assigned.cfg;
+        _keep = assigned.keep;
+        pending = assigned.pending;
+        outbox_parts = assigned.outbox;
+        // The context was made on the call thread: make it current here too.
+        on_thread_start();
         if cfg.concurrency != 1 {
             if let Some(queue) = queue.take() {
                 queue.close();
@@ -118,8 +264,17 @@ pub(crate) async fn serve(
             warm_up();
         }
     }
-    let (outbox, _writer) = spawn_shared_writer(Arc::clone(&writer));
-    log_forward::install(outbox.clone(), cfg.log_level);
+    let Some(mut reader) = reader else {
+        return EXIT_NO_PARENT;
+    };
+    let (outbox, _writer) = match outbox_parts {
+        Some(parts) => parts,
+        None => {
+            let parts = spawn_shared_writer(Arc::clone(&writer));
+            log_forward::install(parts.0.clone(), cfg.log_level);
+            parts
+        }
+    };
 
     let running: Arc<Mutex<HashMap<u64, Running>>> = Arc::default();
     let permits = match cfg.concurrency {
@@ -129,6 +284,9 @@ pub(crate) async fn serve(
     // The reader runs on its own so that the loop below can also hear a finished `then_exit`
     // call; both channels are cancel-safe to select on.
     let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    if let Some(message) = pending {
+        let _ = messages_tx.send(message);
+    }
     tokio::spawn(async move {
         loop {
             match reader.read_message().await {
@@ -306,7 +464,7 @@ pub(crate) async fn serve(
 /// Reads a spare's [`Down::Assign`] and takes it into `cfg` (and the environment); the exit
 /// code if there is none to read.
 async fn assignment(
-    reader: &mut crate::transport::frame::FrameReader<crate::transport::local::RecvHalf>,
+    reader: &mut FrameReader<RecvHalf>,
     writer: &SharedWriter,
     cfg: &mut ChildConfig,
 ) -> std::result::Result<(), i32> {
@@ -332,8 +490,8 @@ async fn assignment(
             reader.set_max_frame(limit);
             writer.lock().await.set_max_frame(limit);
             cfg.max_frame = limit as u64;
-            // Sound although the call thread is alive: it only waits for calls until the first
-            // one, and reads no variable before (see the caller).
+            // Run on the spare's call thread: sound although the runtime thread is alive, as it
+            // waits with nothing to run and reads no variable (see `serve`).
             for (key, value) in env {
                 std::env::set_var(key, value);
             }

@@ -11,7 +11,7 @@ pub(crate) mod fork_server;
 mod log_forward;
 mod start_log;
 
-pub(crate) use child::serve;
+pub(crate) use child::{serve, OnReady};
 
 use crate::error::Result;
 use crate::protocol::{ChildConfig, CHILD_ENV};

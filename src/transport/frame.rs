@@ -50,6 +50,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.max_message = max_message;
     }
 
+    /// The stream beneath.
+    pub(crate) fn get_mut(&mut self) -> &mut R {
+        self.inner.get_mut()
+    }
+
+    /// Whether bytes past the last message were read already (the next message, or its start).
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.inner.buffer().is_empty()
+    }
+
     /// The stream and the bytes read from it ahead of the last message (a caller that goes on
     /// reading the stream by other means must consume those first).
     pub(crate) fn into_parts(self) -> (R, Vec<u8>) {

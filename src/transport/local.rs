@@ -25,7 +25,18 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// The read half of a local socket.
 #[derive(Debug)]
-pub(crate) struct RecvHalf(AsyncFd<UnixStream>);
+pub(crate) struct RecvHalf(Recv);
+
+#[derive(Debug)]
+enum Recv {
+    /// Registered with the runtime for readability: reads wait for its I/O driver.
+    Registered(AsyncFd<UnixStream>),
+    /// Out of the runtime: a read waits in poll(2) on the thread that reads, and no thread
+    /// parked in the runtime wakes for what arrives (see [`RecvHalf::block`]).
+    Blocking(UnixStream),
+    /// Registering again failed: reads fail.
+    Lost,
+}
 
 /// The write half of a local socket: a second descriptor of the same socket.
 #[derive(Debug)]
@@ -56,12 +67,75 @@ fn halves(stream: Stream) -> Result<Halves> {
     send.set_nonblocking(true)?;
     let recv = register(send.try_clone()?, Interest::READABLE)?;
     Ok((
-        RecvHalf(recv),
+        RecvHalf(Recv::Registered(recv)),
         SendHalf {
             stream: send,
             blocked: None,
         },
     ))
+}
+
+impl RecvHalf {
+    /// Takes the socket out of the runtime: until [`unblock`](Self::unblock), a read waits in
+    /// poll(2) on the thread that polls it (and so never returns `Pending`). A spare's call
+    /// thread reads its assignment this way, so that what arrives wakes that thread alone.
+    pub(crate) fn block(&mut self) {
+        if let Recv::Registered(_) = self.0 {
+            if let Recv::Registered(fd) = std::mem::replace(&mut self.0, Recv::Lost) {
+                self.0 = Recv::Blocking(fd.into_inner());
+            }
+        }
+    }
+
+    /// Registers the socket with the runtime again; must run where a runtime is entered.
+    ///
+    /// # Errors
+    /// `Io` if the registration fails; reads then fail too.
+    pub(crate) fn unblock(&mut self) -> Result<()> {
+        if let Recv::Blocking(_) = self.0 {
+            if let Recv::Blocking(stream) = std::mem::replace(&mut self.0, Recv::Lost) {
+                self.0 = Recv::Registered(register(stream, Interest::READABLE)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `recv(2)` into the unfilled part of `buf`.
+fn recv_into(fd: &UnixStream, buf: &mut ReadBuf<'_>) -> std::io::Result<()> {
+    // Into the uninitialized space as it is: zeroing it first would cost, for a large frame
+    // read in socket-sized pieces, a pass over the rest of the frame per piece.
+    // SAFETY: `recv` only writes into the slice; no byte is de-initialized.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    // SAFETY: `recv` writes at most `unfilled.len()` bytes into `unfilled`, memory we hold a
+    // unique borrow of, and reads nothing from it.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            unfilled.as_mut_ptr().cast(),
+            unfilled.len(),
+            0,
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
+    // SAFETY: `recv` initialized the first `n` bytes of the unfilled part.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(())
+}
+
+/// Waits in poll(2) until `fd` is readable (or closed).
+fn wait_readable(fd: &UnixStream) -> std::io::Result<()> {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    if unsafe { libc::poll(&mut poll, 1, -1) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AsyncRead for RecvHalf {
@@ -70,31 +144,32 @@ impl AsyncRead for RecvHalf {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.0.poll_read_ready(cx))?;
-            // Into the uninitialized space as it is: zeroing it first would cost, for a large
-            // frame read in socket-sized pieces, a pass over the rest of the frame per piece.
-            // SAFETY: `recv` only writes into the slice; no byte is de-initialized.
-            let unfilled = unsafe { buf.unfilled_mut() };
-            match guard.try_io(|fd| {
-                // SAFETY: `recv` writes at most `unfilled.len()` bytes into `unfilled`, memory
-                // we hold a unique borrow of, and reads nothing from it.
-                let n = unsafe {
-                    libc::recv(
-                        fd.as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                        0,
-                    )
-                };
-                usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
-            }) {
-                Ok(Ok(n)) => {
-                    // SAFETY: `recv` initialized the first `n` bytes of the unfilled part.
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+        let fd = match &self.get_mut().0 {
+            Recv::Registered(fd) => fd,
+            Recv::Blocking(stream) => loop {
+                match recv_into(stream, buf) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        match wait_readable(stream) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
+            },
+            Recv::Lost => {
+                return Poll::Ready(Err(std::io::Error::other(
+                    "the socket could not be registered with the runtime again",
+                )))
+            }
+        };
+        loop {
+            let mut guard = ready!(fd.poll_read_ready(cx))?;
+            match guard.try_io(|fd| recv_into(fd.get_ref(), buf)) {
+                Ok(Ok(())) => return Poll::Ready(Ok(())),
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 // Not readable after all: the readiness was cleared, wait for the next edge.
