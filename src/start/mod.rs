@@ -429,19 +429,24 @@ impl Context {
                 Err(e) => return Err(e),
             }
         };
-        // The next spare forks and connects while this one runs its call. (If the server cannot
-        // be started now, the next start tries again and reports why.)
+        // The next spare forks and connects while this one runs its call: once this one's
+        // assignment (and the first call, which goes in the same write) is on the wire, so that
+        // the server's fork does not take the CPU the woken child is about to run on. (If the
+        // server cannot be started now, the next start tries again and reports why.)
+        let (sent, on_the_wire) = tokio::sync::oneshot::channel();
         if let Ok(server) = self.fork_server(&cfg).await {
             let mut slot = lock(&self.spare);
             if slot.is_none() {
-                *slot = Some(tokio::spawn(spare::make(
-                    server,
-                    Arc::clone(&hub),
-                    cfg.clone(),
-                )));
+                let hub = Arc::clone(&hub);
+                let cfg = cfg.clone();
+                *slot = Some(tokio::spawn(async move {
+                    // Told when the message is flushed, or dropped if it never will be.
+                    let _ = on_the_wire.await;
+                    spare::make(server, hub, cfg).await
+                }));
             }
         }
-        spare.into_child(&cfg, env, hub)
+        spare.into_child(&cfg, env, hub, sent)
     }
 
     /// This context's fork server, started on first use (with `cfg` as the configuration its

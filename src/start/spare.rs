@@ -5,7 +5,7 @@
 //! environment. Starting a child with the fork server then costs one message to a process that
 //! is already running and connected, instead of a fork request, a fork, a runtime, a connection
 //! and a handshake one after another. The context keeps one spare ready and makes the next while
-//! the last one taken runs its call; the price is one idle process (about 2.5 MB, most of it
+//! the last one taken runs its call (from when that one's first message is on the wire); the price is one idle process (about 2.5 MB, most of it
 //! shared with the server) for as long as the fork server runs. It is not counted among
 //! `active_children` and dies with the server.
 
@@ -93,7 +93,7 @@ impl Spare {
 
     /// The spare as a started child, already connected, with the message that tells it who it
     /// is (`cfg`'s name, daemon flag, concurrency and log level, and `env` to set) waiting to
-    /// go out ahead of its first call.
+    /// go out ahead of its first call; `sent` is told once that message is flushed.
     ///
     /// # Errors
     /// `Encode` if that message cannot be encoded.
@@ -102,6 +102,7 @@ impl Spare {
         cfg: &ChildConfig,
         env: Vec<(String, String)>,
         hub: Arc<Hub>,
+        sent: oneshot::Sender<()>,
     ) -> Result<ChildProcess> {
         let head = encode_head(&Down::Assign {
             name: cfg.name.clone(),
@@ -126,7 +127,7 @@ impl Spare {
             connection,
             token: cfg.token,
             hub,
-            first: Some(Outgoing::new(head, Vec::new())),
+            first: Some(Outgoing::new(head, Vec::new()).acked(sent)),
         })
     }
 }

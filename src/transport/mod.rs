@@ -138,6 +138,12 @@ impl Outgoing {
         }
     }
 
+    /// The same message, with `ack` told once it (and everything before it) has been flushed.
+    pub(crate) fn acked(mut self, ack: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.ack = Some(ack);
+        self
+    }
+
     /// Not a message: `ack` is told once everything queued before it has been flushed.
     pub(crate) fn flush_marker(ack: tokio::sync::oneshot::Sender<()>) -> Self {
         Outgoing {
