@@ -18,9 +18,10 @@ pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
 pub(crate) enum Down {
     /// Run `entry` on the arguments in the body. With `then_exit`, the child exits once the
     /// result is sent (a `Process`); otherwise it waits for more calls. With `batch`, the body is
-    /// a `Vec` of arguments and the result a `Vec<Result<Output, RemoteError>>`, one per item. With
-    /// `report_start`, the child counts the call in its start log (`bootstrap::start_log`), or
-    /// failing that sends [`Up::Started`] (and flushes it), before running the call.
+    /// a `Vec` of arguments and the result one outcome per item, in the format of
+    /// [`BatchWriter`]. With `report_start`, the child counts the call in its start log
+    /// (`bootstrap::start_log`), or failing that sends [`Up::Started`] (and flushes it), before
+    /// running the call.
     Call {
         id: u64,
         /// Borrowed when sent (entry names are `'static`), so a task costs no allocation for it.
