@@ -25,18 +25,24 @@ impl Write for Capture {
     }
 }
 
-/// Sets a global subscriber at INFO that writes into the returned buffer. Global, so the level
-/// reaches the children (they forward what the parent wants).
+/// The buffer a global subscriber at INFO writes into, set once per process (`cargo test` runs
+/// every test of this file in one process; nextest, each in its own). Global, so the level
+/// reaches the children (they forward what the parent wants). Tests look for their own lines.
 fn capture_logs() -> Capture {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
-    capture
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            capture
+        })
+        .clone()
 }
 
 #[multiprocessing::test]
@@ -88,7 +94,7 @@ async fn a_forked_child_forwards_logs_from_its_first_statement() {
         let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         let line = text
             .lines()
-            .find(|l| l.contains(&format!("answer={n}")))
+            .find(|l| l.contains("from a forked child") && l.contains(&format!("answer={n}")))
             .unwrap_or_else(|| panic!("not forwarded: {text:?}"));
         assert!(line.contains(&format!("child_pid={}", p.pid())), "{line}");
         assert!(line.contains("greeter"), "{line}");

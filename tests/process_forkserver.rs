@@ -237,14 +237,24 @@ async fn a_spare_that_dies_while_it_waits_is_replaced() {
     }
 }
 
+#[entry]
+fn echo_bytes(data: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    data
+}
+
 /// A spare made under one frame limit and assigned under another follows the new one, as a
-/// child started afresh would.
+/// child started afresh would, and still reads what its parent sends in frames of the old one.
 #[multiprocessing::test]
 async fn a_spare_takes_the_frame_limit_in_force_when_it_is_assigned() {
-    // The first spawn starts the server; the next spare is made under the default limit.
+    // The first spawn starts the server; the next spare is made, and connects, under the
+    // default limit (16 MiB frames) before the limit drops.
     let p = forked().spawn(square, 2).await.unwrap();
     assert_eq!(p.join().await.unwrap(), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     multiprocessing::set_max_frame_size(64 << 10);
+    let data = serde_bytes::ByteBuf::from(vec![5u8; 1 << 20]);
+    let p = forked().spawn(echo_bytes, data.clone()).await.unwrap();
+    assert_eq!(p.join().await.unwrap(), data);
     let p = forked().spawn(bytes_of, 1 << 20).await.unwrap();
     assert_eq!(p.join().await.unwrap().len(), 1 << 20);
 }

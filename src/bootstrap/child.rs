@@ -487,7 +487,10 @@ async fn assignment(
             let limit = usize::try_from(max_frame).unwrap_or(usize::MAX);
             crate::transport::set_max_frame(limit);
             let limit = crate::transport::max_frame();
-            reader.set_max_frame(limit);
+            // What we send follows the new limit. What we read may still come in frames of the
+            // old one: the parent's writer for this connection was made with the spare.
+            let old = usize::try_from(cfg.max_frame).unwrap_or(usize::MAX);
+            reader.set_max_frame(limit.max(old));
             writer.lock().await.set_max_frame(limit);
             cfg.max_frame = limit as u64;
             // Run on the spare's call thread: sound although the runtime thread is alive, as it
