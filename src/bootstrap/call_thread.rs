@@ -232,6 +232,8 @@ pub(super) fn spawn(
                 if write_now(&writer, &runtime, Some((&ret, &body)), started).is_err() {
                     return;
                 }
+                // Written: a large result's buffer serves the next one (see `buffers`).
+                crate::transport::buffers::give(body);
                 if call.then_exit {
                     let _ = exit.send(code);
                     return;
