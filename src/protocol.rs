@@ -297,17 +297,19 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
 struct Bytes(Vec<u8>);
 
 impl Bytes {
-    /// Makes room for `extra` more bytes. A large piece (a blob) goes into a buffer of its size
-    /// from [`buffers::take`](crate::transport::buffers::take), kept or fresh with huge pages;
-    /// anything else grows the vector as usual, whose `realloc` of a large buffer moves its pages
-    /// rather than copying and faulting them in again.
+    /// Makes room for `extra` more bytes. For a large piece (a blob), the buffer comes from
+    /// [`buffers::take`](crate::transport::buffers::take), kept or fresh with huge pages, and at
+    /// least doubles, so that many large pieces cost linear copying; the old one goes back.
+    /// Anything else grows the vector as usual, whose `realloc` of a large buffer moves its
+    /// pages rather than copying and faulting them in again.
     #[cold]
     #[inline(never)]
     fn grow(&mut self, extra: usize) {
         if extra >= crate::transport::buffers::MIN_LEN {
-            let mut bigger = crate::transport::buffers::take(self.0.len() + extra);
+            let want = (self.0.len() + extra).max(2 * self.0.capacity());
+            let mut bigger = crate::transport::buffers::take(want);
             bigger.extend_from_slice(&self.0);
-            self.0 = bigger;
+            crate::transport::buffers::give(std::mem::replace(&mut self.0, bigger));
         } else {
             self.0.reserve(extra);
         }
@@ -356,6 +358,9 @@ impl postcard::ser_flavors::Flavor for Bytes {
 
 /// Encodes a user value into a buffer with room for about `capacity` bytes to start with (a
 /// kept one when large enough), for a caller that can guess the size.
+///
+/// # Errors
+/// [`Error::Encode`] if the value does not encode.
 pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
     what: &'static str,
     value: &T,

@@ -71,15 +71,23 @@ impl SpareStart {
             let (out, task) = spawn_shared_writer(Arc::clone(&writer));
             log_forward::install(out.clone(), cfg.log_level);
             outbox = Some((out, task));
-            // The first call comes in the same write as the assignment: when it is there
-            // already, it is read now (never waiting for one that is not).
+            // A `Process`'s call usually comes in the same write as the assignment: when its
+            // start is there already, it is read now (waiting only for the rest of it, which is
+            // on its way); a call not yet begun is left to the runtime thread.
             if cfg.concurrency == 1 && reader.has_buffered() {
                 match runtime.block_on(reader.read_message()) {
                     Ok(Some(message)) => match direct_call(message) {
                         Ok(call) => taken = Some(call),
                         Err(message) => pending = Some(message),
                     },
-                    _ => result = Err(EXIT_PARENT_GONE),
+                    Ok(None) | Err(Error::Io(_)) => result = Err(EXIT_PARENT_GONE),
+                    Err(e) => {
+                        eprintln!(
+                            "multiprocessing: child {} dropped its parent connection: {e}",
+                            std::process::id()
+                        );
+                        result = Err(EXIT_PARENT_GONE);
+                    }
                 }
             }
         }

@@ -116,6 +116,9 @@ impl PoolHandle {
 }
 
 /// Decodes a batch of `sent` results as `R`s; each item keeps its own error.
+///
+/// # Errors
+/// As [`read_batch`]: a batch that does not decode, or holds other than `sent` outcomes.
 pub(crate) fn decode_results<R: DeserializeOwned>(
     body: &[u8],
     sent: usize,

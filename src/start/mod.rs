@@ -430,9 +430,10 @@ impl Context {
             }
         };
         // The next spare forks and connects while this one runs its call: once this one's
-        // assignment (and the first call, which goes in the same write) is on the wire, so that
-        // the server's fork does not take the CPU the woken child is about to run on. (If the
-        // server cannot be started now, the next start tries again and reports why.)
+        // assignment is on the wire (a `Process` queues its call right behind it, so both
+        // usually go in one write), so that the server's fork does not take the CPU the woken
+        // child is about to run on. (If the server cannot be started now, the next start tries
+        // again and reports why.)
         let (sent, on_the_wire) = tokio::sync::oneshot::channel();
         if let Ok(server) = self.fork_server(&cfg).await {
             let mut slot = lock(&self.spare);

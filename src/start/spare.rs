@@ -5,9 +5,9 @@
 //! environment. Starting a child with the fork server then costs one message to a process that
 //! is already running and connected, instead of a fork request, a fork, a runtime, a connection
 //! and a handshake one after another. The context keeps one spare ready and makes the next while
-//! the last one taken runs its call (from when that one's first message is on the wire); the price is one idle process (about 2.5 MB, most of it
-//! shared with the server) for as long as the fork server runs. It is not counted among
-//! `active_children` and dies with the server.
+//! the last one taken runs its call (from when that one's assignment is on the wire). The price
+//! is one idle process (about 2.5 MB, most of it shared with the server) for as long as the fork
+//! server runs. It is not counted among `active_children` and dies with the server.
 
 use super::forkserver::ForkServer;
 use super::spawn::{ChildHandle, ChildProcess};
