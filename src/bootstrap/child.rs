@@ -200,25 +200,20 @@ pub(crate) async fn serve(
     let Conn { reader, writer } = conn;
     let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
     let (exit_tx, mut exit) = tokio::sync::mpsc::unbounded_channel::<i32>();
-    // A spare's call thread reads its assignment (see `SpareStart`).
-    let mut reader = Some(reader);
-    let mut handback = None;
-    let start = match (cfg.spare, reader.take(), on_ready.take()) {
-        (true, Some(spare_reader), Some(on_ready)) => {
+    // A spare's call thread reads its assignment (see `SpareStart`); it hands the reader back.
+    let (mut reader, start, handback) = match on_ready.take() {
+        Some(on_ready) if cfg.spare => {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            handback = Some(rx);
-            Some(SpareStart {
-                reader: spare_reader,
+            let start = SpareStart {
+                reader,
                 writer: Arc::clone(&writer),
                 cfg: cfg.clone(),
                 on_ready,
                 handback: tx,
-            })
+            };
+            (None, Some(start), Some(rx))
         }
-        (_, back, _) => {
-            reader = back;
-            None
-        }
+        _ => (Some(reader), None, None),
     };
     // One slot: calls run on a thread of their own, straight from a queue. A spare starts that
     // thread before it knows its concurrency (most children have one slot: every `Process`, and
