@@ -288,8 +288,7 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
     // One pass: sizing first doubled the cost of a value of many small items (a map chunk of
     // 125,000 integers), and a large blob is still copied once, as it is written in one piece
     // into a buffer grown to fit it (see `Bytes::grow`).
-    postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(Vec::new()))
-        .map_err(|e| Error::encode(what, e))
+    encode_value_into(what, value, 0)
 }
 
 /// A postcard output that appends large slices with `extend_from_slice` (one `memcpy`), where

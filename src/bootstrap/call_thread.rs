@@ -14,7 +14,7 @@
 //! finished call's `Return`: the parent reads both with one wake-up.
 
 use super::child::{invocation, reply};
-use super::start_log::StartReport;
+use super::start_log::{self, StartReport};
 use crate::entry::{self, EntryRecord, Invocation};
 use crate::error::Result;
 use crate::protocol::{encode_head, Up};
@@ -188,14 +188,7 @@ pub(super) fn spawn(
             }
             let mut start_reported = false;
             while let Some(call) = next.take() {
-                let message_due = match call.start {
-                    Some(StartReport::Log(log, n)) => {
-                        log.record(n);
-                        false
-                    }
-                    Some(StartReport::Message) => !start_reported,
-                    None => false,
-                };
+                let message_due = start_log::count(call.start) && !start_reported;
                 if message_due && write_now(&writer, &runtime, None, Some(call.id)).is_err() {
                     return;
                 }
@@ -216,14 +209,10 @@ pub(super) fn spawn(
                 };
                 // Taking the next call off the queue starts it: it is counted in the start log
                 // at once, or its `Started` rides with this `Return`.
-                let started = match next.as_ref().and_then(|c| c.start.map(|s| (c.id, s))) {
-                    Some((_, StartReport::Log(log, n))) => {
-                        log.record(n);
-                        None
-                    }
-                    Some((id, StartReport::Message)) => Some(id),
-                    None => None,
-                };
+                let started = next
+                    .as_ref()
+                    .filter(|c| start_log::count(c.start))
+                    .map(|c| c.id);
                 start_reported = started.is_some();
                 let ret = Up::Return {
                     id: call.id,

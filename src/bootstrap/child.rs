@@ -397,12 +397,8 @@ pub(crate) async fn serve(
                     started_flag.store(true, Ordering::Relaxed);
                     // Known to the parent before the call runs: if the call then crashes the
                     // process, the parent knows it had started and does not run it again.
-                    match start {
-                        Some(StartReport::Log(log, n)) => log.record(n),
-                        Some(StartReport::Message) => {
-                            let _ = send_flushed(&outbox, &Up::Started { id }, Vec::new()).await;
-                        }
-                        None => {}
+                    if start_log::count(start) {
+                        let _ = send_flushed(&outbox, &Up::Started { id }, Vec::new()).await;
                     }
                     // Sync calls run on a blocking thread, so that this thread keeps reading (a
                     // `Withdraw` must be answered while a long call runs) and forwarding logs.

@@ -79,6 +79,19 @@ impl StartLog {
     }
 }
 
+/// Reports a call's start as `report` says: counts it in the start log, or returns true when a
+/// `Started` message must report it instead. `None` (no report wanted) does nothing.
+pub(crate) fn count(report: Option<StartReport>) -> bool {
+    match report {
+        Some(StartReport::Log(log, n)) => {
+            log.record(n);
+            false
+        }
+        Some(StartReport::Message) => true,
+        None => false,
+    }
+}
+
 /// How a call that must report its start does so.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum StartReport {
