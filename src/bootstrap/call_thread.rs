@@ -1,8 +1,9 @@
 //! One call at a time, on a thread of its own that writes its own start and result.
 //!
-//! A pool worker with one slot runs its calls here, one after another, straight from a queue:
-//! no hand-off to a blocking thread and back per call, and no wait for another thread to flush
-//! its start report. The runtime thread meanwhile keeps reading, so it can hand back a queued
+//! A child with one slot (every `Process`, and pool workers by default) runs its calls here, one
+//! after another, straight from a queue: no hand-off to a blocking thread and back per call, and
+//! no wait for another thread to flush its start report. What is done with each call (decode,
+//! run with its panic caught, reply) is `call`'s, shared with the call tasks. The runtime thread meanwhile keeps reading, so it can hand back a queued
 //! call (`Withdraw`) while a long one runs, and forward logs. Writes from both threads go through
 //! one lock, a whole message at a time.
 //!
@@ -13,9 +14,8 @@
 //! A child without a start log writes the next call's `Started` in the same flush as the
 //! finished call's `Return`: the parent reads both with one wake-up.
 
-use super::child::{invocation, reply};
-use super::start_log::{self, StartReport};
-use crate::entry::{self, EntryRecord, Invocation};
+use super::call::{self, Call};
+use super::start_log;
 use crate::error::Result;
 use crate::protocol::{encode_head, Up};
 use crate::transport::SharedWriter;
@@ -24,46 +24,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// A call waiting for the call thread.
-pub(super) struct QueuedCall {
-    pub(super) id: u64,
-    /// How it reports its start, if it must.
-    pub(super) start: Option<StartReport>,
-    pub(super) then_exit: bool,
-    pub(super) body: CallBody,
-}
-
-/// What a queued call runs.
-pub(super) enum CallBody {
-    /// Still encoded (the message, with its arguments from `at`): the call thread decodes it.
-    Encoded {
-        record: Result<&'static EntryRecord>,
-        batch: bool,
-        message: Vec<u8>,
-        at: usize,
-    },
-    /// Decoded already, by the runtime thread.
-    Decoded(Invocation),
-}
-
-impl CallBody {
-    /// The call, ready to run.
-    pub(super) fn invocation(self) -> Invocation {
-        match self {
-            CallBody::Encoded {
-                record,
-                batch,
-                message,
-                at,
-            } => invocation(record, batch, message, at),
-            CallBody::Decoded(invoked) => invoked,
-        }
-    }
-}
-
 #[derive(Default)]
 struct State {
-    calls: VecDeque<QueuedCall>,
+    calls: VecDeque<Call>,
     closed: bool,
     /// The call thread sleeps on `ready`: only then does a push need to wake it (a futex call).
     waiting: bool,
@@ -72,7 +35,7 @@ struct State {
 /// The calls not yet started, shared by the runtime thread (which adds and withdraws) and the
 /// call thread (which takes them in order). Taking a call off this queue is what starts it.
 #[derive(Default)]
-pub(super) struct CallQueue {
+struct CallQueue {
     state: Mutex<State>,
     ready: Condvar,
 }
@@ -82,7 +45,7 @@ impl CallQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn push(&self, call: QueuedCall) {
+    fn push(&self, call: Call) {
         let mut state = self.lock();
         state.calls.push_back(call);
         if state.waiting {
@@ -92,19 +55,19 @@ impl CallQueue {
     }
 
     /// Removes call `id` if it has not started; true if it was removed.
-    pub(super) fn withdraw(&self, id: u64) -> bool {
+    fn withdraw(&self, id: u64) -> bool {
         let mut state = self.lock();
         let before = state.calls.len();
         state.calls.retain(|c| c.id != id);
         state.calls.len() != before
     }
 
-    pub(super) fn close(&self) {
+    fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
     }
 
-    fn next(&self) -> Option<QueuedCall> {
+    fn next(&self) -> Option<Call> {
         let mut state = self.lock();
         loop {
             if state.closed {
@@ -120,7 +83,7 @@ impl CallQueue {
     }
 
     /// The next call if one is queued now (taking it starts it); never waits.
-    fn try_next(&self) -> Option<QueuedCall> {
+    fn try_next(&self) -> Option<Call> {
         let mut state = self.lock();
         if state.closed {
             return None;
@@ -159,79 +122,123 @@ fn write_now(
 
 /// What the call thread does first, before it takes calls from the queue (a spare reads its
 /// assignment): perhaps a call to run at once.
-pub(super) type FirstWork = Box<dyn FnOnce(&Handle) -> Option<QueuedCall> + Send>;
+pub(super) type FirstWork = Box<dyn FnOnce(&Handle) -> Option<Call> + Send>;
 
-/// Starts the call thread. It runs `first`, then the queue's calls until the queue is closed; a
-/// `then_exit` call reports its exit code on `exit`.
-pub(super) fn spawn(
+/// The runtime thread's hold on the call thread: it queues calls there and withdraws them.
+/// Dropping it stops the thread, however serving ends (once the call it runs, if any, returns).
+pub(super) struct CallThread {
+    queue: Arc<CallQueue>,
+}
+
+impl CallThread {
+    /// Starts the call thread. It runs `first`, then the queue's calls until this handle is
+    /// dropped; a `then_exit` call reports its exit code on `exit`. `on_start` runs on the
+    /// thread before its first queued call (it makes the child's context current there).
+    ///
+    /// # Errors
+    /// The OS error if the thread cannot be started.
+    pub(super) fn spawn(
+        writer: SharedWriter,
+        runtime: Handle,
+        exit: UnboundedSender<i32>,
+        on_start: Arc<dyn Fn() + Send + Sync>,
+        first: Option<FirstWork>,
+    ) -> std::io::Result<Self> {
+        let queue = Arc::new(CallQueue::default());
+        let thread = Serving {
+            queue: Arc::clone(&queue),
+            writer,
+            runtime,
+            exit,
+        };
+        std::thread::Builder::new()
+            .name("multiprocessing-call".into())
+            .spawn(move || thread.run(on_start, first))?;
+        Ok(CallThread { queue })
+    }
+
+    /// Queues a call; the thread runs it once the calls before it have run.
+    pub(super) fn push(&self, call: Call) {
+        self.queue.push(call);
+    }
+
+    /// Removes call `id` if it has not started; true if it was removed.
+    pub(super) fn withdraw(&self, id: u64) -> bool {
+        self.queue.withdraw(id)
+    }
+}
+
+impl Drop for CallThread {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// What the call thread holds while it serves.
+struct Serving {
     queue: Arc<CallQueue>,
     writer: SharedWriter,
     runtime: Handle,
     exit: UnboundedSender<i32>,
-    on_start: Arc<dyn Fn() + Send + Sync>,
-    first: Option<FirstWork>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("multiprocessing-call".into())
-        .spawn(move || {
-            // Entries find the runtime as they would on its blocking pool (`Handle::current`,
-            // `tokio::spawn`); the runtime's own thread drives their I/O and timers.
-            let _runtime = runtime.enter();
-            let mut next = first.and_then(|first| first(&runtime));
+}
+
+impl Serving {
+    /// The call thread's body: `first`, then the queue's calls until it is closed.
+    fn run(self, on_start: Arc<dyn Fn() + Send + Sync>, first: Option<FirstWork>) {
+        let Serving {
+            queue,
+            writer,
+            runtime,
+            exit,
+        } = self;
+        // Entries find the runtime as they would on its blocking pool (`Handle::current`,
+        // `tokio::spawn`); the runtime's own thread drives their I/O and timers.
+        let _runtime = runtime.enter();
+        let mut next = first.and_then(|first| first(&runtime));
+        if next.is_none() {
+            next = queue.next();
+            // Our context may be made after this thread starts (a spare is told who it is
+            // only later): take it when the first call comes.
+            if next.is_some() {
+                on_start();
+            }
+        }
+        let mut start_reported = false;
+        while let Some(call) = next.take() {
+            let message_due = start_log::count(call.start) && !start_reported;
+            if message_due && write_now(&writer, &runtime, None, Some(call.id)).is_err() {
+                return;
+            }
+            // An async entry runs here too, on this thread.
+            let result = call::run_here(call.body.invocation(), &runtime);
+            let reply = call::reply(call.id, result);
+            // A `then_exit` call is the last one: nothing after it starts.
+            next = if call.then_exit {
+                None
+            } else {
+                queue.try_next()
+            };
+            // Taking the next call off the queue starts it: it is counted in the start log
+            // at once, or its `Started` rides with this `Return`.
+            let started = next
+                .as_ref()
+                .filter(|c| start_log::count(c.start))
+                .map(|c| c.id);
+            start_reported = started.is_some();
+            let ret = Some((&reply.head, reply.body.as_slice()));
+            if write_now(&writer, &runtime, ret, started).is_err() {
+                return;
+            }
+            // Written: a large result's buffer serves the next one (see `buffers`).
+            crate::transport::buffers::give(reply.body);
+            if call.then_exit {
+                let _ = exit.send(reply.exit_code);
+                return;
+            }
             if next.is_none() {
                 next = queue.next();
-                // Our context may be made after this thread starts (a spare is told who it is
-                // only later): take it when the first call comes.
-                if next.is_some() {
-                    on_start();
-                }
+                start_reported = false;
             }
-            let mut start_reported = false;
-            while let Some(call) = next.take() {
-                let message_due = start_log::count(call.start) && !start_reported;
-                if message_due && write_now(&writer, &runtime, None, Some(call.id)).is_err() {
-                    return;
-                }
-                let result = match call.body.invocation() {
-                    Invocation::Sync(f) => entry::run_sync(f),
-                    // An async entry runs here too, on this thread; the runtime thread drives
-                    // its I/O and timers.
-                    Invocation::Async(fut) => runtime.block_on(entry::run_async(fut)),
-                    Invocation::Failed(e) => Err(e),
-                };
-                runtime.block_on(super::after_call());
-                let (code, outcome, body) = reply(result);
-                // A `then_exit` call is the last one: nothing after it starts.
-                next = if call.then_exit {
-                    None
-                } else {
-                    queue.try_next()
-                };
-                // Taking the next call off the queue starts it: it is counted in the start log
-                // at once, or its `Started` rides with this `Return`.
-                let started = next
-                    .as_ref()
-                    .filter(|c| start_log::count(c.start))
-                    .map(|c| c.id);
-                start_reported = started.is_some();
-                let ret = Up::Return {
-                    id: call.id,
-                    outcome,
-                };
-                if write_now(&writer, &runtime, Some((&ret, &body)), started).is_err() {
-                    return;
-                }
-                // Written: a large result's buffer serves the next one (see `buffers`).
-                crate::transport::buffers::give(body);
-                if call.then_exit {
-                    let _ = exit.send(code);
-                    return;
-                }
-                if next.is_none() {
-                    next = queue.next();
-                    start_reported = false;
-                }
-            }
-        })?;
-    Ok(())
+        }
+    }
 }

@@ -5,16 +5,26 @@
 //! and hands control to [`serve`], which connects to the parent, authenticates, runs the calls it
 //! is sent, forwards `tracing` events, and exits when the parent is gone.
 
+mod call;
+mod call_tasks;
 mod call_thread;
 mod child;
 pub(crate) mod fork_server;
 mod log_forward;
+mod server;
+mod spare;
 mod start_log;
 
-pub(crate) use child::{serve, OnReady};
+pub(crate) use child::serve;
 
 use crate::error::Result;
 use crate::protocol::{ChildConfig, CHILD_ENV};
+
+/// Runs once the child knows who it is (at once, or for a spare once it is assigned); returns
+/// what keeps its context alive.
+pub(crate) type OnReady = Box<dyn FnOnce(&ChildConfig) -> KeepAlive + Send>;
+/// Held for as long as the child serves (its context).
+pub(crate) type KeepAlive = Box<dyn std::any::Any + Send>;
 
 /// What a child waits for after each call and before it reports the result; `launch` sets it
 /// (to "the root has applied this process's queue puts"), so that this layer needs no layer
