@@ -10,7 +10,6 @@ use crate::protocol::{all_read, decode_value, encode_value, BatchWriter};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -279,8 +278,31 @@ pub(crate) fn lookup(name: &str) -> Result<&'static EntryRecord> {
     }
 }
 
-thread_local! {
-    static LAST_PANIC: RefCell<Option<Location>> = const { RefCell::new(None) };
+/// Where a panic happened, on its way from the panic hook to the code that caught it.
+///
+/// A panic's payload does not say where it happened; only the panic hook sees that
+/// (`PanicHookInfo::location`), and a hook returns nothing to the `catch_unwind` that then
+/// catches the unwind. So the hook leaves the location in this slot of the panicking thread, and
+/// the unwind is caught on that same thread (a future's panic on the thread that polled it), where
+/// [`panic_error`] takes it at once and makes it part of the error value. Those two functions are
+/// the only ones that touch the slot: a thread-local is the only place a hook can leave it.
+mod panic_location {
+    use crate::error::Location;
+    use std::cell::Cell;
+
+    thread_local! {
+        static LAST: Cell<Option<Location>> = const { Cell::new(None) };
+    }
+
+    /// Records where the current thread panics (called by the hook).
+    pub(super) fn record(location: Option<Location>) {
+        LAST.with(|l| l.set(location));
+    }
+
+    /// Where the current thread last panicked, if not taken already.
+    pub(super) fn take() -> Option<Location> {
+        LAST.with(Cell::take)
+    }
 }
 
 /// Installs a panic hook that remembers where the current thread panicked, then defers to the
@@ -290,17 +312,17 @@ pub(crate) fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let location = info.location().map(|l| Location {
+            panic_location::record(info.location().map(|l| Location {
                 file: l.file().to_owned(),
                 line: l.line(),
                 column: l.column(),
-            });
-            LAST_PANIC.with(|p| *p.borrow_mut() = location);
+            }));
             previous(info);
         }));
     });
 }
 
+/// The error for a panic caught on this thread: its message, and where it happened.
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
     let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_owned()
@@ -309,7 +331,7 @@ fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
     } else {
         "Box<dyn Any> (a panic with a non-string payload)".to_owned()
     };
-    let location = LAST_PANIC.with(|p| p.borrow_mut().take());
+    let location = panic_location::take();
     Error::Panicked { message, location }
 }
 
