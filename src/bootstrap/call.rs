@@ -1,10 +1,10 @@
 //! One call, from its message to its reply: what the call thread (`call_thread`, one slot) and
 //! the call tasks (`call_tasks`, several slots) both do with it.
 //!
-//! Both paths decode the arguments the same way ([`CallBody::invocation`]), catch a panic with
-//! its location (`entry::run_sync` / `entry::run_async`), wait for the `AfterCall` hook,
-//! count the start in the start log before the call runs, and turn the result into the same
-//! `Return` ([`reply`]). They differ only in where the call runs and how its messages are
+//! Both paths decode the arguments the same way ([`CallBody::invocation`]), count the start as
+//! the call's `start` says (`start_log::count`) before it runs, catch a panic with its location
+//! (`entry::run_sync` / `entry::run_async`, in [`run_here`] and [`run_task`]), wait for the
+//! `AfterCall` hook, and turn the result into the same `Return` ([`reply`]). They differ only in where the call runs and how its messages are
 //! written: the call thread runs it on itself and writes under the writer's lock; a call task
 //! runs a sync entry on the blocking pool and sends through the outbox.
 

@@ -48,14 +48,17 @@ async fn start(
     on_ready: OnReady,
     on_thread_start: Arc<dyn Fn() + Send + Sync>,
 ) -> std::result::Result<(ChildServer, Inbound), i32> {
-    let mut on_ready = Some(on_ready);
+    // An ordinary child knows who it is now; a spare only once it is assigned.
     let mut context = None;
-    if !cfg.spare {
-        context = on_ready.take().map(|f| f(&cfg));
+    let spare_ready = if cfg.spare {
+        Some(on_ready)
+    } else {
+        context = Some(on_ready(&cfg));
         if cfg.concurrency != 1 {
             warm_up();
         }
-    }
+        None
+    };
     let Conn { reader, writer } = connect(&cfg).await?;
     let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(writer));
     let (exit_tx, exit) = tokio::sync::mpsc::unbounded_channel::<i32>();
@@ -69,7 +72,7 @@ async fn start(
             .map_err(|_| EXIT_NO_PARENT)
     };
     let (mut thread, mut reader, mut pending, mut outbox) = (None, reader, None, None);
-    match on_ready {
+    match spare_ready {
         // A spare's call thread reads its assignment (see `SpareStart`) and hands the reader
         // back. The spare waits here, connected, for as long as it takes to be given an
         // identity; the call thread sets the environment it carries. Sound although this thread
@@ -78,9 +81,8 @@ async fn start(
         Some(on_ready) => {
             let (spare, handback) =
                 SpareStart::new(reader, Arc::clone(&writer), cfg.clone(), on_ready);
-            thread = Some(spawn_thread(Some(Box::new(move |rt: &Handle| {
-                spare.run(rt)
-            })))?);
+            let first: FirstWork = Box::new(move |rt: &Handle| spare.run(rt));
+            thread = Some(spawn_thread(Some(first))?);
             let assigned = handback.await.map_err(|_| EXIT_NO_PARENT)?;
             assigned.result?;
             (reader, cfg, context) = (assigned.reader, assigned.cfg, assigned.keep);
