@@ -7,6 +7,10 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// What an [`Error::Encode`] or [`Error::Decode`] was about: a fixed vocabulary. (Written as an
+/// alias so serde's derive does not take the field for a string borrowed from the input.)
+type What = &'static str;
+
 /// `Result<T, multiprocessing::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -33,7 +37,11 @@ impl fmt::Display for Location {
 /// Match on the variants you handle and keep a fallback arm: the enum is `#[non_exhaustive]` and
 /// will grow as queues, locks and managers arrive. The `is_*` predicates answer the common
 /// questions without a match.
-#[derive(Debug, thiserror::Error)]
+///
+/// An `Error` is also a value that crosses the wire (an entry may return
+/// `multiprocessing::Result<T>`, a child reports its failure): it is encoded by the derive below,
+/// so a new variant is written in this one place. An OS error keeps its kind and message.
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// The operation did not finish within the time it was given.
@@ -105,7 +113,8 @@ pub enum Error {
     #[error("could not encode {what}: {message}")]
     Encode {
         /// What was being encoded.
-        what: &'static str,
+        #[serde(deserialize_with = "what_from_wire")]
+        what: What,
         /// The encoder's explanation.
         message: String,
     },
@@ -114,7 +123,8 @@ pub enum Error {
     #[error("could not decode {what}: {message}")]
     Decode {
         /// What was being decoded.
-        what: &'static str,
+        #[serde(deserialize_with = "what_from_wire")]
+        what: What,
         /// The decoder's explanation.
         message: String,
     },
@@ -133,7 +143,11 @@ pub enum Error {
     Protocol(String),
     /// An operating-system error.
     #[error(transparent)]
-    Io(#[from] std::io::Error),
+    Io(
+        #[from]
+        #[serde(with = "io_on_the_wire")]
+        std::io::Error,
+    ),
 }
 
 thread_local! {
@@ -331,155 +345,78 @@ impl From<tokio::time::error::Elapsed> for Error {
     }
 }
 
-/// The form in which an error crosses the wire: from a child to its parent, and whenever an
-/// [`Error`] is itself a value (an entry that returns `multiprocessing::Result<T>`). Every
-/// variant keeps its kind; an OS error keeps its kind and message.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum RemoteError {
-    Panicked {
-        message: String,
-        location: Option<Location>,
-    },
-    NotAnEntry {
-        name: String,
-    },
-    Decode {
-        what: String,
-        message: String,
-    },
-    Encode {
-        what: String,
-        message: String,
-    },
-    Other(String),
-    Timeout,
-    Closed,
-    Full,
-    Empty,
-    BufferTooShort {
-        needed: u64,
-    },
-    Authentication(String),
-    ProcessDied {
-        pid: u32,
-        exitcode: Option<i32>,
-        signal: Option<i32>,
-    },
-    WorkerLost {
-        pid: u32,
-        signal: Option<i32>,
-    },
-    PoolClosed,
-    InvalidArgument(String),
-    NotLaunched(String),
-    FrameTooLarge {
-        size: u64,
-        limit: u64,
-    },
-    Protocol(String),
-    Io {
-        kind: String,
-        message: String,
-    },
+/// An [`Error`] as the pool and `Process` keep it once it has crossed the wire: shared, so one
+/// failure can be handed to every item of a batch and to every `join`. It is encoded as the
+/// `Error` it holds; there is no second list of variants to keep in step.
+#[derive(Clone, Debug)]
+pub(crate) struct RemoteError(std::sync::Arc<Error>);
+
+impl Serialize for RemoteError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RemoteError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Error::deserialize(d).map(RemoteError::from)
+    }
+}
+
+impl From<Error> for RemoteError {
+    fn from(e: Error) -> Self {
+        RemoteError(std::sync::Arc::new(e))
+    }
 }
 
 impl From<&Error> for RemoteError {
     fn from(e: &Error) -> Self {
-        match e {
-            Error::Panicked { message, location } => RemoteError::Panicked {
-                message: message.clone(),
-                location: location.clone(),
-            },
-            Error::NotAnEntry { name } => RemoteError::NotAnEntry { name: name.clone() },
-            Error::Decode { what, message } => RemoteError::Decode {
-                what: what.to_string(),
-                message: message.clone(),
-            },
-            Error::Encode { what, message } => RemoteError::Encode {
-                what: what.to_string(),
-                message: message.clone(),
-            },
-            Error::Timeout => RemoteError::Timeout,
-            Error::Closed => RemoteError::Closed,
-            Error::Full => RemoteError::Full,
-            Error::Empty => RemoteError::Empty,
-            Error::BufferTooShort { needed } => RemoteError::BufferTooShort {
-                needed: *needed as u64,
-            },
-            Error::Authentication(m) => RemoteError::Authentication(m.clone()),
-            Error::ProcessDied {
-                pid,
-                exitcode,
-                signal,
-            } => RemoteError::ProcessDied {
-                pid: *pid,
-                exitcode: *exitcode,
-                signal: *signal,
-            },
-            Error::WorkerLost { pid, signal } => RemoteError::WorkerLost {
-                pid: *pid,
-                signal: *signal,
-            },
-            Error::PoolClosed => RemoteError::PoolClosed,
-            Error::InvalidArgument(m) => RemoteError::InvalidArgument(m.clone()),
-            Error::NotLaunched(m) => RemoteError::NotLaunched(m.clone()),
-            Error::FrameTooLarge { size, limit } => RemoteError::FrameTooLarge {
-                size: *size as u64,
-                limit: *limit as u64,
-            },
-            Error::Protocol(m) => RemoteError::Protocol(m.clone()),
-            Error::Io(io) => RemoteError::Io {
-                kind: format!("{:?}", io.kind()),
-                message: io.to_string(),
-            },
-        }
+        RemoteError::from(e.duplicate())
     }
 }
 
 impl From<RemoteError> for Error {
     fn from(e: RemoteError) -> Self {
-        match e {
-            RemoteError::Panicked { message, location } => Error::Panicked { message, location },
-            RemoteError::NotAnEntry { name } => Error::NotAnEntry { name },
-            RemoteError::Decode { what, message } => Error::Decode {
-                what: leak_what(what),
-                message,
-            },
-            RemoteError::Encode { what, message } => Error::Encode {
-                what: leak_what(what),
-                message,
-            },
-            RemoteError::Other(message) => Error::Protocol(format!("child reported: {message}")),
-            RemoteError::Timeout => Error::Timeout,
-            RemoteError::Closed => Error::Closed,
-            RemoteError::Full => Error::Full,
-            RemoteError::Empty => Error::Empty,
-            RemoteError::BufferTooShort { needed } => Error::BufferTooShort {
-                needed: usize::try_from(needed).unwrap_or(usize::MAX),
-            },
-            RemoteError::Authentication(m) => Error::Authentication(m),
-            RemoteError::ProcessDied {
-                pid,
-                exitcode,
-                signal,
-            } => Error::ProcessDied {
-                pid,
-                exitcode,
-                signal,
-            },
-            RemoteError::WorkerLost { pid, signal } => Error::WorkerLost { pid, signal },
-            RemoteError::PoolClosed => Error::PoolClosed,
-            RemoteError::InvalidArgument(m) => Error::InvalidArgument(m),
-            RemoteError::NotLaunched(m) => Error::NotLaunched(m),
-            RemoteError::FrameTooLarge { size, limit } => Error::FrameTooLarge {
-                size: usize::try_from(size).unwrap_or(usize::MAX),
-                limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            },
-            RemoteError::Protocol(m) => Error::Protocol(m),
-            RemoteError::Io { kind, message } => {
-                Error::Io(std::io::Error::new(io_kind(&kind), message))
-            }
+        std::sync::Arc::try_unwrap(e.0).unwrap_or_else(|shared| shared.duplicate())
+    }
+}
+
+impl Error {
+    /// A copy of this error, made through its wire form (so every variant copies as it crosses
+    /// processes, an OS error with its kind and message). `Error` is not `Clone` because
+    /// `std::io::Error` is not; this is only for the rare error reported to several waiters.
+    fn duplicate(&self) -> Error {
+        postcard::to_allocvec(self)
+            .ok()
+            .and_then(|bytes| postcard::from_bytes(&bytes).ok())
+            .unwrap_or_else(|| Error::Protocol(self.to_string()))
+    }
+}
+
+/// How [`Error::Io`] crosses the wire: its kind (by name) and its message.
+mod io_on_the_wire {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        kind: String,
+        message: String,
+    }
+
+    pub(super) fn serialize<S: Serializer>(e: &std::io::Error, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            kind: format!("{:?}", e.kind()),
+            message: e.to_string(),
         }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::io::Error, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        Ok(std::io::Error::new(
+            super::io_kind(&wire.kind),
+            wire.message,
+        ))
     }
 }
 
@@ -512,29 +449,18 @@ fn io_kind(kind: &str) -> std::io::ErrorKind {
     .unwrap_or(Other)
 }
 
-/// An [`Error`] is a value too: an entry may return `multiprocessing::Result<T>`, and the error
-/// reaches the caller with its variant (an OS error keeps its kind and message).
-impl Serialize for Error {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        RemoteError::from(self).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Error {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        RemoteError::deserialize(d).map(Error::from)
-    }
-}
-
 /// `what` is a fixed vocabulary; map a remote one back onto it instead of leaking memory.
-fn leak_what(what: String) -> &'static str {
-    match what.as_str() {
+fn what_from_wire<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<&'static str, D::Error> {
+    let what = String::deserialize(d)?;
+    Ok(match what.as_str() {
         "entry arguments" => "entry arguments",
         "entry result" => "entry result",
         "a queue item" => "a queue item",
         "a message" => "a message",
         _ => "a value in the child",
-    }
+    })
 }
 
 #[cfg(test)]
@@ -574,5 +500,49 @@ mod tests {
             }
             other => panic!("expected Io, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_decode_error_keeps_what_it_was_about() {
+        let e = round_trip(&Error::decode("entry arguments", "bad varint"));
+        assert!(
+            matches!(e, Error::Decode { what: "entry arguments", ref message } if message == "bad varint")
+        );
+        let e = round_trip(&Error::Encode {
+            what: "something new",
+            message: "m".into(),
+        });
+        assert!(matches!(
+            e,
+            Error::Encode {
+                what: "a value in the child",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_shared_remote_error_becomes_an_error_for_each_holder() {
+        let remote = RemoteError::from(Error::Panicked {
+            message: "boom".into(),
+            location: Some(Location {
+                file: "a.rs".into(),
+                line: 3,
+                column: 7,
+            }),
+        });
+        let copy = remote.clone();
+        for e in [Error::from(remote), Error::from(copy)] {
+            match e {
+                Error::Panicked { message, location } => {
+                    assert_eq!(message, "boom");
+                    assert_eq!(location.map(|l| l.line), Some(3));
+                }
+                other => panic!("expected Panicked, got {other:?}"),
+            }
+        }
+        let bytes = postcard::to_allocvec(&RemoteError::from(Error::Full)).expect("encode");
+        let back: Error = postcard::from_bytes(&bytes).expect("decode");
+        assert!(matches!(back, Error::Full));
     }
 }
