@@ -147,7 +147,7 @@ pub struct BatchArgs {
 
 /// The panic of one item, as its outcome.
 fn item_failure(p: Box<dyn std::any::Any + Send>) -> Box<RemoteError> {
-    Box::new(RemoteError::from(&panic_error(p)))
+    Box::new(RemoteError::from(panic_error(p)))
 }
 
 /// Runs `call` on each item of an encoded `Vec<A>` as it is decoded, and writes each outcome

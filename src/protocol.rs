@@ -559,7 +559,7 @@ mod tests {
     }
 
     fn failure(text: &str) -> Box<RemoteError> {
-        Box::new(RemoteError::from(&Error::Protocol(text.into())))
+        Box::new(RemoteError::from(Error::Protocol(text.into())))
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub(super) struct Reply {
 pub(super) fn reply(id: u64, result: Result<Vec<u8>>) -> Reply {
     let (exit_code, outcome, body) = match result {
         Ok(body) => (0, Ok(()), body),
-        Err(e) => (1, Err(RemoteError::from(&e)), Vec::new()),
+        Err(e) => (1, Err(RemoteError::from(e)), Vec::new()),
     };
     Reply {
         exit_code,
