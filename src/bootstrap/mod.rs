@@ -12,6 +12,7 @@ mod log_forward;
 mod start_log;
 
 pub(crate) use child::{serve, OnReady};
+pub(crate) use start_log::StartLogReader;
 
 use crate::error::Result;
 use crate::protocol::{ChildConfig, CHILD_ENV};
