@@ -4,6 +4,10 @@
 //! function and its arguments), and hands back a handle whose [`join`](Process::join) returns the
 //! function's value. A background task supervises the child: it reads the result, re-emits the
 //! child's `tracing` events, and reaps the process.
+//!
+//! What every parent of a working child needs is here too, for the pool's workers (and actors)
+//! as well: `child.rs` starts a child, tracks it and reaps it; `session.rs` is the parent's side
+//! of the calls on its connection (request ids, replies, `Cancel`, `Withdraw`, start reports).
 
 pub(crate) mod child;
 mod context;

@@ -218,7 +218,7 @@ impl<R> SessionReader<R> {
             let Some(message) = self.reader.read_message().await? else {
                 return Ok(None);
             };
-            return Ok(Some(match decode_head::<Up>(&message)? {
+            let incoming = match decode_head::<Up>(&message)? {
                 (Up::Return { id, outcome }, at) => {
                     let reply = self
                         .replies
@@ -241,7 +241,8 @@ impl<R> SessionReader<R> {
                         self.pid
                     )))
                 }
-            }));
+            };
+            return Ok(Some(incoming));
         }
     }
 }
