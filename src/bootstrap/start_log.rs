@@ -145,3 +145,27 @@ impl StartLogReader {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the child writes is what the parent reads; no file reads as no start.
+    #[test]
+    fn the_reader_reads_what_the_writer_counts() {
+        let dir = std::env::temp_dir();
+        let pid = u32::MAX - std::process::id();
+        let path = crate::protocol::start_log_path(&dir, pid);
+        let mut reader = StartLogReader::new(&dir, pid);
+        assert_eq!(reader.started(), 0);
+        let log = StartLog::create(&path).unwrap();
+        log.record(3);
+        assert_eq!(reader.started(), 3);
+        log.record(2);
+        assert_eq!(reader.started(), 3, "the count never goes back");
+        log.record(5);
+        assert_eq!(reader.started(), 5);
+        reader.remove();
+        assert!(!path.exists());
+    }
+}

@@ -17,11 +17,7 @@ impl Driver {
                 Ok(session) => self.on_ready(slot, gen, session),
                 Err(e) => self.on_start_failed(slot, gen, e),
             },
-            WorkerEvent::Started { slot, gen, id } => {
-                if let Some(f) = self.worker(slot, gen).and_then(|w| w.inflight.get_mut(&id)) {
-                    f.started = true;
-                }
-            }
+            WorkerEvent::Started { slot, gen, id } => self.on_started(slot, gen, id),
             WorkerEvent::Withdrawn {
                 slot,
                 gen,
@@ -85,6 +81,12 @@ impl Driver {
                 }
             }
             self.start_worker(slot, Duration::from_millis(200));
+        }
+    }
+
+    fn on_started(&mut self, slot: usize, gen: u64, id: u64) {
+        if let Some(f) = self.worker(slot, gen).and_then(|w| w.inflight.get_mut(&id)) {
+            f.started = true;
         }
     }
 
