@@ -16,6 +16,7 @@ mod spare;
 mod start_log;
 
 pub(crate) use child::serve;
+pub(crate) use start_log::StartLogReader;
 
 use crate::error::Result;
 use crate::protocol::{ChildConfig, CHILD_ENV};

@@ -11,17 +11,23 @@
 //! the file falls back to `Started` messages.
 //!
 //! The file is `started-<pid>` in the run directory (see [`crate::protocol::start_log_path`]);
-//! the parent removes it when the child has exited, and the run directory goes at the end.
+//! the parent removes it when the child has exited, and the run directory goes at the end. Both
+//! ends are here: [`StartLog`] writes the counter (in the child), [`StartLogReader`] reads it (in
+//! the parent), so the file's format is known in this file alone.
 
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// This process's start log, once made.
 #[derive(Debug)]
 pub(crate) struct StartLog(&'static AtomicU64);
+
+/// The file: the counter as a native-endian `u64` at offset 0, nothing else.
+const LEN: usize = std::mem::size_of::<u64>();
 
 static LOG: OnceLock<Option<StartLog>> = OnceLock::new();
 
@@ -51,13 +57,13 @@ impl StartLog {
             .truncate(true)
             .mode(0o600)
             .open(path)?;
-        file.set_len(8)?;
+        file.set_len(LEN as u64)?;
         // SAFETY: a fresh shared mapping of the file's first 8 bytes (the file is that long), at
         // an address the kernel picks; nothing else of ours is affected.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                8,
+                LEN,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
@@ -99,4 +105,67 @@ pub(crate) enum StartReport {
     Log(&'static StartLog, u64),
     /// Send `Started` and wait until it is flushed.
     Message,
+}
+
+/// The parent's view of one child's start log: how many of the calls sent to it with a start
+/// report have started.
+#[derive(Debug)]
+pub(crate) struct StartLogReader {
+    path: PathBuf,
+    /// Opened on the first read that finds the file (the child makes it when its first such call
+    /// arrives).
+    file: Option<File>,
+}
+
+impl StartLogReader {
+    /// The start log of the child `pid` in `run_dir`; nothing is opened yet.
+    pub(crate) fn new(run_dir: &Path, pid: u32) -> Self {
+        StartLogReader {
+            path: crate::protocol::start_log_path(run_dir, pid),
+            file: None,
+        }
+    }
+
+    /// How many calls with a start report have started, as the child last counted. Reads a file
+    /// of 8 bytes: call it only when the answer matters. No log (yet) reads as 0: no start was
+    /// counted there (a child without one reports starts with `Started` messages).
+    pub(crate) fn started(&mut self) -> u64 {
+        if self.file.is_none() {
+            self.file = File::open(&self.path).ok();
+        }
+        let mut count = [0u8; LEN];
+        match &self.file {
+            Some(file) if file.read_exact_at(&mut count, 0).is_ok() => u64::from_ne_bytes(count),
+            _ => 0,
+        }
+    }
+
+    /// Removes the file, once its child has exited.
+    pub(crate) fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the child writes is what the parent reads; no file reads as no start.
+    #[test]
+    fn the_reader_reads_what_the_writer_counts() {
+        let dir = std::env::temp_dir();
+        let pid = u32::MAX - std::process::id();
+        let path = crate::protocol::start_log_path(&dir, pid);
+        let mut reader = StartLogReader::new(&dir, pid);
+        assert_eq!(reader.started(), 0);
+        let log = StartLog::create(&path).unwrap();
+        log.record(3);
+        assert_eq!(reader.started(), 3);
+        log.record(2);
+        assert_eq!(reader.started(), 3, "the count never goes back");
+        log.record(5);
+        assert_eq!(reader.started(), 5);
+        reader.remove();
+        assert!(!path.exists());
+    }
 }

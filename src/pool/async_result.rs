@@ -1,7 +1,8 @@
 //! `AsyncResult<R>`: the handle of one submitted task (Python's `AsyncResult`).
 
-use super::backend::{Command, Completion};
+use super::backend::Command;
 use super::decode_results;
+use super::outcome::Completion;
 use super::reply::ReplyRx;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;

@@ -1,7 +1,8 @@
 //! The builder-futures and streams that pool calls return: `Apply`, `Map`, `Imap`,
 //! `ImapUnordered`.
 
-use super::backend::{Command, Completion, TaskFailure};
+use super::backend::Command;
+use super::outcome::{Completion, TaskFailure};
 use super::reply::{self, ReplyRx, ReplyTx};
 use super::{decode_results, decode_values, encode_chunk, AsyncResult, PoolHandle};
 use crate::entry::BoxFuture;

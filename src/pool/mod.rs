@@ -26,8 +26,8 @@
 mod async_result;
 mod backend;
 mod map;
+mod outcome;
 mod reply;
-mod worker;
 
 pub use async_result::AsyncResult;
 pub use map::{Apply, Imap, ImapUnordered, Map};
@@ -37,12 +37,12 @@ use crate::error::RemoteError;
 use crate::error::{Error, Result};
 use crate::protocol::{encode_value, encode_value_into, read_batch};
 use crate::start::{Context, StartMethod};
-use backend::{Command, LocalConfig, Task};
+use backend::local::{LocalConfig, WorkerSpec};
+use backend::{Backend, Command, Commands, Task};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
-use worker::WorkerSpec;
+use tokio::sync::oneshot;
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -77,7 +77,7 @@ pub struct Pool {
 /// What calls need of the pool: where commands go, and fresh ids.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     ids: Arc<AtomicU64>,
     processes: usize,
 }
@@ -401,7 +401,8 @@ impl PoolBuilder {
             None => None,
             Some((name, body)) => Some((name, Arc::new(body?))),
         };
-        let cfg = LocalConfig {
+        let backend = LocalConfig {
+            ctx,
             processes,
             spec: WorkerSpec {
                 name_prefix: self.name_prefix.unwrap_or_else(|| "PoolWorker".into()),
@@ -414,7 +415,7 @@ impl PoolBuilder {
             max_tasks_per_child: self.max_tasks_per_child,
             concurrency: self.concurrency.unwrap_or(1),
         };
-        let (commands, ready) = backend::start(ctx, cfg);
+        let (commands, ready) = backend.start();
         let pool = Pool {
             handle: PoolHandle {
                 commands,

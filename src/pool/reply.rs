@@ -8,7 +8,7 @@
 //! senders, one receiver, `None` once every sender is gone and the queue is empty, and senders
 //! can see that the receiver is gone.
 
-use super::backend::Completion;
+use super::outcome::Completion;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -4,18 +4,24 @@
 //! function and its arguments), and hands back a handle whose [`join`](Process::join) returns the
 //! function's value. A background task supervises the child: it reads the result, re-emits the
 //! child's `tracing` events, and reaps the process.
+//!
+//! What every parent of a working child needs is here too, for the pool's workers (and actors)
+//! as well: `child.rs` starts a child, tracks it and reaps it; `session.rs` is the parent's side
+//! of the calls on its connection (request ids, replies, `Cancel`, `Withdraw`, start reports).
 
+pub(crate) mod child;
 mod context;
+pub(crate) mod session;
 
 pub use context::{active_children, cpu_count, current_process, parent_process, ProcessInfo};
 
 use crate::entry::{Entry, RegisteredRun};
 use crate::error::{Error, RemoteError, Result};
-use crate::hub::emit_child_log;
-use crate::protocol::{decode_head, decode_value, encode_head, encode_value, Down, Up};
-use crate::start::{send_signal, ChildOptions, ChildProcess, ChildRecord, Context, StartMethod};
-use crate::transport::Outgoing;
+use crate::protocol::{decode_value, encode_value};
+use crate::start::{send_signal, ChildOptions, Context, StartMethod};
+use child::SupervisedChild;
 use serde::de::DeserializeOwned;
+use session::{CallMode, Incoming};
 use std::ffi::OsString;
 use std::marker::PhantomData;
 use std::os::unix::process::ExitStatusExt;
@@ -202,7 +208,7 @@ impl<R> Process<R> {
     /// (as Python reports it). `None` while it runs.
     pub fn exitcode(&self) -> Option<i32> {
         let status = self.shared.state.borrow().exited?;
-        status.code().or(status.signal().map(|s| -s))
+        child::exitcode(status)
     }
 
     /// Sends SIGTERM (Python's `terminate`). Does nothing if the child has exited.
@@ -319,24 +325,10 @@ impl ProcessBuilder {
         // started is still tracked and supervised (it runs detached), never half set up.
         let supervisor_name = name.clone();
         let started = tokio::spawn(async move {
-            let child = ctx.start_child(opts).await?;
-            let pid = child.pid;
+            let child = SupervisedChild::start(&ctx, opts).await?;
+            let pid = child.pid();
             let (state_tx, state) = watch::channel(State::default());
-            let (exited_tx, exited) = watch::channel(None);
-            ctx.track(ChildRecord {
-                pid,
-                name: supervisor_name.clone(),
-                daemon,
-                exited,
-            });
-            tokio::spawn(supervise(
-                child,
-                supervisor_name,
-                entry,
-                body,
-                state_tx,
-                exited_tx,
-            ));
+            tokio::spawn(supervise(child, supervisor_name, entry, body, state_tx));
             Ok::<_, Error>((pid, state))
         });
         let (pid, state) = started
@@ -356,12 +348,11 @@ impl ProcessBuilder {
 
 /// Delivers the call, collects the outcome and the child's logs, and reaps the process.
 async fn supervise(
-    child: ChildProcess,
+    child: SupervisedChild,
     name: String,
     entry: &'static str,
     body: Vec<u8>,
     state: watch::Sender<State>,
-    exited: watch::Sender<Option<ExitStatus>>,
 ) {
     // If this task is dropped (the runtime shuts down), tell the waiters instead of leaving them.
     struct Lost<'a>(&'a watch::Sender<State>, bool);
@@ -374,66 +365,43 @@ async fn supervise(
     }
     let mut guard = Lost(&state, false);
 
-    let (pid, mut child, conn) = child.connected(None).await;
-    if let Some(mut conn) = conn {
-        let call = encode_head(&Down::Call {
-            id: 0,
-            entry: entry.to_owned().into(),
+    let (child, conn) = child.connect(None).await;
+    if let Some(conn) = conn {
+        let (mut session, mut reader) = session::open::<()>(conn, name, None);
+        let mode = CallMode {
             then_exit: true,
-            batch: false,
-            report_start: false,
-        });
-        if let Ok(head) = call {
-            let _ = conn.outbox.send(Outgoing::new(head, body));
-        }
+            ..CallMode::default()
+        };
+        let _ = session.call(0, entry, mode, body, None);
         loop {
-            let message = match conn.reader.read_message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(target: "multiprocessing::process", "dropped the connection of child {pid}: {e}");
-                    break;
-                }
-            };
-            match decode_head::<Up>(&message) {
-                Ok((Up::Return { outcome, .. }, at)) => {
-                    // Keep the message whole and remember where the value starts: no copy.
-                    let outcome = outcome.map(|()| (message, at));
+            match reader.next().await {
+                Ok(Some(Incoming::Returned { outcome, .. })) => {
                     state.send_modify(|s| s.outcome = Some(outcome));
                 }
-                Ok((Up::Log(record), _)) => emit_child_log(pid, &name, &record),
-                Ok((
-                    Up::Hello { .. }
-                    | Up::Attach { .. }
-                    | Up::Started { .. }
-                    | Up::Withdrawn { .. },
-                    _,
-                ))
-                | Err(_) => {
-                    tracing::warn!(target: "multiprocessing::process", "child {pid} broke the protocol; dropping its connection");
+                Ok(Some(Incoming::Started { .. } | Incoming::Withdrawn { .. })) => {
+                    tracing::warn!(target: "multiprocessing::process", "child {} broke the protocol; dropping its connection", child.pid());
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(target: "multiprocessing::process", "dropped the connection of child {}: {e}", child.pid());
                     break;
                 }
             }
         }
     }
-    let status = match child.wait().await {
-        Ok(status) => status,
-        Err(e) => {
-            tracing::warn!(target: "multiprocessing::process", "could not reap child {pid}: {e}");
-            ExitStatus::from_raw(0xff00)
-        }
-    };
+    let status = child.reap().await;
     state.send_modify(|s| s.exited = Some(status));
-    let _ = exited.send(Some(status));
     guard.1 = true;
 }
 
 #[cfg(test)]
 mod tests {
+    use super::child::SupervisedChild;
+    use super::session::{self, CallMode, Incoming};
     use crate::entry::Entry;
-    use crate::protocol::{decode_head, decode_value, encode_head, encode_value, Down, Up};
+    use crate::protocol::{decode_value, encode_value};
     use crate::start::{ChildOptions, Context, StartMethod};
-    use crate::transport::Outgoing;
     use std::time::Duration;
 
     #[crate::entry]
@@ -442,20 +410,9 @@ mod tests {
         ms
     }
 
-    fn call(id: u64, ms: u64) -> Outgoing {
-        let head = encode_head(&Down::Call {
-            id,
-            entry: <nap as Entry>::NAME.into(),
-            then_exit: false,
-            batch: false,
-            report_start: false,
-        })
-        .unwrap();
-        Outgoing::new(head, encode_value("args", &ms).unwrap())
-    }
-
-    /// One connection per child, many calls in flight on it: results come back by request id, in
-    /// completion order; a cancelled call never answers; `Shutdown` ends the child cleanly.
+    /// One session per child, many calls in flight on it: results come back by request id, in
+    /// completion order, each with the reply registered for it; a cancelled call never answers;
+    /// `Shutdown` ends the child cleanly.
     #[crate::test]
     async fn one_child_serves_many_calls_at_once() {
         let ctx = Context::current().unwrap();
@@ -466,27 +423,28 @@ mod tests {
             start_method: StartMethod::Spawn,
             concurrency: 0,
         };
-        let child = ctx.start_child(opts).await.unwrap();
-        let mut conn = child.connection.await.unwrap();
+        let child = SupervisedChild::start(&ctx, opts).await.unwrap();
+        let (child, conn) = child.connect(None).await;
+        let (mut session, mut reader) = session::open(conn.unwrap(), "mux".into(), None);
         for (id, ms) in [(1, 400), (2, 10), (3, 200), (4, 100)] {
-            conn.outbox.send(call(id, ms)).unwrap();
+            let args = encode_value("args", &ms).unwrap();
+            let mode = CallMode::default();
+            session
+                .call(id, <nap as Entry>::NAME, mode, args, Some(ms))
+                .unwrap();
         }
-        let cancel = encode_head(&Down::Cancel { id: 4 }).unwrap();
-        conn.outbox.send(Outgoing::new(cancel, Vec::new())).unwrap();
+        session.cancel(4);
         let mut order = Vec::new();
         while order.len() < 3 {
-            let message = conn.reader.read_message().await.unwrap().unwrap();
-            if let (Up::Return { id, outcome }, at) = decode_head::<Up>(&message).unwrap() {
-                outcome.unwrap();
-                order.push((id, decode_value::<u64>("result", &message[at..]).unwrap()));
+            if let Some(Incoming::Returned { id, reply, outcome }) = reader.next().await.unwrap() {
+                let (message, at) = outcome.unwrap();
+                let value = decode_value::<u64>("result", &message[at..]).unwrap();
+                assert_eq!(reply, Some(value));
+                order.push((id, value));
             }
         }
         assert_eq!(order, vec![(2, 10), (3, 200), (1, 400)]);
-        let shutdown = encode_head(&Down::Shutdown).unwrap();
-        conn.outbox
-            .send(Outgoing::new(shutdown, Vec::new()))
-            .unwrap();
-        let mut process = child.child;
-        assert_eq!(process.wait().await.unwrap().code(), Some(0));
+        session.shutdown();
+        assert_eq!(child.reap().await.code(), Some(0));
     }
 }

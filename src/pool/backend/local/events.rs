@@ -1,0 +1,180 @@
+//! What the driver does when a worker's task reports: one handler per event.
+
+use super::slots::{InFlight, Life, Slot, Worker};
+use super::worker::{Reply, WorkerEvent};
+use super::{Driver, Phase};
+use crate::error::{Error, RemoteError};
+use crate::pool::outcome::TaskFailure;
+use crate::process::session::Session;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+impl Driver {
+    pub(super) fn on_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Ready { slot, gen, result } => match result {
+                Ok(session) => self.on_ready(slot, gen, session),
+                Err(e) => self.on_start_failed(slot, gen, e),
+            },
+            WorkerEvent::Started { slot, gen, id } => self.on_started(slot, gen, id),
+            WorkerEvent::Withdrawn {
+                slot,
+                gen,
+                id,
+                taken,
+            } => self.on_withdrawn(slot, gen, id, taken),
+            WorkerEvent::Returned { slot, gen, id } => self.on_returned(slot, gen, id),
+            WorkerEvent::Exited { slot, gen, status } => self.on_exited(slot, gen, status),
+        }
+    }
+
+    /// The worker of this generation in `slot`, if it is (still) up.
+    fn worker(&mut self, slot: usize, gen: u64) -> Option<&mut Worker> {
+        match &mut self.slots[slot] {
+            Slot::Up(g, worker) if *g == gen => Some(worker),
+            _ => None,
+        }
+    }
+
+    /// Whether `slot` waits for the worker of this generation to start.
+    fn starting(&self, slot: usize, gen: u64) -> bool {
+        matches!(self.slots[slot], Slot::Starting(g) if g == gen)
+    }
+
+    fn on_ready(&mut self, slot: usize, gen: u64, session: Session<Reply>) {
+        if !self.starting(slot, gen) {
+            return;
+        }
+        let mut worker = Worker::new(session);
+        match self.phase {
+            Phase::Terminating => worker.kill(),
+            Phase::Draining => worker.shutdown(),
+            Phase::Open | Phase::Closed => {}
+        }
+        self.slots[slot] = Slot::Up(gen, worker);
+        if let Some((tx, left)) = self.startup.take() {
+            if left <= 1 {
+                let _ = tx.send(Ok(()));
+            } else {
+                self.startup = Some((tx, left - 1));
+            }
+        }
+    }
+
+    fn on_start_failed(&mut self, slot: usize, gen: u64, e: Error) {
+        if !self.starting(slot, gen) {
+            return;
+        }
+        self.slots[slot] = Slot::Empty;
+        if let Some((tx, _)) = self.startup.take() {
+            let _ = tx.send(Err(e));
+            self.terminate();
+        } else if matches!(self.phase, Phase::Open | Phase::Closed) {
+            tracing::warn!(target: "multiprocessing::pool", "a replacement worker failed to start: {e}; trying again");
+            // With no worker left to run them, queued tasks fail now rather than wait for a
+            // start that may never succeed.
+            if !self.slots.iter().any(|s| matches!(s, Slot::Up(..))) {
+                let failure = TaskFailure::Remote(RemoteError::from(&e));
+                for task in self.pending.drain(..) {
+                    task.fail(failure.clone());
+                }
+            }
+            self.start_worker(slot, Duration::from_millis(200));
+        }
+    }
+
+    fn on_started(&mut self, slot: usize, gen: u64, id: u64) {
+        if let Some(f) = self.worker(slot, gen).and_then(|w| w.inflight.get_mut(&id)) {
+            f.started = true;
+        }
+    }
+
+    fn on_withdrawn(&mut self, slot: usize, gen: u64, id: u64, taken: bool) {
+        let Some(worker) = self.worker(slot, gen) else {
+            return;
+        };
+        if taken {
+            // Never ran there: it goes to the front of the queue, for an idle worker.
+            if let Some(f) = worker.inflight.remove(&id) {
+                worker.session.forget(id);
+                self.pending.push_front(f.task);
+            }
+        } else if let Some(f) = worker.inflight.get_mut(&id) {
+            f.withdrawing = false;
+        }
+    }
+
+    /// Task `id` finished on the worker in `slot` (its result is already with its caller).
+    fn on_returned(&mut self, slot: usize, gen: u64, id: u64) {
+        let concurrency = self.cfg.concurrency.max(1) as usize;
+        let max_tasks = self.cfg.max_tasks_per_child;
+        let Slot::Up(g, worker) = &mut self.slots[slot] else {
+            return;
+        };
+        if *g != gen {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(finished) = worker.inflight.remove(&id) {
+            worker.done += 1;
+            // The arguments were written long ago: their buffer serves the next chunk.
+            crate::transport::buffers::give_shared(finished.task.body);
+        }
+        let busy = worker.inflight.len() >= concurrency;
+        self.pace.returned(now, worker.last_return);
+        worker.last_return = busy.then_some(now);
+        if worker.life == Life::Serving && max_tasks.is_some_and(|max| worker.done >= max) {
+            worker.life = Life::Retiring;
+        }
+        if worker.life == Life::Retiring && worker.inflight.is_empty() {
+            worker.shutdown();
+        }
+    }
+
+    /// The worker in `slot` exited: what it held and had not started goes to another worker;
+    /// what had started fails (or runs again, if retries are left); the slot gets a new worker
+    /// unless the pool is finishing.
+    fn on_exited(&mut self, slot: usize, gen: u64, status: ExitStatus) {
+        let mut worker = match std::mem::replace(&mut self.slots[slot], Slot::Empty) {
+            Slot::Up(g, worker) if g == gen => worker,
+            other => {
+                self.slots[slot] = other;
+                return;
+            }
+        };
+        worker.read_start_log();
+        let pid = worker.pid();
+        let warn = matches!(worker.life, Life::Serving | Life::Retiring)
+            && self.phase != Phase::Terminating;
+        worker.session.close();
+        let mut lost: Vec<InFlight> = worker.inflight.into_values().collect();
+        lost.sort_by_key(|f| std::cmp::Reverse(f.task.id));
+        for f in lost {
+            let mut task = f.task;
+            if !f.started {
+                // Certainly not started: it goes to another worker, unnoticed.
+                self.pending.push_front(task);
+            } else if task.retries > 0 {
+                task.retries -= 1;
+                self.pending.push_front(task);
+            } else {
+                task.fail(TaskFailure::WorkerLost {
+                    pid,
+                    signal: status.signal(),
+                });
+            }
+        }
+        if warn {
+            tracing::warn!(target: "multiprocessing::pool", "pool worker {pid} died ({status}); replacing it");
+        }
+        let restart = match self.phase {
+            Phase::Terminating => false,
+            Phase::Draining => !self.pending.is_empty(),
+            Phase::Open | Phase::Closed => true,
+        };
+        if restart {
+            self.start_worker(slot, Duration::ZERO);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! What becomes of a task: the types the front end, the reply channel and every backend share.
+
+use crate::error::{Error, RemoteError};
+
+/// What became of a task.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) index: usize,
+    /// The message holding the encoded batch results and where they start in it.
+    pub(crate) outcome: Result<(Vec<u8>, usize), TaskFailure>,
+}
+
+/// Why a whole task produced no results.
+#[derive(Debug, Clone)]
+pub(crate) enum TaskFailure {
+    /// The child refused the whole batch (unknown entry, undecodable batch).
+    Remote(RemoteError),
+    /// The worker died after the task had started.
+    WorkerLost { pid: u32, signal: Option<i32> },
+    /// The pool was terminated before the task finished.
+    Terminated,
+}
+
+impl From<TaskFailure> for Error {
+    fn from(f: TaskFailure) -> Self {
+        match f {
+            TaskFailure::Remote(r) => r.into(),
+            TaskFailure::WorkerLost { pid, signal } => Error::WorkerLost { pid, signal },
+            TaskFailure::Terminated => Error::PoolClosed,
+        }
+    }
+}
