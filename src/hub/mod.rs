@@ -95,8 +95,9 @@ impl Hub {
         &self.path
     }
 
-    /// Registers a token; the receiver gets the child's connection once it has said `Hello`.
-    pub(crate) fn expect(&self, token: u64) -> oneshot::Receiver<ChildConn> {
+    /// Registers a token for a child about to be started; the receiver gets the child's
+    /// connection once it has said `Hello` with that token.
+    pub(crate) fn await_child(&self, token: u64) -> oneshot::Receiver<ChildConn> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(token, tx);
         rx

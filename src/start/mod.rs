@@ -307,7 +307,7 @@ impl Context {
         if opts.start_method == StartMethod::ForkServer {
             return self.start_forked(hub, cfg, opts.env).await;
         }
-        let connection = hub.expect(token);
+        let connection = hub.await_child(token);
         match self
             .spawner
             .spawn(&self.relaunch, cfg.to_env()?, opts.env, None)
