@@ -155,6 +155,7 @@ impl<S: Copy + Into<Spec>> Handle<S> {
         item: Vec<u8>,
         granted: Option<Reply>,
     ) -> Result<()> {
+        // Never fails when `granted` is `Some`: the call that won it opened the handle.
         let client = self.client().await?;
         let mut granted = Granted {
             client,
