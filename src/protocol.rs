@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused at `Hello`.
-pub(crate) const PROTOCOL_VERSION: u16 = 4;
+pub(crate) const PROTOCOL_VERSION: u16 = 5;
 
 /// The environment variable that marks a process as a child and carries its [`ChildConfig`].
 pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
@@ -75,16 +75,29 @@ pub(crate) enum Up {
     Log(LogRecord),
 }
 
-/// Identifies a hosted object (a queue) across the whole run: random, made where the handle is.
+/// Identifies a hosted object across the whole run: random, made where the first handle is.
 pub(crate) type ObjectId = u64;
 
-/// What a queue is, carried by every handle so whichever process touches it first creates it.
+/// What a hosted object is, carried by every handle so whichever process opens it first creates
+/// it. One variant per kind of object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Spec {
+    Queue(QueueSpec),
+}
+
+/// What a queue is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct QueueSpec {
     /// Most items the queue holds; `None` for unbounded.
     pub(crate) capacity: Option<u32>,
     /// Items taken are tracked until `task_done` (and go back to the queue if their taker dies).
     pub(crate) joinable: bool,
+}
+
+impl From<QueueSpec> for Spec {
+    fn from(spec: QueueSpec) -> Self {
+        Spec::Queue(spec)
+    }
 }
 
 /// How long an operation on a hosted object may wait.
@@ -98,41 +111,78 @@ pub(crate) enum Wait {
     Micros(u64),
 }
 
-/// Process → object host. `req` numbers the requests that are answered; the others are
-/// pipelined and never answered. Bodies: the item for `Put` and `Requeue`.
+/// Process → object host. `req` numbers the requests that are answered (never 0); the others
+/// are pipelined and never answered. The generic requests (handles, cancellation, sync) are
+/// variants of their own; what a kind of object does is an [`Op`] of that kind.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum HostReq {
     /// This process now holds a handle to `obj` (created as `spec` if new); answered `Value`:
     /// 1 if the object is closed.
-    Open {
-        req: u64,
-        obj: ObjectId,
-        spec: QueueSpec,
-    },
+    Open { req: u64, obj: ObjectId, spec: Spec },
     /// Answered `Done` once every earlier request on this connection has been applied.
     Sync { req: u64 },
     /// This process holds no handle to `obj` any more.
     Release { obj: ObjectId },
-    /// Append the item in the body. On a bounded queue it uses one granted reservation.
-    Put { obj: ObjectId },
-    /// Reserve room for one item in a bounded queue; answered `Granted` or `Failed`.
-    Reserve { req: u64, obj: ObjectId, wait: Wait },
-    /// Give back `count` granted reservations this process will not use.
-    Unreserve { obj: ObjectId, count: u32 },
-    /// Take one item; answered `Item` or `Failed`.
-    Get { req: u64, obj: ObjectId, wait: Wait },
-    /// Abandon a waiting `Reserve` or `Get` (an answer already on its way still comes).
+    /// Abandon waiting request `req` (an answer already on its way still comes; otherwise it
+    /// is answered `Failed(Timeout)`).
     Cancel { req: u64, obj: ObjectId },
-    /// An item delivered for a get the caller had abandoned: put it back at the front.
-    Requeue { obj: ObjectId, seq: u64 },
+    /// An operation of `obj`'s kind; answered if `req` is not 0. Its body (if the operation
+    /// has one, see [`Op::has_body`]) follows the header, as the item of a put does.
+    Op { req: u64, obj: ObjectId, op: Op },
+}
+
+impl HostReq {
+    /// The number its answer will carry; 0 for a request that is not answered.
+    pub(crate) fn answered_as(&self) -> u64 {
+        match self {
+            HostReq::Open { req, .. } | HostReq::Sync { req } | HostReq::Op { req, .. } => *req,
+            HostReq::Release { .. } | HostReq::Cancel { .. } => 0,
+        }
+    }
+}
+
+/// The operations of each kind of hosted object.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Op {
+    Queue(QueueOp),
+}
+
+impl Op {
+    /// Whether the message carries a body (an item) after its header.
+    pub(crate) fn has_body(&self) -> bool {
+        matches!(self, Op::Queue(QueueOp::Put | QueueOp::Requeue { .. }))
+    }
+}
+
+impl From<QueueOp> for Op {
+    fn from(op: QueueOp) -> Self {
+        Op::Queue(op)
+    }
+}
+
+/// What a process does to a queue.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum QueueOp {
+    /// Append the item in the body. On a bounded queue it uses one granted reservation.
+    Put,
+    /// Reserve room for one item in a bounded queue; answered `Granted` or `Failed`.
+    Reserve { wait: Wait },
+    /// Give back `count` granted reservations this process will not use.
+    Unreserve { count: u32 },
+    /// Take one item; answered `Item` (the item in the body) or `Failed`.
+    Get { wait: Wait },
+    /// An item delivered for a get the caller had abandoned: put it back at the front. It
+    /// carries the queue's shape because the queue may have been dropped meanwhile (its last
+    /// handle released while the item was out).
+    Requeue { seq: u64, spec: QueueSpec },
     /// How many items the queue holds; answered `Value`.
-    Len { req: u64, obj: ObjectId },
+    Len,
     /// Close the queue for everyone; answered `Done`.
-    Close { req: u64, obj: ObjectId },
+    Close,
     /// The oldest item this process took from a joinable queue is done.
-    TaskDone { obj: ObjectId },
+    TaskDone,
     /// Answer `Done` once every item put has been marked done.
-    Join { req: u64, obj: ObjectId },
+    Join,
 }
 
 /// Why a hosted-object operation failed.
@@ -155,21 +205,55 @@ impl From<HostError> for Error {
     }
 }
 
-/// Object host → process. Body: the item for `Item`.
+/// Object host → process.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum HostReply {
-    /// The item for get `req`; `seq` names it if it must be requeued.
-    Item { req: u64, seq: u64 },
-    /// Room for one item was reserved for `req`.
-    Granted { req: u64 },
-    /// The answer to `Len`.
-    Value { req: u64, value: u64 },
-    /// `Close` or `Join` is done.
-    Done { req: u64 },
-    /// Request `req` failed.
-    Failed { req: u64, error: HostError },
-    /// `obj` was closed (by anyone): puts from now on fail.
+    /// The answer to request `req`. Its body (if the answer has one, see
+    /// [`Answer::has_body`]) follows the header.
+    Answer { req: u64, answer: Answer },
+    /// `obj` was closed (by anyone): operations that need it open fail from now on.
     Closed { obj: ObjectId },
+}
+
+/// The answer to a request: the generic ones, or one of a kind of object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    /// Done (`Sync`, and operations with nothing to say).
+    Done,
+    /// A number (`Open`: 1 if closed; a queue's `Len`).
+    Value(u64),
+    /// The request failed.
+    Failed(HostError),
+    /// An answer only one kind of object gives.
+    Op(OpReply),
+}
+
+impl Answer {
+    /// Whether the message carries a body (an item) after its header.
+    pub(crate) fn has_body(&self) -> bool {
+        matches!(self, Answer::Op(OpReply::Queue(QueueReply::Item { .. })))
+    }
+}
+
+/// The answers of each kind of hosted object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum OpReply {
+    Queue(QueueReply),
+}
+
+impl From<QueueReply> for OpReply {
+    fn from(reply: QueueReply) -> Self {
+        OpReply::Queue(reply)
+    }
+}
+
+/// What a queue answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum QueueReply {
+    /// The item (in the body) for a get; `seq` names it if it must be requeued.
+    Item { seq: u64 },
+    /// Room for one item was reserved.
+    Granted,
 }
 
 /// A `tracing` event, flattened for the wire.

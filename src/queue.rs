@@ -4,13 +4,14 @@
 //! A queue lives in the root process (its hub hosts it); a handle is an id and the queue's
 //! shape, so it is `Clone`, `Serialize` and `Deserialize` and can be handed to a child, a
 //! grandchild or a pool worker as an entry argument. The first operation of a handle in a
-//! process connects that process to the root (once per process). See `src/hub/objects.rs` for
-//! the delivery rules.
+//! process connects that process to the root (once per process). See `src/hub/objects/queue.rs`
+//! for the delivery rules.
 
 use crate::error::{Error, PutTimeoutError, Result, TryPutError};
-use crate::hub::Host;
-use crate::protocol::{decode_value, encode_value, ObjectId, QueueSpec, Wait};
-use crate::start::Context;
+use crate::hub::{Handle, HostClient};
+use crate::protocol::{
+    decode_value, encode_value, Answer, OpReply, QueueOp, QueueReply, QueueSpec, Wait,
+};
 use futures::{Sink, Stream};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -18,153 +19,128 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// A fresh id, unique across the run: a random per-process base plus a counter.
-fn new_id() -> ObjectId {
-    static BASE: OnceLock<u64> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = *BASE.get_or_init(|| {
-        let random = crate::transport::auth::random_bytes()
-            .ok()
-            .and_then(|b| b[..8].try_into().ok())
-            .map(u64::from_le_bytes);
-        random.unwrap_or_else(|| {
-            // No /dev/urandom: the pid and the clock still keep ids apart across processes.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            (u64::from(std::process::id()) << 32) ^ nanos
-        })
-    });
-    base.wrapping_add(
-        NEXT.fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    )
-}
 
 fn wait_for(timeout: Duration) -> Wait {
     Wait::Micros(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// The handle that every queue type wraps: the id, the shape, and the process's connection once
-/// the handle has been used.
-struct Handle {
-    id: ObjectId,
-    spec: QueueSpec,
-    host: OnceCell<Host>,
+fn unexpected(what: &str) -> Error {
+    Error::Protocol(format!("unexpected answer to a queue's {what}"))
 }
 
-impl Handle {
+/// The handle every queue type wraps (see `hub::Handle`), with the queue's operations.
+struct QueueHandle(Handle<QueueSpec>);
+
+impl QueueHandle {
     fn new(capacity: Option<u32>, joinable: bool) -> Self {
-        Handle {
-            id: new_id(),
-            spec: QueueSpec { capacity, joinable },
-            host: OnceCell::new(),
-        }
+        QueueHandle(Handle::new(QueueSpec { capacity, joinable }))
     }
 
-    /// The process's host, with this handle counted there (once).
-    async fn host(&self) -> Result<&Host> {
-        self.host
-            .get_or_try_init(|| async {
-                let host = Context::current()?.host().await?;
-                host.open(self.id, self.spec).await?;
-                Ok(host)
-            })
-            .await
+    fn spec(&self) -> QueueSpec {
+        self.0.spec()
     }
 
-    /// Waits for room (as `wait` allows), then sends the encoded item.
+    /// This process's client, with this handle counted there.
+    async fn client(&self) -> Result<&Arc<HostClient>> {
+        self.0.client().await
+    }
+
+    /// Waits for room (as `wait` allows) in a bounded queue, then sends the encoded item. From
+    /// another process it then also waits while more than a few MiB of this process's puts are
+    /// still unwritten (room first: a put waiting for room holds none of that window).
     async fn put_encoded(&self, bytes: Vec<u8>, wait: Wait) -> Result<()> {
-        self.host()
-            .await?
-            .put(self.id, self.spec, bytes, wait)
-            .await
+        let client = self.client().await?;
+        if client.is_closed(self.0.id()) {
+            return Err(Error::Closed);
+        }
+        let granted = match self.spec().capacity {
+            // Room in an unbounded queue is never reserved.
+            None => None,
+            Some(_) => {
+                let reply = self.0.call(QueueOp::Reserve { wait }).await?;
+                if reply.answer != Answer::Op(OpReply::Queue(QueueReply::Granted)) {
+                    return Err(unexpected("reservation"));
+                }
+                Some(reply)
+            }
+        };
+        self.0.post_item(QueueOp::Put, bytes, granted).await
     }
 
     async fn get<T: DeserializeOwned>(&self, wait: Wait) -> Result<T> {
-        let host = self.host().await?;
-        let item = host.get(self.id, self.spec, wait).await?;
+        let reply = self.0.call(QueueOp::Get { wait }).await?;
+        let Answer::Op(OpReply::Queue(QueueReply::Item { .. })) = reply.answer else {
+            return Err(unexpected("get"));
+        };
+        if self.spec().joinable {
+            self.client().await?.took(self.0.id());
+        }
+        let item = reply.body.unwrap_or_default();
         let value = decode_value("a queue item", &item);
         crate::transport::buffers::give_shared(item);
         value
     }
 
     async fn len(&self) -> Result<usize> {
-        self.host().await?.len(self.id).await
+        match self.0.call(QueueOp::Len).await?.answer {
+            Answer::Value(n) => Ok(n as usize),
+            _ => Err(unexpected("len")),
+        }
     }
 
     async fn close(&self) -> Result<()> {
-        self.host().await?.close(self.id, self.spec).await
+        self.client().await?.mark_closed(self.0.id());
+        self.0.call(QueueOp::Close).await.map(drop)
+    }
+
+    fn task_done_error() -> Error {
+        Error::InvalidArgument(
+            "task_done() called more times than this process took items from the queue".into(),
+        )
+    }
+
+    async fn task_done(&self) -> Result<()> {
+        if !self.client().await?.finish(self.0.id()) {
+            return Err(Self::task_done_error());
+        }
+        self.0.post(QueueOp::TaskDone).await
+    }
+
+    async fn join(&self) -> Result<()> {
+        self.0.call(QueueOp::Join).await.map(drop)
     }
 }
 
-impl Clone for Handle {
+impl Clone for QueueHandle {
     fn clone(&self) -> Self {
-        let host = OnceCell::new();
-        if let Some(h) = self.host.get() {
-            // Counted at once, so the queue cannot vanish between the two handles.
-            if h.open_another(self.id, self.spec) {
-                let _ = host.set(h.clone());
-            }
-        }
-        Handle {
-            id: self.id,
-            spec: self.spec,
-            host,
-        }
+        QueueHandle(self.0.clone())
     }
 }
 
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if let Some(host) = self.host.get() {
-            host.release(self.id);
-        }
-    }
-}
-
-impl fmt::Debug for Handle {
+impl fmt::Debug for QueueHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
-            .field("id", &format_args!("{:#018x}", self.id))
-            .field("capacity", &self.spec.capacity)
-            .field("joinable", &self.spec.joinable)
+            .field("id", &format_args!("{:#018x}", self.0.id()))
+            .field("capacity", &self.spec().capacity)
+            .field("joinable", &self.spec().joinable)
             .finish()
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    id: ObjectId,
-    spec: QueueSpec,
-}
-
-impl Serialize for Handle {
+impl Serialize for QueueHandle {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        Wire {
-            id: self.id,
-            spec: self.spec,
-        }
-        .serialize(s)
+        self.0.serialize(s)
     }
 }
 
-impl<'de> Deserialize<'de> for Handle {
+impl<'de> Deserialize<'de> for QueueHandle {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let Wire { id, spec } = Wire::deserialize(d)?;
-        Ok(Handle {
-            id,
-            spec,
-            host: OnceCell::new(),
-        })
+        Handle::deserialize(d).map(QueueHandle)
     }
 }
 
@@ -213,7 +189,7 @@ impl<'de> Deserialize<'de> for Handle {
 /// }
 /// ```
 pub struct Queue<T> {
-    handle: Handle,
+    handle: QueueHandle,
     // The `Stream` and `Sink` state. Only reached through `&mut self`, so the mutexes never
     // block; they make the queue `Sync` although boxed futures are not.
     get_next: Mutex<Option<BoxFuture<Result<T>>>>,
@@ -226,7 +202,7 @@ fn exclusive<T>(m: &mut Mutex<T>) -> &mut T {
 }
 
 impl<T> Queue<T> {
-    fn from_handle(handle: Handle) -> Self {
+    fn from_handle(handle: QueueHandle) -> Self {
         Queue {
             handle,
             get_next: Mutex::new(None),
@@ -237,19 +213,19 @@ impl<T> Queue<T> {
 
     /// An unbounded queue. Creating it does no I/O: the root learns of it on first use.
     pub fn new() -> Self {
-        Self::from_handle(Handle::new(None, false))
+        Self::from_handle(QueueHandle::new(None, false))
     }
 
     /// A queue that holds at most `capacity` items (Python's `Queue(maxsize)`). As in Python, a
     /// capacity of 0 means unbounded.
     pub fn bounded(capacity: usize) -> Self {
         let cap = (capacity > 0).then(|| u32::try_from(capacity).unwrap_or(u32::MAX));
-        Self::from_handle(Handle::new(cap, false))
+        Self::from_handle(QueueHandle::new(cap, false))
     }
 
     /// The capacity given to [`Queue::bounded`], or `None` for an unbounded queue.
     pub fn capacity(&self) -> Option<usize> {
-        self.handle.spec.capacity.map(|c| c as usize)
+        self.handle.spec().capacity.map(|c| c as usize)
     }
 }
 
@@ -426,7 +402,7 @@ impl<T> Serialize for Queue<T> {
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Handle::deserialize(d).map(Self::from_handle)
+        QueueHandle::deserialize(d).map(Self::from_handle)
     }
 }
 
@@ -598,13 +574,13 @@ pub struct JoinableQueue<T>(Queue<T>);
 impl<T> JoinableQueue<T> {
     /// An unbounded joinable queue. Creating it does no I/O.
     pub fn new() -> Self {
-        JoinableQueue(Queue::from_handle(Handle::new(None, true)))
+        JoinableQueue(Queue::from_handle(QueueHandle::new(None, true)))
     }
 
     /// A joinable queue that holds at most `capacity` items (0 = unbounded).
     pub fn bounded(capacity: usize) -> Self {
         let cap = (capacity > 0).then(|| u32::try_from(capacity).unwrap_or(u32::MAX));
-        JoinableQueue(Queue::from_handle(Handle::new(cap, true)))
+        JoinableQueue(Queue::from_handle(QueueHandle::new(cap, true)))
     }
 }
 
@@ -624,8 +600,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Cancel safety
     /// Cancel-safe: it completes without waiting.
     pub async fn task_done(&self) -> Result<()> {
-        let host = self.0.handle.host().await?;
-        host.task_done(self.0.handle.id)
+        self.0.handle.task_done().await
     }
 
     /// Waits until every item ever put has been marked done.
@@ -636,8 +611,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Cancel safety
     /// Cancel-safe: dropping it stops the wait and changes nothing.
     pub async fn join(&self) -> Result<()> {
-        let handle = &self.0.handle;
-        handle.host().await?.join(handle.id, handle.spec).await
+        self.0.handle.join().await
     }
 }
 

@@ -8,14 +8,19 @@
 //!
 //! In the root, the hub is also the run's object host: a connection that says `Attach` instead
 //! of `Hello` carries requests on the hosted objects (queues now; locks and managers later),
-//! served from the root's [`Store`] (see `objects.rs`, `serve.rs`, and `client.rs` for the other
-//! end).
+//! served from the root's [`Store`] (see `objects/`, `serve.rs`, and `client.rs` for the other
+//! end). User-facing objects wrap a [`Handle`] and reach the host through [`current_host`],
+//! which the launch context (`start::Context`) installs with its [`HubContext`].
 
 mod client;
+mod context;
+mod handle;
 mod objects;
 mod serve;
 
-pub(crate) use client::{Host, HostClient};
+pub(crate) use client::HostClient;
+pub(crate) use context::{current_host, set_current, HubContext};
+pub(crate) use handle::Handle;
 pub(crate) use objects::Store;
 
 use crate::error::{Error, Result};
@@ -90,8 +95,9 @@ impl Hub {
         &self.path
     }
 
-    /// Registers a token; the receiver gets the child's connection once it has said `Hello`.
-    pub(crate) fn expect(&self, token: u64) -> oneshot::Receiver<ChildConn> {
+    /// Registers a token for a child about to be started; the receiver gets the child's
+    /// connection once it has said `Hello` with that token.
+    pub(crate) fn await_child(&self, token: u64) -> oneshot::Receiver<ChildConn> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(token, tx);
         rx

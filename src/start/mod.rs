@@ -10,7 +10,7 @@ mod spare;
 mod spawn;
 
 use crate::error::{Error, Result};
-use crate::hub::{Host, HostClient, Hub, Store};
+use crate::hub::{Hub, HubContext};
 use crate::protocol::{ChildConfig, PROTOCOL_VERSION};
 use crate::transport::auth::AuthKey;
 use crate::transport::local::RunDir;
@@ -120,18 +120,12 @@ pub(crate) struct ChildRecord {
 /// Everything a process needs to start and supervise children.
 #[derive(Debug)]
 pub(crate) struct Context {
-    run_dir: PathBuf,
     _owned_dir: Option<RunDir>,
-    key: AuthKey,
     depth: u32,
     relaunch: Relaunch,
     identity: Identity,
-    hub: Mutex<Option<Arc<Hub>>>,
-    /// The root's socket, in every process but the root.
-    root_socket: Option<PathBuf>,
-    /// The run's hosted objects, in the root.
-    store: Option<Arc<Store>>,
-    host: tokio::sync::OnceCell<Host>,
+    /// The hub layer's part: run directory, key, hub, and the object host's client.
+    hub: Arc<HubContext>,
     spawner: spawn::Spawner,
     fork_server: tokio::sync::Mutex<Option<Arc<forkserver::ForkServer>>>,
     /// The next child of the fork server, being made or ready and waiting (see `spare`).
@@ -156,9 +150,8 @@ impl Context {
     pub(crate) fn root(relaunch: Relaunch) -> Result<Arc<Self>> {
         let dir = RunDir::create()?;
         Ok(Arc::new(Context {
-            run_dir: dir.path().to_owned(),
+            hub: Arc::new(HubContext::root(dir.path().to_owned(), AuthKey::random()?)),
             _owned_dir: Some(dir),
-            key: AuthKey::random()?,
             depth: 0,
             relaunch,
             identity: Identity {
@@ -166,10 +159,6 @@ impl Context {
                 daemon: false,
                 parent: None,
             },
-            hub: Mutex::new(None),
-            root_socket: None,
-            store: Some(Arc::default()),
-            host: tokio::sync::OnceCell::new(),
             spawner: spawn::Spawner::new(),
             fork_server: tokio::sync::Mutex::new(None),
             spare: Mutex::new(None),
@@ -187,9 +176,12 @@ impl Context {
             Error::Authentication("the key in the child marker is malformed".into())
         })?;
         Ok(Arc::new(Context {
-            run_dir: PathBuf::from(&cfg.run_dir),
+            hub: Arc::new(HubContext::child(
+                PathBuf::from(&cfg.run_dir),
+                key,
+                PathBuf::from(&cfg.root_socket),
+            )),
             _owned_dir: None,
-            key,
             depth: cfg.depth,
             relaunch: match &cfg.test {
                 Some(t) => Relaunch::Test(t.clone()),
@@ -200,10 +192,6 @@ impl Context {
                 daemon: cfg.daemon,
                 parent: Some((cfg.parent_pid, cfg.parent_name.clone())),
             },
-            hub: Mutex::new(None),
-            root_socket: Some(PathBuf::from(&cfg.root_socket)),
-            store: None,
-            host: tokio::sync::OnceCell::new(),
             spawner: spawn::Spawner::new(),
             fork_server: tokio::sync::Mutex::new(None),
             spare: Mutex::new(None),
@@ -212,8 +200,10 @@ impl Context {
         }))
     }
 
-    /// Makes `ctx` current on this thread (and clears it with `None`).
+    /// Makes `ctx` current on this thread (and clears it with `None`), with its hub layer's
+    /// part (which user-facing objects reach through `hub::current_host`).
     pub(crate) fn set_current(ctx: Option<Arc<Context>>) {
+        crate::hub::set_current(ctx.as_ref().map(|c| Arc::clone(&c.hub)));
         CURRENT.with(|c| *c.borrow_mut() = ctx);
     }
 
@@ -238,12 +228,12 @@ impl Context {
     }
 
     pub(crate) fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.hub.run_dir()
     }
 
     /// The run's key.
     pub(crate) fn key(&self) -> &AuthKey {
-        &self.key
+        self.hub.key()
     }
 
     /// The socket of this process's hub, started if needed.
@@ -253,53 +243,13 @@ impl Context {
 
     /// This process's hub, started on first use.
     fn hub(&self) -> Result<Arc<Hub>> {
-        let mut hub = lock(&self.hub);
-        if let Some(h) = hub.as_ref() {
-            return Ok(Arc::clone(h));
-        }
-        let h = Arc::new(Hub::start(
-            &self.run_dir,
-            self.key.clone(),
-            self.store.clone(),
-        )?);
-        *hub = Some(Arc::clone(&h));
-        Ok(h)
-    }
-
-    /// Where this process's hosted objects (queues) are: the root's store, reached directly in
-    /// the root and over one connection (made on first use) everywhere else.
-    ///
-    /// # Errors
-    /// `Io` / `Authentication` when the root cannot be reached.
-    pub(crate) async fn host(&self) -> Result<Host> {
-        self.host
-            .get_or_try_init(|| async {
-                match (&self.store, &self.root_socket) {
-                    (Some(store), _) => {
-                        // Children reach the store through the hub: have it listen.
-                        self.hub()?;
-                        Ok(Host::Local(Arc::clone(store)))
-                    }
-                    (None, Some(socket)) => {
-                        Ok(Host::Remote(HostClient::connect(socket, &self.key).await?))
-                    }
-                    (None, None) => Err(Error::NotLaunched(
-                        "this process knows no root to host shared objects".into(),
-                    )),
-                }
-            })
-            .await
-            .cloned()
+        self.hub.hub()
     }
 
     /// Waits until the root has applied what this process sent to its hosted objects (see
-    /// `HostClient::settle`). Nothing to do in the root, or before any object was used.
+    /// `HubContext::settle`).
     pub(crate) async fn settle(&self) {
-        if let Some(Host::Remote(client)) = self.host.get() {
-            if let Err(e) = client.settle().await {
-                tracing::debug!(target: "multiprocessing::hub", "could not settle with the root: {e}");
-            }
-        }
+        self.hub.settle().await;
     }
 
     /// The name the next child gets when none is given: `Process-N` in the root, `<ours>:N` in
@@ -328,15 +278,15 @@ impl Context {
         let token = crate::transport::auth::random_token()?;
         let cfg = ChildConfig {
             version: PROTOCOL_VERSION,
-            run_dir: self.run_dir.to_string_lossy().into_owned(),
+            run_dir: self.run_dir().to_string_lossy().into_owned(),
             socket: hub.path().to_string_lossy().into_owned(),
             root_socket: self
-                .root_socket
-                .as_deref()
+                .hub
+                .root_socket()
                 .unwrap_or(hub.path())
                 .to_string_lossy()
                 .into_owned(),
-            key: self.key.to_hex(),
+            key: self.key().to_hex(),
             token,
             name: opts.name.clone(),
             daemon: opts.daemon,
@@ -357,7 +307,7 @@ impl Context {
         if opts.start_method == StartMethod::ForkServer {
             return self.start_forked(hub, cfg, opts.env).await;
         }
-        let connection = hub.expect(token);
+        let connection = hub.await_child(token);
         match self
             .spawner
             .spawn(&self.relaunch, cfg.to_env()?, opts.env, None)

@@ -50,7 +50,7 @@ pub(crate) async fn make(
     cfg.spare = true;
     cfg.name = "spare".into();
     cfg.os_parent = server.pid();
-    let connection = hub.expect(token);
+    let connection = hub.await_child(token);
     let (pid, mut exit) = match server.fork(cfg, Vec::new()).await {
         Ok(started) => started,
         Err(e) => {
