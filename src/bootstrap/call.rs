@@ -2,7 +2,7 @@
 //! the call tasks (`call_tasks`, several slots) both do with it.
 //!
 //! Both paths decode the arguments the same way ([`CallBody::invocation`]), count the start as
-//! the call's `start` says (`start_log::count`) before it runs, catch a panic with its location
+//! the call's `start` says (`start_log::report_start`) before it runs, catch a panic with its location
 //! (`entry::run_sync` / `entry::run_async`, in [`run_here`] and [`run_task`]), wait for the
 //! `AfterCall` hook, and turn the result into the same `Return` ([`reply`]). They differ only in where the call runs and how its messages are
 //! written: the call thread runs it on itself and writes under the writer's lock; a call task

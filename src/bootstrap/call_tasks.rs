@@ -79,7 +79,7 @@ impl CallTasks {
             started_flag.store(true, Ordering::Relaxed);
             // Known to the parent before the call runs: if the call then crashes the
             // process, the parent knows it had started and does not run it again.
-            if start_log::count(start) {
+            if start_log::report_start(start).needs_message() {
                 let _ = call::send_flushed(&outbox, &Up::Started { id }, Vec::new()).await;
             }
             let result = call::run_task(body.invocation()).await;

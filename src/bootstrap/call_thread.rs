@@ -205,7 +205,7 @@ impl Serving {
         }
         let mut start_reported = false;
         while let Some(call) = next.take() {
-            let message_due = start_log::count(call.start) && !start_reported;
+            let message_due = start_log::report_start(call.start).needs_message() && !start_reported;
             if message_due && write_now(&writer, &runtime, None, Some(call.id)).is_err() {
                 return;
             }
@@ -222,7 +222,7 @@ impl Serving {
             // at once, or its `Started` rides with this `Return`.
             let started = next
                 .as_ref()
-                .filter(|c| start_log::count(c.start))
+                .filter(|c| start_log::report_start(c.start).needs_message())
                 .map(|c| c.id);
             start_reported = started.is_some();
             let ret = Some((&reply.head, reply.body.as_slice()));

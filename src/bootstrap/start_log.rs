@@ -85,16 +85,33 @@ impl StartLog {
     }
 }
 
-/// Reports a call's start as `report` says: counts it in the start log, or returns true when a
-/// `Started` message must report it instead. `None` (no report wanted) does nothing.
-pub(crate) fn count(report: Option<StartReport>) -> bool {
+/// How a call's start reached (or is to reach) the parent.
+#[must_use = "a start that needs a message is not reported until the `Started` message is sent"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StartReported {
+    /// Counted in the start log, or no report was asked for: nothing more to do.
+    Done,
+    /// This child has no start log: the caller must send a `Started` message before the call runs.
+    NeedsMessage,
+}
+
+impl StartReported {
+    /// True when the caller must send a `Started` message.
+    pub(crate) fn needs_message(self) -> bool {
+        self == StartReported::NeedsMessage
+    }
+}
+
+/// Reports a call's start as `report` says: counts it in the start log, or tells the caller that
+/// a `Started` message must report it instead. `None` (no report wanted) does nothing.
+pub(crate) fn report_start(report: Option<StartReport>) -> StartReported {
     match report {
         Some(StartReport::Log(log, n)) => {
             log.record(n);
-            false
+            StartReported::Done
         }
-        Some(StartReport::Message) => true,
-        None => false,
+        Some(StartReport::Message) => StartReported::NeedsMessage,
+        None => StartReported::Done,
     }
 }
 
