@@ -1,11 +1,12 @@
 //! [`Connection`]: one end of a pipe or of a `Listener`/`Client` pair.
 
 use super::socket::{
-    FrameCursor, Kind, LazySocket, ReadState, Socket, WriteState, DIRECT_WRITE, FLUSH_ON_DROP,
-    HIGH_WATER, WRITE_THROUGH_GAP,
+    Kind, LazySocket, ReadState, Socket, WriteState, DIRECT_WRITE, FLUSH_ON_DROP, HIGH_WATER,
+    WRITE_THROUGH_GAP,
 };
 use crate::error::{Error, Result};
 use crate::transport::fd::{self, Ticket};
+use crate::transport::frame::{FrameCursor, Header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -415,7 +416,7 @@ impl<T> Connection<T> {
     pub async fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.check_send()?;
         if bytes.len() + 4 < DIRECT_WRITE && bytes.len() <= self.inner.max_frame {
-            let head = (bytes.len() as u32).to_le_bytes();
+            let head = Header::single(bytes.len());
             self.inner.write_small(&[&head, bytes]).await
         } else {
             self.inner.write_large(bytes).await
@@ -459,7 +460,7 @@ impl<T> Connection<T> {
             if let Some(m) = r.next_message()? {
                 if m.len() > buf.len() {
                     let needed = m.len();
-                    r.ready = Some(m);
+                    r.put_back(m);
                     return Err(Error::BufferTooShort { needed });
                 }
                 buf[..m.len()].copy_from_slice(&m);
@@ -605,7 +606,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let len = bytes.len() - 4;
         if bytes.len() < DIRECT_WRITE && len <= self.inner.max_frame {
             let mut bytes = bytes;
-            bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            bytes[..4].copy_from_slice(&Header::single(len));
             self.inner.write_small(&[&bytes]).await
         } else {
             self.inner.write_large(&bytes[4..]).await
@@ -673,7 +674,7 @@ impl<T> Serialize for Connection<T> {
             .flush_blocking()
             .map_err(|e| fail(format!("could not write what the connection buffered: {e}")))?;
         let leftover = match self.inner.read.try_lock() {
-            Ok(r) => r.leftover(),
+            Ok(r) => r.leftover(self.inner.max_frame),
             Err(_) => None,
         }
         .ok_or_else(|| {

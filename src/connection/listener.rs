@@ -214,5 +214,5 @@ where
     } else {
         auth::client(&mut reader, &mut writer, key, None).await?;
     }
-    Ok(reader.into_parts().1)
+    Ok(reader.into_parts()?.1)
 }
