@@ -1,7 +1,7 @@
 //! [`Connection`]: one end of a pipe or of a `Listener`/`Client` pair.
 
 use super::socket::{
-    Kind, LazySocket, ReadState, Socket, WriteState, DIRECT_WRITE, FLUSH_ON_DROP, HIGH_WATER,
+    Flavor, LazySocket, ReadState, Socket, WriteState, DIRECT_WRITE, FLUSH_ON_DROP, HIGH_WATER,
     WRITE_THROUGH_GAP,
 };
 use crate::error::{Error, Result};
@@ -138,8 +138,11 @@ impl Inner {
             return Ok(());
         }
         let buf = std::mem::take(&mut w.buf);
-        let result =
-            super::socket::write_blocking(self.socket.raw(), &buf, Instant::now() + FLUSH_ON_DROP);
+        let result = crate::transport::socket::write_blocking(
+            self.socket.raw(),
+            &buf,
+            Instant::now() + FLUSH_ON_DROP,
+        );
         if result.is_err() {
             self.fail(&mut w);
         }
@@ -357,8 +360,8 @@ impl<T> std::fmt::Debug for Connection<T> {
 }
 
 impl<T> Connection<T> {
-    pub(super) fn from_fd(fd: OwnedFd, kind: Kind, mode: Mode, leftover: Vec<u8>) -> Self {
-        Self::from_lazy(LazySocket::new(fd, kind), mode, leftover)
+    pub(super) fn from_fd(fd: OwnedFd, flavor: Flavor, mode: Mode, leftover: Vec<u8>) -> Self {
+        Self::from_lazy(LazySocket::new(fd, flavor), mode, leftover)
     }
 
     fn from_lazy(socket: LazySocket, mode: Mode, leftover: Vec<u8>) -> Self {
@@ -652,7 +655,7 @@ impl<T> Drop for Connection<T> {
 #[derive(Serialize, Deserialize)]
 struct Wire {
     ticket: Ticket,
-    kind: Kind,
+    flavor: Flavor,
     mode: Mode,
     #[serde(with = "serde_bytes")]
     leftover: Vec<u8>,
@@ -685,7 +688,7 @@ impl<T> Serialize for Connection<T> {
         let ticket = self.offered.offer(fd).map_err(|e| fail(e.to_string()))?;
         Wire {
             ticket,
-            kind: self.inner.socket.kind(),
+            flavor: self.inner.socket.flavor(),
             mode: self.mode,
             leftover,
         }
@@ -700,7 +703,12 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
         let wire = Wire::deserialize(deserializer)?;
         let fd =
             fd::take(&wire.ticket).map_err(|e| D::Error::custom(crate::error::serde_detail(e)))?;
-        Ok(Connection::from_fd(fd, wire.kind, wire.mode, wire.leftover))
+        Ok(Connection::from_fd(
+            fd,
+            wire.flavor,
+            wire.mode,
+            wire.leftover,
+        ))
     }
 }
 
@@ -708,7 +716,7 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
 pub(super) fn pair<T>(first: Mode, second: Mode) -> Result<(Connection<T>, Connection<T>)> {
     let (a, b) = std::os::unix::net::UnixStream::pair()?;
     Ok((
-        Connection::from_fd(a.into(), Kind::Unix, first, Vec::new()),
-        Connection::from_fd(b.into(), Kind::Unix, second, Vec::new()),
+        Connection::from_fd(a.into(), Flavor::Local, first, Vec::new()),
+        Connection::from_fd(b.into(), Flavor::Local, second, Vec::new()),
     ))
 }

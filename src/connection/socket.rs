@@ -1,23 +1,21 @@
-//! The byte machinery under a [`Connection`](super::Connection): the socket (registered with
-//! tokio on first use), a cancel-safe frame reader and a batching frame writer.
+//! What a [`Connection`](super::Connection) keeps beside the transport's socket: the socket
+//! itself, registered with tokio on first use; the read state (the transport's frame decoder,
+//! end of stream, the spin heuristic); and the write state of its batching writer.
 //!
-//! The wire format is the transport's (`transport::frame`): a 4-byte little-endian header whose
-//! low 31 bits are the payload length and whose top bit says the message goes on in the next
-//! frame. The transport's `FrameReader`/`FrameWriter` are not used because a connection needs
-//! what they do not give: a `recv` that can be cancelled (by `poll`, `wait`, `select!` or a
-//! timeout) without losing a byte, a writer shared by `&self` callers, and small sends that do
-//! not cost a syscall each. So every socket read here is a non-blocking `try_read` into state
-//! that outlives the future, and every write a non-blocking `try_write` under a lock.
+//! The wire format and the socket are the transport's (`transport::frame`,
+//! `transport::socket`). A connection does not use the transport's `FrameReader`/`FrameWriter`
+//! because it needs a writer shared by `&self` callers and small sends that do not cost a
+//! syscall each, and reads driven by `poll`, `wait` and `recv` alike. So every socket read here
+//! is a non-blocking `try_read` into the decoder, whose state outlives the future (a cancelled
+//! `recv` loses nothing), and every write a non-blocking `try_write` under a lock.
 
 use crate::error::{Error, Result};
 use crate::transport::frame::Decoder;
-use std::io::{self, IoSlice};
+pub(super) use crate::transport::socket::{Flavor, Socket};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 /// Reads are made in chunks of this size into the read buffer; a frame whose payload still
 /// missing is at least this large is read straight into its message.
@@ -32,146 +30,6 @@ pub(super) const HIGH_WATER: usize = 64 * 1024;
 /// burst still shares syscalls.
 pub(super) const WRITE_THROUGH_GAP: Duration = Duration::from_micros(20);
 
-/// Which kind of socket a descriptor is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) enum Kind {
-    Unix,
-    Tcp,
-}
-
-/// A connected stream socket registered with tokio.
-///
-/// Not tokio's `UnixStream`/`TcpStream`: those listen for readability and writability at once,
-/// and epoll is edge-triggered, so every time the peer reads, the freed buffer space wakes the
-/// thread parked in `epoll_wait` for nothing. In a ping-pong that is one useless wake-up per
-/// message, which made a round trip twice Python's. Here the read side is registered for
-/// readability only; writes go straight to a second descriptor of the socket, which is
-/// registered for writability only while a write would block.
-#[derive(Debug)]
-pub(super) struct Socket {
-    read: AsyncFd<OwnedFd>,
-    write: OwnedFd,
-    /// The write descriptor's registration, while a write waits for buffer space.
-    blocked: Mutex<Option<Arc<AsyncFd<OwnedFd>>>>,
-    is_blocked: AtomicBool,
-}
-
-/// Registers a descriptor with the runtime for `interest` only.
-///
-/// `with_interest` is deprecated in newer tokio for types whose descriptor could change under
-/// it; an `OwnedFd` keeps its descriptor for its whole life.
-#[allow(deprecated)]
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    AsyncFd::with_interest(fd, interest)
-}
-
-impl Socket {
-    fn register(fd: OwnedFd, kind: Kind) -> io::Result<Self> {
-        let fd = match kind {
-            Kind::Unix => {
-                let s = std::os::unix::net::UnixStream::from(fd);
-                s.set_nonblocking(true)?;
-                OwnedFd::from(s)
-            }
-            Kind::Tcp => {
-                let s = std::net::TcpStream::from(fd);
-                s.set_nonblocking(true)?;
-                s.set_nodelay(true)?;
-                OwnedFd::from(s)
-            }
-        };
-        let write = fd.try_clone()?;
-        Ok(Socket {
-            read: register(fd, Interest::READABLE)?,
-            write,
-            blocked: Mutex::new(None),
-            is_blocked: AtomicBool::new(false),
-        })
-    }
-
-    /// Waits until the socket is readable (or closed).
-    pub(super) async fn readable(&self) -> io::Result<()> {
-        // The guard is dropped without clearing: the read that follows clears readiness if it
-        // finds nothing.
-        self.read.readable().await.map(drop)
-    }
-
-    /// Waits until a write can make progress.
-    pub(super) async fn writable(&self) -> io::Result<()> {
-        let registration = {
-            let mut slot = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-            match &*slot {
-                Some(r) => Arc::clone(r),
-                None => {
-                    // Registering reports the current state: space freed since the failed
-                    // write is not missed.
-                    let r = Arc::new(register(self.write.try_clone()?, Interest::WRITABLE)?);
-                    *slot = Some(Arc::clone(&r));
-                    self.is_blocked.store(true, Ordering::Relaxed);
-                    r
-                }
-            }
-        };
-        let mut guard = registration.writable().await?;
-        guard.clear_ready();
-        Ok(())
-    }
-
-    /// Reads into the spare capacity of `buf`: if the runtime says the socket is readable,
-    /// or, with `now`, whatever it says.
-    fn try_read_buf(&self, buf: &mut Vec<u8>, limit: usize, now: bool) -> io::Result<usize> {
-        let mut read = |fd: &OwnedFd| {
-            let spare = buf.spare_capacity_mut();
-            let len = limit.min(spare.len());
-            let spare = &mut spare[..len];
-            // SAFETY: `recv` writes at most `spare.len()` bytes into `spare`, memory that `buf`
-            // owns and that we borrow uniquely; it reads nothing from it.
-            let n = unsafe {
-                libc::recv(
-                    fd.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-            // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            Ok(n)
-        };
-        if now {
-            read(self.read.get_ref())
-        } else {
-            self.read.try_io(Interest::READABLE, read)
-        }
-    }
-
-    /// Writes what it can of `buf` without waiting.
-    pub(super) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.try_write_vectored(&[IoSlice::new(buf)])
-    }
-
-    /// Writes what it can of `bufs` without waiting.
-    pub(super) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        // SAFETY: an all-zero `msghdr` is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; sendmsg only reads the
-        // slices, so the `*mut` it asks for is never written through.
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(1024) as _;
-        // SAFETY: `msg` points at `bufs`, which outlive the call; MSG_NOSIGNAL turns a closed
-        // peer into EPIPE instead of SIGPIPE.
-        let n = unsafe { libc::sendmsg(self.write.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        if self.is_blocked.load(Ordering::Relaxed) {
-            // Space again: stop hearing of every read the peer makes.
-            *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            self.is_blocked.store(false, Ordering::Relaxed);
-        }
-        Ok(n)
-    }
-}
-
 /// A socket that is registered with tokio the first time it is used, so that a connection can be
 /// made (or received from another process) where no runtime is current, such as while the
 /// arguments of a synchronous entry are decoded.
@@ -179,22 +37,22 @@ impl Socket {
 pub(super) struct LazySocket {
     socket: OnceLock<Socket>,
     pending: Mutex<Option<OwnedFd>>,
-    kind: Kind,
+    flavor: Flavor,
     raw: RawFd,
 }
 
 impl LazySocket {
-    pub(super) fn new(fd: OwnedFd, kind: Kind) -> Self {
+    pub(super) fn new(fd: OwnedFd, flavor: Flavor) -> Self {
         LazySocket {
             raw: fd.as_raw_fd(),
             socket: OnceLock::new(),
             pending: Mutex::new(Some(fd)),
-            kind,
+            flavor,
         }
     }
 
-    pub(super) fn kind(&self) -> Kind {
-        self.kind
+    pub(super) fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     /// The descriptor, valid as long as `self` (whether registered yet or not).
@@ -228,7 +86,7 @@ impl LazySocket {
         // A duplicate is registered and the original kept open beside it (one description, two
         // numbers): `raw` stays valid for as long as `self`, and a failed registration closes
         // only the duplicate, so it can be tried again.
-        let socket = Socket::register(fd.try_clone()?, self.kind)?;
+        let socket = Socket::new(fd.try_clone()?, self.flavor)?;
         let _ = self.socket.set(socket);
         self.socket
             .get()
@@ -346,49 +204,6 @@ pub(super) struct WriteState {
     pub(super) scheduled: bool,
     /// When a send last wrote its message itself (see `Inner::write_small`).
     pub(super) last_direct: Option<std::time::Instant>,
-}
-
-/// Writes `bytes` to the non-blocking socket `fd`, waiting for room up to `deadline`; used where
-/// nothing can be awaited (drop, serialization).
-///
-/// # Errors
-/// `Io` when the peer is gone or the deadline passes.
-pub(super) fn write_blocking(fd: RawFd, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a valid, initialised slice for the length passed, and `fd` is a
-        // descriptor owned by the caller for the duration of the call.
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => {}
-            _ => return Err(err),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd, count 1.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
-    }
-    Ok(())
 }
 
 /// How long a dropped or serialized connection may wait for the socket to take what it buffered.

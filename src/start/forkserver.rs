@@ -6,12 +6,12 @@ use super::Relaunch;
 use crate::error::{Error, Result};
 use crate::protocol::{ChildConfig, ForkReply, ForkRequest};
 use crate::transport::frame::{self, FrameReader};
+use crate::transport::socket::{Flavor, SendHalf, Socket};
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
 /// The largest reply the fork server sends.
@@ -32,7 +32,7 @@ struct Waiters {
 /// A running fork server.
 #[derive(Debug)]
 pub(crate) struct ForkServer {
-    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    writer: Arc<tokio::sync::Mutex<SendHalf>>,
     waiters: Arc<Mutex<Waiters>>,
     pid: u32,
     _process: tokio::process::Child,
@@ -53,12 +53,11 @@ impl ForkServer {
         mut cfg: ChildConfig,
     ) -> Result<Self> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        ours.set_nonblocking(true)?;
         cfg.fork_server = true;
         let (pid, process) = spawner
             .spawn(relaunch, cfg.to_env()?, Vec::new(), Some(theirs.into()))
             .await?;
-        let (reader, writer) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let (reader, writer) = Socket::new(ours.into(), Flavor::Local)?.into_halves();
         let waiters: Arc<Mutex<Waiters>> = Arc::default();
         let shared = Arc::clone(&waiters);
         tokio::spawn(async move {
@@ -134,7 +133,7 @@ impl ForkServer {
     }
 
     async fn request(
-        writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+        writer: Arc<tokio::sync::Mutex<SendHalf>>,
         waiters: Arc<Mutex<Waiters>>,
         config: ChildConfig,
         env: Vec<(String, String)>,

@@ -7,6 +7,8 @@ pub(crate) mod buffers;
 pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod local;
+pub(crate) mod socket;
+pub(crate) mod tcp;
 
 use crate::error::Result;
 use auth::{AuthKey, HANDSHAKE_MAX_FRAME};
