@@ -16,7 +16,7 @@
 //! frame and can stop and resume at any byte (a connection's non-blocking writes);
 //! [`FrameWriter`] writes whole messages through a buffer.
 
-use super::buffers;
+use super::buffers::{self, Buffer};
 use crate::error::{Error, Result};
 use std::io::IoSlice;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -235,13 +235,14 @@ impl Decoder {
     }
 
     /// Calls `f` on the next whole message, if one has arrived; a message of one frame that is
-    /// whole in the read buffer is not copied.
+    /// whole in the read buffer is not copied, and a large one assembled from the stream is
+    /// kept for reuse (`buffers`) once `f` returns.
     ///
     /// # Errors
     /// As [`next_message`](Self::next_message).
     pub(crate) fn with_next<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         if let Some(m) = self.held.take() {
-            return Ok(Some(f(&m)));
+            return Ok(Some(f(&Buffer::from(m))));
         }
         if !self.partial {
             let avail = self.avail();
@@ -256,7 +257,8 @@ impl Decoder {
                 }
             }
         }
-        Ok(self.next_message()?.map(|m| f(&m)))
+        // A message assembled from its frames goes back to the pool once `f` has read it.
+        Ok(self.next_message()?.map(|m| f(&Buffer::from(m))))
     }
 
     /// Takes the next whole message off the bytes read so far, if they hold one.
