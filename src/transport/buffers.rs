@@ -162,6 +162,7 @@ mod tests {
         let again = Buffer::take(MIN_LEN * 2);
         assert!(again.is_empty());
         assert_eq!(again.as_ptr(), ptr, "the dropped buffer was not reused");
-        assert_eq!(again.into_vec().as_ptr(), ptr);
+        let kept = again.into_vec();
+        assert_eq!(kept.as_ptr(), ptr);
     }
 }
