@@ -5,6 +5,7 @@ use super::socket::{
     WRITE_THROUGH_GAP,
 };
 use crate::error::{Error, Result};
+use crate::transport::buffers::Buffer;
 use crate::transport::fd::{self, Ticket};
 use crate::transport::frame::{FrameCursor, Header};
 use serde::de::DeserializeOwned;
@@ -466,6 +467,8 @@ impl<T> Connection<T> {
                     r.put_back(m);
                     return Err(Error::BufferTooShort { needed });
                 }
+                // Copied out, a large message's buffer is kept for the next one.
+                let m = Buffer::from(m);
                 buf[..m.len()].copy_from_slice(&m);
                 return Ok(m.len());
             }
