@@ -54,7 +54,7 @@ impl Listener {
     /// Waits for the next client and authenticates it.
     ///
     /// A client that does not hold the key (or does not finish the handshake within 10 s)
-    /// makes this call return [`Error::Authentication`]; the listener goes on, and the next call
+    /// makes this call return [`Error::Authentication`](crate::Error::Authentication); the listener goes on, and the next call
     /// accepts the next client. Clients are authenticated one at a time.
     ///
     /// # Cancel safety
@@ -62,7 +62,7 @@ impl Listener {
     /// that client. Waiting for a client is cancel-safe.
     ///
     /// # Errors
-    /// [`Error::Authentication`] for a client without the key; `Io` from `accept` or when the
+    /// [`Error::Authentication`](crate::Error::Authentication) for a client without the key; `Io` from `accept` or when the
     /// client disconnects during the handshake.
     pub async fn accept<T>(&self) -> Result<Connection<T>> {
         Ok(connection(self.0.accept().await?))
@@ -83,8 +83,8 @@ impl Client {
     /// went away).
     ///
     /// # Errors
-    /// [`Error::Authentication`] when the listener refuses our key or cannot prove it holds it;
-    /// [`Error::Timeout`] when it does not answer within 10 s; `Io` when nobody listens there.
+    /// [`Error::Authentication`](crate::Error::Authentication) when the listener refuses our key or cannot prove it holds it;
+    /// [`Error::Timeout`](crate::Error::Timeout) when it does not answer within 10 s; `Io` when nobody listens there.
     pub async fn connect<T>(address: &str, authkey: &[u8]) -> Result<Connection<T>> {
         Ok(connection(
             tcp::connect(address, &AuthKey::derive(authkey)).await?,
