@@ -1,4 +1,5 @@
-//! Local sockets (`interprocess`) in a per-run private directory; once connected, each is a
+//! Local sockets (`interprocess`): the run's, in a per-run private directory, and those a
+//! `connection::Listener` binds at a user's path (through `tcp.rs`). Once connected, each is a
 //! [`Socket`] of the local flavor.
 
 use crate::error::{Error, Result};
@@ -99,6 +100,15 @@ impl Listener {
         // The directory is private to the run: a file of this name can only be the socket of a
         // process of this run that died with the same pid, which nobody listens on any more.
         let _ = std::fs::remove_file(&path);
+        Self::bind_new(path)
+    }
+
+    /// Binds a socket at `path`, which must not exist (a user's path: whatever is there is not
+    /// ours to replace).
+    ///
+    /// # Errors
+    /// `Io` when the path is taken or its directory is missing.
+    pub(crate) fn bind_new(path: PathBuf) -> Result<Self> {
         let name = path.as_path().to_fs_name::<GenericFilePath>()?;
         let inner = ListenerOptions::new()
             .name(name)

@@ -6,10 +6,11 @@
 
 use super::auth::{self, AuthKey, HANDSHAKE_MAX_FRAME};
 use super::frame::{FrameReader, FrameWriter};
+use super::local::{self, Halves};
 use super::socket::{Flavor, Socket};
 use crate::error::{Error, Result};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long either side gives the other to finish the handshake.
@@ -29,17 +30,15 @@ pub(crate) struct Authenticated {
     pub(crate) leftover: Vec<u8>,
 }
 
+/// The flavor of a listener: a local socket is the run's kind (`local.rs`), at the user's path.
 #[derive(Debug)]
 enum Bound {
     Tcp(tokio::net::TcpListener),
-    Local {
-        listener: tokio::net::UnixListener,
-        path: PathBuf,
-    },
+    Local(local::Listener),
 }
 
 /// A bound address that accepts peers holding its key. A listener on a path removes its socket
-/// file when dropped.
+/// file when dropped (as every `local::Listener` does).
 #[derive(Debug)]
 pub(crate) struct Listener {
     bound: Bound,
@@ -58,10 +57,8 @@ impl Listener {
     /// Cancel-safe: nothing is bound unless the future completes.
     pub(crate) async fn bind(address: &str, key: AuthKey) -> Result<Self> {
         if is_path(address) {
-            let path = PathBuf::from(address);
-            let listener = tokio::net::UnixListener::bind(&path)?;
             Ok(Listener {
-                bound: Bound::Local { listener, path },
+                bound: Bound::Local(local::Listener::bind_new(PathBuf::from(address))?),
                 key,
                 address: address.to_owned(),
             })
@@ -91,30 +88,29 @@ impl Listener {
     /// # Cancel safety
     /// Waiting for a peer is cancel-safe; cancelling during its handshake drops that peer.
     pub(crate) async fn accept(&self) -> Result<Authenticated> {
-        let (fd, flavor) = match &self.bound {
-            Bound::Tcp(l) => (OwnedFd::from(l.accept().await?.0.into_std()?), Flavor::Tcp),
-            Bound::Local { listener, .. } => (
-                OwnedFd::from(listener.accept().await?.0.into_std()?),
-                Flavor::Local,
-            ),
+        let (halves, flavor) = match &self.bound {
+            Bound::Tcp(l) => (tcp_halves(l.accept().await?.0)?, Flavor::Tcp),
+            Bound::Local(l) => (l.accept().await?, Flavor::Local),
         };
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(fd, flavor, &self.key, true))
-            .await
-            .map_err(|_| {
-                Error::Authentication(format!(
-                    "the client did not finish the handshake within {} s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ))
-            })?
+        tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(halves, flavor, &self.key, true),
+        )
+        .await
+        .map_err(|_| {
+            Error::Authentication(format!(
+                "the client did not finish the handshake within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ))
+        })?
     }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Bound::Local { path, .. } = &self.bound {
-            let _ = std::fs::remove_file(path);
-        }
-    }
+/// A TCP stream as the halves of a [`Socket`] (out of tokio's registration for both
+/// directions: see `socket.rs`).
+fn tcp_halves(stream: tokio::net::TcpStream) -> Result<Halves> {
+    let fd = OwnedFd::from(stream.into_std()?);
+    Ok(Socket::new(fd, Flavor::Tcp)?.into_halves())
 }
 
 /// Connects to `address` (a TCP `host:port`, or a path if it contains `/`) and runs the client
@@ -128,25 +124,23 @@ impl Drop for Listener {
 /// Cancel-safe: a cancelled connect leaves nothing behind (the listener sees a peer that went
 /// away).
 pub(crate) async fn connect(address: &str, key: &AuthKey) -> Result<Authenticated> {
-    let (fd, flavor) = if is_path(address) {
-        let s = tokio::net::UnixStream::connect(address).await?;
-        (OwnedFd::from(s.into_std()?), Flavor::Local)
+    let (halves, flavor) = if is_path(address) {
+        (local::connect(Path::new(address)).await?, Flavor::Local)
     } else {
-        let s = tokio::net::TcpStream::connect(address).await?;
-        (OwnedFd::from(s.into_std()?), Flavor::Tcp)
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        (tcp_halves(stream)?, Flavor::Tcp)
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(fd, flavor, key, false)).await?
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(halves, flavor, key, false)).await?
 }
 
-/// Runs one side of the handshake over the socket `fd`; hands the descriptor back, out of the
+/// Runs one side of the handshake over a socket's halves; hands its descriptor back, out of the
 /// runtime, with any bytes read past the handshake.
 async fn handshake(
-    fd: OwnedFd,
+    (recv, send): Halves,
     flavor: Flavor,
     key: &AuthKey,
     server: bool,
 ) -> Result<Authenticated> {
-    let (recv, send) = Socket::new(fd, flavor)?.into_halves();
     let mut reader = FrameReader::new(recv, HANDSHAKE_MAX_FRAME);
     reader.set_max_message(HANDSHAKE_MAX_FRAME);
     let mut writer = FrameWriter::new(send, HANDSHAKE_MAX_FRAME);
@@ -188,5 +182,25 @@ mod tests {
             matches!(client, Err(Error::Authentication(_))),
             "{client:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_listener_meets_local_peers_and_replaces_nothing() {
+        let dir = std::env::temp_dir().join(format!("mp-tcp-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.sock");
+        let address = path.to_str().unwrap().to_owned();
+        let key = AuthKey::derive(b"secret");
+        let listener = Listener::bind(&address, key.clone()).await.unwrap();
+        assert!(Listener::bind(&address, key.clone()).await.is_err());
+        let (server, client) = tokio::join!(listener.accept(), connect(&address, &key));
+        let (server, client) = (server.unwrap(), client.unwrap());
+        assert_eq!(
+            (server.flavor, client.flavor),
+            (Flavor::Local, Flavor::Local)
+        );
+        drop(listener);
+        assert!(!path.exists(), "the listener removes its socket file");
+        std::fs::remove_dir(&dir).unwrap();
     }
 }
