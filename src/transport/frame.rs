@@ -278,6 +278,8 @@ impl Decoder {
             self.msg = Vec::new();
             self.partial = false;
             self.in_frame = false;
+            self.frame_left = 0;
+            self.announced = None;
         }
         result
     }
