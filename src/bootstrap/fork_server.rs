@@ -2,40 +2,31 @@
 //! request (Python's `forkserver`).
 //!
 //! It is started like any child (re-exec of `current_exe`) with `fork_server` set in its
-//! configuration and a socket as its stdin, on which the root sends [`ForkRequest`]s. It never
+//! configuration and a socket as its stdin, on which the root sends [`ForkRequest`]s (each one
+//! frame of the transport's format, postcard-encoded, as are the replies). It never
 //! builds a runtime, so `fork()` is sound here; each forked child then takes the ordinary child
 //! path (runtime, connect, serve) — as a spare, which waits to be assigned (see `README.md`). The server reaps its children and reports their exit status,
 //! since the root cannot wait for processes that are not its own children.
 
 use crate::protocol::{ChildConfig, ForkReply, ForkRequest};
-use std::io::{Read, Write};
+use crate::transport::frame;
+use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
+/// The largest request the root sends (a configuration and an environment).
+const MAX_REQUEST: usize = 1 << 20;
+
+/// Writes `reply` as one frame, in one write, so the root wakes once per reply.
 fn send(control: &mut UnixStream, reply: &ForkReply) -> bool {
-    let Ok(body) = postcard::to_allocvec(reply) else {
+    let Ok(frame) = frame::encode_single(reply, "a fork server reply") else {
         return false;
     };
-    let Ok(len) = u32::try_from(body.len()) else {
-        return false;
-    };
-    // One write, so the root wakes once per reply.
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&body);
     control.write_all(&frame).is_ok()
 }
 
 fn receive(control: &mut UnixStream) -> Option<ForkRequest> {
-    let mut len = [0u8; 4];
-    control.read_exact(&mut len).ok()?;
-    let len = u32::from_le_bytes(len) as usize;
-    if len > 1 << 20 {
-        return None;
-    }
-    let mut body = vec![0u8; len];
-    control.read_exact(&mut body).ok()?;
-    postcard::from_bytes(&body).ok()
+    frame::read_single_blocking(control, MAX_REQUEST)
 }
 
 /// Serves fork requests until the root closes the control socket (then exits). Returns only in

@@ -1,11 +1,13 @@
 //! [`Connection`]: one end of a pipe or of a `Listener`/`Client` pair.
 
 use super::socket::{
-    FrameCursor, Kind, LazySocket, ReadState, Socket, WriteState, DIRECT_WRITE, FLUSH_ON_DROP,
-    HIGH_WATER, WRITE_THROUGH_GAP,
+    Flavor, LazySocket, ReadState, Socket, WriteState, DIRECT_WRITE, FLUSH_ON_DROP, HIGH_WATER,
+    WRITE_THROUGH_GAP,
 };
 use crate::error::{Error, Result};
+use crate::transport::buffers::Buffer;
 use crate::transport::fd::{self, Ticket};
+use crate::transport::frame::{FrameCursor, Header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -137,8 +139,11 @@ impl Inner {
             return Ok(());
         }
         let buf = std::mem::take(&mut w.buf);
-        let result =
-            super::socket::write_blocking(self.socket.raw(), &buf, Instant::now() + FLUSH_ON_DROP);
+        let result = crate::transport::socket::write_blocking(
+            self.socket.raw(),
+            &buf,
+            Instant::now() + FLUSH_ON_DROP,
+        );
         if result.is_err() {
             self.fail(&mut w);
         }
@@ -356,8 +361,8 @@ impl<T> std::fmt::Debug for Connection<T> {
 }
 
 impl<T> Connection<T> {
-    pub(super) fn from_fd(fd: OwnedFd, kind: Kind, mode: Mode, leftover: Vec<u8>) -> Self {
-        Self::from_lazy(LazySocket::new(fd, kind), mode, leftover)
+    pub(super) fn from_fd(fd: OwnedFd, flavor: Flavor, mode: Mode, leftover: Vec<u8>) -> Self {
+        Self::from_lazy(LazySocket::new(fd, flavor), mode, leftover)
     }
 
     fn from_lazy(socket: LazySocket, mode: Mode, leftover: Vec<u8>) -> Self {
@@ -415,7 +420,7 @@ impl<T> Connection<T> {
     pub async fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.check_send()?;
         if bytes.len() + 4 < DIRECT_WRITE && bytes.len() <= self.inner.max_frame {
-            let head = (bytes.len() as u32).to_le_bytes();
+            let head = Header::single(bytes.len());
             self.inner.write_small(&[&head, bytes]).await
         } else {
             self.inner.write_large(bytes).await
@@ -459,9 +464,11 @@ impl<T> Connection<T> {
             if let Some(m) = r.next_message()? {
                 if m.len() > buf.len() {
                     let needed = m.len();
-                    r.ready = Some(m);
+                    r.put_back(m);
                     return Err(Error::BufferTooShort { needed });
                 }
+                // Copied out, a large message's buffer is kept for the next one.
+                let m = Buffer::from(m);
                 buf[..m.len()].copy_from_slice(&m);
                 return Ok(m.len());
             }
@@ -605,7 +612,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let len = bytes.len() - 4;
         if bytes.len() < DIRECT_WRITE && len <= self.inner.max_frame {
             let mut bytes = bytes;
-            bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            bytes[..4].copy_from_slice(&Header::single(len));
             self.inner.write_small(&[&bytes]).await
         } else {
             self.inner.write_large(&bytes[4..]).await
@@ -651,7 +658,7 @@ impl<T> Drop for Connection<T> {
 #[derive(Serialize, Deserialize)]
 struct Wire {
     ticket: Ticket,
-    kind: Kind,
+    flavor: Flavor,
     mode: Mode,
     #[serde(with = "serde_bytes")]
     leftover: Vec<u8>,
@@ -673,7 +680,7 @@ impl<T> Serialize for Connection<T> {
             .flush_blocking()
             .map_err(|e| fail(format!("could not write what the connection buffered: {e}")))?;
         let leftover = match self.inner.read.try_lock() {
-            Ok(r) => r.leftover(),
+            Ok(r) => r.leftover(self.inner.max_frame),
             Err(_) => None,
         }
         .ok_or_else(|| {
@@ -684,7 +691,7 @@ impl<T> Serialize for Connection<T> {
         let ticket = self.offered.offer(fd).map_err(|e| fail(e.to_string()))?;
         Wire {
             ticket,
-            kind: self.inner.socket.kind(),
+            flavor: self.inner.socket.flavor(),
             mode: self.mode,
             leftover,
         }
@@ -699,7 +706,12 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
         let wire = Wire::deserialize(deserializer)?;
         let fd =
             fd::take(&wire.ticket).map_err(|e| D::Error::custom(crate::error::serde_detail(e)))?;
-        Ok(Connection::from_fd(fd, wire.kind, wire.mode, wire.leftover))
+        Ok(Connection::from_fd(
+            fd,
+            wire.flavor,
+            wire.mode,
+            wire.leftover,
+        ))
     }
 }
 
@@ -707,7 +719,7 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
 pub(super) fn pair<T>(first: Mode, second: Mode) -> Result<(Connection<T>, Connection<T>)> {
     let (a, b) = std::os::unix::net::UnixStream::pair()?;
     Ok((
-        Connection::from_fd(a.into(), Kind::Unix, first, Vec::new()),
-        Connection::from_fd(b.into(), Kind::Unix, second, Vec::new()),
+        Connection::from_fd(a.into(), Flavor::Local, first, Vec::new()),
+        Connection::from_fd(b.into(), Flavor::Local, second, Vec::new()),
     ))
 }

@@ -1,29 +1,25 @@
-//! The byte machinery under a [`Connection`](super::Connection): the socket (registered with
-//! tokio on first use), a cancel-safe frame reader and a batching frame writer.
+//! What a [`Connection`](super::Connection) keeps beside the transport's socket: the socket
+//! itself, registered with tokio on first use; the read state (the transport's frame decoder,
+//! end of stream, the spin heuristic); and the write state of its batching writer.
 //!
-//! The wire format is the transport's (`transport::frame`): a 4-byte little-endian header whose
-//! low 31 bits are the payload length and whose top bit says the message goes on in the next
-//! frame. The transport's `FrameReader`/`FrameWriter` are not used because a connection needs
-//! what they do not give: a `recv` that can be cancelled (by `poll`, `wait`, `select!` or a
-//! timeout) without losing a byte, a writer shared by `&self` callers, and small sends that do
-//! not cost a syscall each. So every socket read here is a non-blocking `try_read` into state
-//! that outlives the future, and every write a non-blocking `try_write` under a lock.
+//! The wire format and the socket are the transport's (`transport::frame`,
+//! `transport::socket`). A connection does not use the transport's `FrameReader`/`FrameWriter`
+//! because it needs a writer shared by `&self` callers and small sends that do not cost a
+//! syscall each, and reads driven by `poll`, `wait` and `recv` alike. So every socket read here
+//! is a non-blocking `try_read` into the decoder, whose state outlives the future (a cancelled
+//! `recv` loses nothing), and every write a non-blocking `try_write` under a lock.
 
 use crate::error::{Error, Result};
-use crate::transport::frame::MORE;
-use std::io::{self, IoSlice};
+use crate::transport::frame::Decoder;
+pub(super) use crate::transport::socket::{Flavor, Socket};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-/// Reads are made in chunks of this size into the read buffer.
-pub(super) const READ_CHUNK: usize = 64 * 1024;
-/// A frame whose payload still missing is at least this large is read straight into the
-/// message, without passing through the read buffer.
-const DIRECT_READ: usize = 64 * 1024;
+/// Reads are made in chunks of this size into the read buffer; a frame whose payload still
+/// missing is at least this large is read straight into its message.
+const READ_CHUNK: usize = 64 * 1024;
 /// Messages of at least this many bytes are written straight from the caller's buffer; smaller
 /// ones are copied into the write buffer and share syscalls.
 pub(super) const DIRECT_WRITE: usize = 64 * 1024;
@@ -34,144 +30,6 @@ pub(super) const HIGH_WATER: usize = 64 * 1024;
 /// burst still shares syscalls.
 pub(super) const WRITE_THROUGH_GAP: Duration = Duration::from_micros(20);
 
-/// Which kind of socket a descriptor is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) enum Kind {
-    Unix,
-    Tcp,
-}
-
-/// A connected stream socket registered with tokio.
-///
-/// Not tokio's `UnixStream`/`TcpStream`: those listen for readability and writability at once,
-/// and epoll is edge-triggered, so every time the peer reads, the freed buffer space wakes the
-/// thread parked in `epoll_wait` for nothing. In a ping-pong that is one useless wake-up per
-/// message, which made a round trip twice Python's. Here the read side is registered for
-/// readability only; writes go straight to a second descriptor of the socket, which is
-/// registered for writability only while a write would block.
-#[derive(Debug)]
-pub(super) struct Socket {
-    read: AsyncFd<OwnedFd>,
-    write: OwnedFd,
-    /// The write descriptor's registration, while a write waits for buffer space.
-    blocked: Mutex<Option<Arc<AsyncFd<OwnedFd>>>>,
-    is_blocked: AtomicBool,
-}
-
-/// Registers a descriptor with the runtime for `interest` only.
-///
-/// `with_interest` is deprecated in newer tokio for types whose descriptor could change under
-/// it; an `OwnedFd` keeps its descriptor for its whole life.
-#[allow(deprecated)]
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    AsyncFd::with_interest(fd, interest)
-}
-
-impl Socket {
-    fn register(fd: OwnedFd, kind: Kind) -> io::Result<Self> {
-        let fd = match kind {
-            Kind::Unix => {
-                let s = std::os::unix::net::UnixStream::from(fd);
-                s.set_nonblocking(true)?;
-                OwnedFd::from(s)
-            }
-            Kind::Tcp => {
-                let s = std::net::TcpStream::from(fd);
-                s.set_nonblocking(true)?;
-                s.set_nodelay(true)?;
-                OwnedFd::from(s)
-            }
-        };
-        let write = fd.try_clone()?;
-        Ok(Socket {
-            read: register(fd, Interest::READABLE)?,
-            write,
-            blocked: Mutex::new(None),
-            is_blocked: AtomicBool::new(false),
-        })
-    }
-
-    /// Waits until the socket is readable (or closed).
-    pub(super) async fn readable(&self) -> io::Result<()> {
-        // The guard is dropped without clearing: the read that follows clears readiness if it
-        // finds nothing.
-        self.read.readable().await.map(drop)
-    }
-
-    /// Waits until a write can make progress.
-    pub(super) async fn writable(&self) -> io::Result<()> {
-        let registration = {
-            let mut slot = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-            match &*slot {
-                Some(r) => Arc::clone(r),
-                None => {
-                    // Registering reports the current state: space freed since the failed
-                    // write is not missed.
-                    let r = Arc::new(register(self.write.try_clone()?, Interest::WRITABLE)?);
-                    *slot = Some(Arc::clone(&r));
-                    self.is_blocked.store(true, Ordering::Relaxed);
-                    r
-                }
-            }
-        };
-        let mut guard = registration.writable().await?;
-        guard.clear_ready();
-        Ok(())
-    }
-
-    /// Reads into the spare capacity of `buf`: if the runtime says the socket is readable,
-    /// or, with `now`, whatever it says.
-    fn try_read_buf(&self, buf: &mut Vec<u8>, now: bool) -> io::Result<usize> {
-        let mut read = |fd: &OwnedFd| {
-            let spare = buf.spare_capacity_mut();
-            // SAFETY: `recv` writes at most `spare.len()` bytes into `spare`, memory that `buf`
-            // owns and that we borrow uniquely; it reads nothing from it.
-            let n = unsafe {
-                libc::recv(
-                    fd.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-            // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            Ok(n)
-        };
-        if now {
-            read(self.read.get_ref())
-        } else {
-            self.read.try_io(Interest::READABLE, read)
-        }
-    }
-
-    /// Writes what it can of `buf` without waiting.
-    pub(super) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.try_write_vectored(&[IoSlice::new(buf)])
-    }
-
-    /// Writes what it can of `bufs` without waiting.
-    pub(super) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        // SAFETY: an all-zero `msghdr` is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; sendmsg only reads the
-        // slices, so the `*mut` it asks for is never written through.
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(1024) as _;
-        // SAFETY: `msg` points at `bufs`, which outlive the call; MSG_NOSIGNAL turns a closed
-        // peer into EPIPE instead of SIGPIPE.
-        let n = unsafe { libc::sendmsg(self.write.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        if self.is_blocked.load(Ordering::Relaxed) {
-            // Space again: stop hearing of every read the peer makes.
-            *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            self.is_blocked.store(false, Ordering::Relaxed);
-        }
-        Ok(n)
-    }
-}
-
 /// A socket that is registered with tokio the first time it is used, so that a connection can be
 /// made (or received from another process) where no runtime is current, such as while the
 /// arguments of a synchronous entry are decoded.
@@ -179,22 +37,22 @@ impl Socket {
 pub(super) struct LazySocket {
     socket: OnceLock<Socket>,
     pending: Mutex<Option<OwnedFd>>,
-    kind: Kind,
+    flavor: Flavor,
     raw: RawFd,
 }
 
 impl LazySocket {
-    pub(super) fn new(fd: OwnedFd, kind: Kind) -> Self {
+    pub(super) fn new(fd: OwnedFd, flavor: Flavor) -> Self {
         LazySocket {
             raw: fd.as_raw_fd(),
             socket: OnceLock::new(),
             pending: Mutex::new(Some(fd)),
-            kind,
+            flavor,
         }
     }
 
-    pub(super) fn kind(&self) -> Kind {
-        self.kind
+    pub(super) fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     /// The descriptor, valid as long as `self` (whether registered yet or not).
@@ -228,7 +86,7 @@ impl LazySocket {
         // A duplicate is registered and the original kept open beside it (one description, two
         // numbers): `raw` stays valid for as long as `self`, and a failed registration closes
         // only the duplicate, so it can be tried again.
-        let socket = Socket::register(fd.try_clone()?, self.kind)?;
+        let socket = Socket::new(fd.try_clone()?, self.flavor)?;
         let _ = self.socket.set(socket);
         self.socket
             .get()
@@ -236,127 +94,13 @@ impl LazySocket {
     }
 }
 
-fn header(len: usize, more: bool) -> [u8; 4] {
-    // `len` fits in 31 bits: callers cut payloads at the frame limit, itself under 2^31.
-    (len as u32 | if more { MORE } else { 0 }).to_le_bytes()
-}
-
-/// Appends `payload` to `out` as one message: frames of at most `max_frame` bytes.
-pub(super) fn append_frames(out: &mut Vec<u8>, payload: &[u8], max_frame: usize) {
-    let mut cursor = FrameCursor::new(payload, max_frame);
-    cursor.append_rest(out);
-}
-
-/// Walks one outgoing message frame by frame, remembering how much has been written.
-#[derive(Debug)]
-pub(super) struct FrameCursor<'a> {
-    payload: &'a [u8],
-    max_frame: usize,
-    /// Where the current frame starts in `payload`.
-    start: usize,
-    /// Header bytes of the current frame written.
-    head: usize,
-    /// Payload bytes of the current frame written.
-    off: usize,
-    done: bool,
-}
-
-impl<'a> FrameCursor<'a> {
-    pub(super) fn new(payload: &'a [u8], max_frame: usize) -> Self {
-        FrameCursor {
-            payload,
-            max_frame: max_frame.max(1),
-            start: 0,
-            head: 0,
-            off: 0,
-            done: false,
-        }
-    }
-
-    fn frame_len(&self) -> usize {
-        (self.payload.len() - self.start).min(self.max_frame)
-    }
-
-    fn header(&self) -> [u8; 4] {
-        let len = self.frame_len();
-        header(len, self.start + len < self.payload.len())
-    }
-
-    pub(super) fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// The unwritten part of the current frame: its header's tail and its body's.
-    pub(super) fn current<'h>(&self, head: &'h [u8; 4]) -> [IoSlice<'h>; 2]
-    where
-        'a: 'h,
-    {
-        let len = self.frame_len();
-        [
-            IoSlice::new(&head[self.head..]),
-            IoSlice::new(&self.payload[self.start + self.off..self.start + len]),
-        ]
-    }
-
-    /// The header of the current frame (to pass to [`FrameCursor::current`]).
-    pub(super) fn head(&self) -> [u8; 4] {
-        self.header()
-    }
-
-    pub(super) fn advance(&mut self, mut n: usize) {
-        while n > 0 || (!self.done && self.head == 4 && self.off == self.frame_len()) {
-            let h = n.min(4 - self.head);
-            self.head += h;
-            n -= h;
-            let b = n.min(self.frame_len() - self.off);
-            self.off += b;
-            n -= b;
-            if self.head == 4 && self.off == self.frame_len() {
-                let end = self.start + self.frame_len();
-                if end == self.payload.len() {
-                    self.done = true;
-                    return;
-                }
-                self.start = end;
-                self.head = 0;
-                self.off = 0;
-            }
-        }
-    }
-
-    /// Appends everything not yet written, frames and headers included.
-    pub(super) fn append_rest(&mut self, out: &mut Vec<u8>) {
-        while !self.done {
-            let head = self.header();
-            let [h, b] = self.current(&head);
-            let n = h.len() + b.len();
-            out.extend_from_slice(&h);
-            out.extend_from_slice(&b);
-            self.advance(n);
-        }
-    }
-}
-
-/// What has been read from the socket and not yet handed out.
+/// What has been read from the socket and not yet handed out: the transport's decoder, and
+/// what the connection knows about the stream besides.
 #[derive(Debug)]
 pub(super) struct ReadState {
-    buf: Vec<u8>,
-    pos: usize,
-    /// The message being assembled from its frames.
-    msg: Vec<u8>,
-    /// Inside a frame: its payload bytes not yet in `msg`.
-    frame_left: usize,
-    in_frame: bool,
-    /// The current frame has the `MORE` bit.
-    more: bool,
-    /// A message has begun and not ended.
-    partial: bool,
-    /// A whole message taken off the stream but not yet handed out (by `poll`, or by a
-    /// `recv_bytes_into` whose buffer was too short).
-    pub(super) ready: Option<Vec<u8>>,
-    /// The peer closed its end (or reset it).
+    decoder: Decoder,
+    /// The peer closed its end (or reset it), or the stream broke.
     pub(super) eof: bool,
-    max_frame: usize,
     /// The last wait for the peer was short: a request/reply exchange, worth a brief spin.
     pub(super) quick_replies: bool,
 }
@@ -364,32 +108,20 @@ pub(super) struct ReadState {
 impl ReadState {
     pub(super) fn new(leftover: Vec<u8>, max_frame: usize) -> Self {
         ReadState {
-            buf: leftover,
-            pos: 0,
-            msg: Vec::new(),
-            frame_left: 0,
-            in_frame: false,
-            more: false,
-            partial: false,
-            ready: None,
-            quick_replies: false,
+            decoder: Decoder::new(leftover, READ_CHUNK, max_frame),
             eof: false,
-            max_frame,
+            quick_replies: false,
         }
-    }
-
-    fn avail(&self) -> &[u8] {
-        &self.buf[self.pos..]
     }
 
     /// True when a message is waiting or the stream has ended: `recv` would not wait.
     pub(super) fn is_ready(&mut self) -> bool {
-        if self.ready.is_some() || self.eof {
+        if self.eof || self.decoder.holds_message() {
             return true;
         }
         match self.next_message() {
             Ok(Some(m)) => {
-                self.ready = Some(m);
+                self.decoder.put_back(m);
                 true
             }
             Ok(None) => false,
@@ -398,25 +130,20 @@ impl ReadState {
         }
     }
 
+    /// Keeps `message` for the next receive (one whose buffer was too short, or `poll`).
+    pub(super) fn put_back(&mut self, message: Vec<u8>) {
+        self.decoder.put_back(message);
+    }
+
     /// Calls `f` on the next whole message, if one has arrived; small messages whose frame is
     /// whole in the read buffer are not copied.
+    ///
+    /// # Errors
+    /// As [`ReadState::next_message`].
     pub(super) fn with_next<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
-        if let Some(m) = self.ready.take() {
-            return Ok(Some(f(&m)));
-        }
-        if !self.partial {
-            let avail = self.avail();
-            if avail.len() >= 4 {
-                let h = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]);
-                let len = (h & !MORE) as usize;
-                if h & MORE == 0 && len <= self.max_frame && avail.len() >= 4 + len {
-                    let r = f(&avail[4..4 + len]);
-                    self.pos += 4 + len;
-                    return Ok(Some(r));
-                }
-            }
-        }
-        Ok(self.next_message()?.map(|m| f(&m)))
+        let result = self.decoder.with_next(f);
+        self.eof |= result.is_err();
+        result
     }
 
     /// Takes the next whole message off the buffered bytes, if they hold one.
@@ -424,56 +151,14 @@ impl ReadState {
     /// # Errors
     /// `FrameTooLarge` for a frame over the limit (the stream is then unusable).
     pub(super) fn next_message(&mut self) -> Result<Option<Vec<u8>>> {
-        if let Some(m) = self.ready.take() {
-            return Ok(Some(m));
-        }
-        loop {
-            if !self.in_frame {
-                let avail = self.avail();
-                if avail.len() < 4 {
-                    return Ok(None);
-                }
-                let h = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]);
-                let len = (h & !MORE) as usize;
-                if len > self.max_frame {
-                    self.eof = true;
-                    self.buf.clear();
-                    self.pos = 0;
-                    return Err(Error::FrameTooLarge {
-                        size: len,
-                        limit: self.max_frame,
-                    });
-                }
-                self.pos += 4;
-                self.in_frame = true;
-                self.partial = true;
-                self.more = h & MORE != 0;
-                self.frame_left = len;
-                self.msg.reserve(len);
-            }
-            let take = self.frame_left.min(self.buf.len() - self.pos);
-            self.msg
-                .extend_from_slice(&self.buf[self.pos..self.pos + take]);
-            self.pos += take;
-            self.frame_left -= take;
-            if self.frame_left > 0 {
-                return Ok(None);
-            }
-            self.in_frame = false;
-            if !self.more {
-                self.partial = false;
-                return Ok(Some(std::mem::take(&mut self.msg)));
-            }
-        }
+        let result = self.decoder.next_message();
+        self.eof |= result.is_err();
+        result
     }
 
     /// What `recv` reports once the stream has ended.
     pub(super) fn end_error(&self) -> Error {
-        if self.partial {
-            Error::Protocol("the connection closed in the middle of a message".into())
-        } else {
-            Error::Closed
-        }
+        self.decoder.end_error()
     }
 
     /// Reads what the socket has, without waiting. Sets `eof` at end of stream.
@@ -487,37 +172,10 @@ impl ReadState {
     /// As [`ReadState::fill`]; `now` reads the socket even where the runtime has not reported
     /// it readable yet (while spinning, the runtime's poller does not run on this thread).
     pub(super) fn fill_with(&mut self, socket: &Socket, now: bool) -> Result<()> {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-        let direct = self.in_frame && self.frame_left >= DIRECT_READ && self.pos == self.buf.len();
-        let read = if direct {
-            self.msg.reserve(self.frame_left);
-            socket.try_read_buf(&mut self.msg, now)
-        } else {
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-                if self.pos > 0 {
-                    self.buf.drain(..self.pos);
-                    self.pos = 0;
-                }
-                self.buf.reserve(READ_CHUNK);
-            }
-            socket.try_read_buf(&mut self.buf, now)
-        };
-        match read {
+        let (space, limit) = self.decoder.read_space();
+        match socket.try_read_buf(space, limit, now) {
             Ok(0) => self.eof = true,
-            Ok(n) if direct => {
-                // The read may run past this frame: give the excess to the buffer.
-                let excess = n.saturating_sub(self.frame_left);
-                self.frame_left -= n - excess;
-                if excess > 0 {
-                    let at = self.msg.len() - excess;
-                    self.buf.extend_from_slice(&self.msg[at..]);
-                    self.msg.truncate(at);
-                }
-            }
-            Ok(_) => {}
+            Ok(n) => self.decoder.filled(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.eof = true,
             Err(e) => return Err(Error::Io(e)),
@@ -527,16 +185,8 @@ impl ReadState {
 
     /// The bytes read ahead (with a message held back by `poll`, framed again), for handing the
     /// connection to another process; `None` in the middle of a message.
-    pub(super) fn leftover(&self) -> Option<Vec<u8>> {
-        if self.partial {
-            return None;
-        }
-        let mut out = Vec::new();
-        if let Some(m) = &self.ready {
-            append_frames(&mut out, m, self.max_frame);
-        }
-        out.extend_from_slice(self.avail());
-        Some(out)
+    pub(super) fn leftover(&self, max_frame: usize) -> Option<Vec<u8>> {
+        self.decoder.leftover(max_frame)
     }
 }
 
@@ -556,110 +206,5 @@ pub(super) struct WriteState {
     pub(super) last_direct: Option<std::time::Instant>,
 }
 
-/// Writes `bytes` to the non-blocking socket `fd`, waiting for room up to `deadline`; used where
-/// nothing can be awaited (drop, serialization).
-///
-/// # Errors
-/// `Io` when the peer is gone or the deadline passes.
-pub(super) fn write_blocking(fd: RawFd, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a valid, initialised slice for the length passed, and `fd` is a
-        // descriptor owned by the caller for the duration of the call.
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => {}
-            _ => return Err(err),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd, count 1.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
-    }
-    Ok(())
-}
-
 /// How long a dropped or serialized connection may wait for the socket to take what it buffered.
 pub(super) const FLUSH_ON_DROP: Duration = Duration::from_secs(2);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_walks_frames_and_resumes_anywhere() {
-        let payload: Vec<u8> = (0..=255u8).cycle().take(2500).collect();
-        let mut whole = Vec::new();
-        append_frames(&mut whole, &payload, 1000);
-        assert_eq!(whole.len(), 2500 + 3 * 4);
-        for step in [1, 3, 7, 999, 1004, 5000] {
-            let mut cursor = FrameCursor::new(&payload, 1000);
-            let mut out = Vec::new();
-            while !cursor.is_done() {
-                let head = cursor.head();
-                let [h, b] = cursor.current(&head);
-                let mut chunk = h.to_vec();
-                chunk.extend_from_slice(&b);
-                let n = chunk.len().min(step);
-                out.extend_from_slice(&chunk[..n]);
-                cursor.advance(n);
-                if step == 7 && out.len() > 1500 && !cursor.is_done() {
-                    cursor.append_rest(&mut out);
-                }
-            }
-            assert_eq!(out, whole, "step {step}");
-        }
-        let mut empty = Vec::new();
-        append_frames(&mut empty, &[], 1000);
-        assert_eq!(empty, vec![0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn reader_reassembles_and_peeks() {
-        let mut bytes = Vec::new();
-        append_frames(&mut bytes, b"hello", 1000);
-        append_frames(&mut bytes, &[7u8; 2500], 1000);
-        let mut r = ReadState::new(bytes[..3].to_vec(), 1000);
-        assert!(!r.is_ready());
-        r.buf.extend_from_slice(&bytes[3..]);
-        assert_eq!(r.with_next(|m| m.to_vec()).unwrap().unwrap(), b"hello");
-        assert!(r.is_ready());
-        assert_eq!(r.next_message().unwrap().unwrap(), vec![7u8; 2500]);
-        assert!(r.next_message().unwrap().is_none());
-        assert!(r.leftover().unwrap().is_empty());
-    }
-
-    #[test]
-    fn oversize_frame_is_refused() {
-        let mut bytes = Vec::new();
-        append_frames(&mut bytes, &[0u8; 2000], 5000);
-        let mut r = ReadState::new(bytes, 1000);
-        assert!(matches!(
-            r.next_message(),
-            Err(Error::FrameTooLarge {
-                size: 2000,
-                limit: 1000
-            })
-        ));
-    }
-}

@@ -5,13 +5,17 @@ use super::spawn::Spawner;
 use super::Relaunch;
 use crate::error::{Error, Result};
 use crate::protocol::{ChildConfig, ForkReply, ForkRequest};
+use crate::transport::frame::{self, FrameReader};
+use crate::transport::socket::{Flavor, SendHalf, Socket};
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
+
+/// The largest reply the fork server sends.
+const MAX_REPLY: usize = 1 << 20;
 
 type Started = Result<(u32, oneshot::Receiver<ExitStatus>)>;
 
@@ -28,7 +32,7 @@ struct Waiters {
 /// A running fork server.
 #[derive(Debug)]
 pub(crate) struct ForkServer {
-    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    writer: Arc<tokio::sync::Mutex<SendHalf>>,
     waiters: Arc<Mutex<Waiters>>,
     pid: u32,
     _process: tokio::process::Child,
@@ -49,29 +53,19 @@ impl ForkServer {
         mut cfg: ChildConfig,
     ) -> Result<Self> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        ours.set_nonblocking(true)?;
         cfg.fork_server = true;
         let (pid, process) = spawner
             .spawn(relaunch, cfg.to_env()?, Vec::new(), Some(theirs.into()))
             .await?;
-        let (mut reader, writer) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let (reader, writer) = Socket::new(ours.into(), Flavor::Local)?.into_halves();
         let waiters: Arc<Mutex<Waiters>> = Arc::default();
         let shared = Arc::clone(&waiters);
         tokio::spawn(async move {
-            loop {
-                let mut len = [0u8; 4];
-                if reader.read_exact(&mut len).await.is_err() {
-                    break;
-                }
-                let len = u32::from_le_bytes(len) as usize;
-                if len > 1 << 20 {
-                    break; // not a reply of ours
-                }
-                let mut body = vec![0u8; len];
-                if reader.read_exact(&mut body).await.is_err() {
-                    break;
-                }
-                let Ok(reply) = postcard::from_bytes::<ForkReply>(&body) else {
+            // Replies are small: a larger frame is not one of ours.
+            let mut reader = FrameReader::new(reader, MAX_REPLY);
+            reader.set_max_message(MAX_REPLY);
+            while let Ok(Some(message)) = reader.read_message().await {
+                let Ok(reply) = postcard::from_bytes::<ForkReply>(&message) else {
                     break;
                 };
                 let mut w = lock(&shared);
@@ -139,15 +133,12 @@ impl ForkServer {
     }
 
     async fn request(
-        writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+        writer: Arc<tokio::sync::Mutex<SendHalf>>,
         waiters: Arc<Mutex<Waiters>>,
         config: ChildConfig,
         env: Vec<(String, String)>,
     ) -> Started {
-        let body = postcard::to_allocvec(&ForkRequest { config, env })
-            .map_err(|e| Error::encode("a fork request", e))?;
-        let len =
-            u32::try_from(body.len()).map_err(|_| Error::encode("a fork request", "too large"))?;
+        let frame = frame::encode_single(&ForkRequest { config, env }, "a fork request")?;
         let (tx, rx) = oneshot::channel();
         {
             // Hold the writer while queueing the waiter, so answers match requests in order.
@@ -159,9 +150,6 @@ impl ForkServer {
                 }
                 w.replies.push_back(tx);
             }
-            let mut frame = Vec::with_capacity(4 + body.len());
-            frame.extend_from_slice(&len.to_le_bytes());
-            frame.extend_from_slice(&body);
             writer.write_all(&frame).await?;
         }
         rx.await

@@ -6,7 +6,12 @@
 //! through a queue. Buffers of at least [`MIN_LEN`] bytes are therefore returned here when a
 //! message has been written (or decoded) and taken again for the next one. The pool keeps at
 //! most [`KEEP`] buffers of at most [`MAX_LEN`] bytes each, so an idle process holds little.
+//!
+//! [`Buffer`] makes the return invisible: it is a `Vec<u8>` that goes back to the pool when it
+//! is dropped. [`take`], [`give`] and [`give_shared`] are the same pool for code that still
+//! holds plain `Vec`s and hands them back by hand.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
 /// Smaller buffers are not worth keeping: the allocator reuses them well.
@@ -18,19 +23,65 @@ pub(crate) const KEEP: usize = 6;
 
 static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// An empty buffer with room for at least `len` bytes: a kept one if one is large enough.
-pub(crate) fn take(len: usize) -> Vec<u8> {
-    if (MIN_LEN..=MAX_LEN).contains(&len) {
-        let mut free = FREE.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = free.iter().position(|b| b.capacity() >= len) {
-            return free.swap_remove(i);
+/// A buffer that returns to the pool when dropped (if it is worth keeping and there is room).
+/// Derefs to its `Vec<u8>`; [`Buffer::into_vec`] takes the `Vec` out of the pool's reach.
+#[derive(Debug, Default)]
+#[must_use = "a Buffer dropped at once only goes back to the pool"]
+pub(crate) struct Buffer(Vec<u8>);
+
+impl Buffer {
+    /// An empty buffer with room for at least `len` bytes: a kept one if one is large enough.
+    pub(crate) fn take(len: usize) -> Self {
+        if (MIN_LEN..=MAX_LEN).contains(&len) {
+            let mut free = FREE.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = free.iter().position(|b| b.capacity() >= len) {
+                return Buffer(free.swap_remove(i));
+            }
         }
+        let buf = Vec::with_capacity(len);
+        if len >= HUGE_FROM {
+            advise_huge_pages(&buf);
+        }
+        Buffer(buf)
     }
-    let buf = Vec::with_capacity(len);
-    if len >= HUGE_FROM {
-        advise_huge_pages(&buf);
+
+    /// The bytes, no longer returned to the pool on drop.
+    pub(crate) fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
     }
-    buf
+}
+
+impl From<Vec<u8>> for Buffer {
+    /// Adopts `buf`: it goes to the pool when the `Buffer` is dropped.
+    fn from(buf: Vec<u8>) -> Self {
+        Buffer(buf)
+    }
+}
+
+impl Deref for Buffer {
+    type Target = Vec<u8>;
+
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
+
+/// An empty buffer with room for at least `len` bytes: a kept one if one is large enough.
+/// Prefer [`Buffer::take`], which goes back by itself.
+pub(crate) fn take(len: usize) -> Vec<u8> {
+    Buffer::take(len).into_vec()
 }
 
 /// Fresh buffers this large ask for transparent huge pages.
@@ -62,7 +113,8 @@ fn advise_huge_pages(buf: &Vec<u8>) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_buf: &Vec<u8>) {}
 
-/// Keeps `buf` for a later [`take`] if it is worth keeping and there is room.
+/// Keeps `buf` for a later [`take`] if it is worth keeping and there is room (what dropping a
+/// [`Buffer`] does).
 pub(crate) fn give(mut buf: Vec<u8>) {
     if !(MIN_LEN..=MAX_LEN).contains(&buf.capacity()) {
         return;
@@ -81,7 +133,7 @@ pub(crate) fn give(mut buf: Vec<u8>) {
 /// Gives back the buffer behind `shared` if this was its last owner.
 pub(crate) fn give_shared(shared: std::sync::Arc<Vec<u8>>) {
     if let Ok(buf) = std::sync::Arc::try_unwrap(shared) {
-        give(buf);
+        drop(Buffer::from(buf));
     }
 }
 
@@ -101,5 +153,16 @@ mod tests {
         give(again);
         let small = take(16);
         assert!(small.capacity() < MIN_LEN);
+        // The same through the guard, with no hand-back: dropping it is enough. (One test, so
+        // that no other test of this binary takes the kept buffer in between.)
+        let mut big = Buffer::take(MIN_LEN * 2);
+        big.push(1);
+        let ptr = big.as_ptr();
+        drop(big);
+        let again = Buffer::take(MIN_LEN * 2);
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr(), ptr, "the dropped buffer was not reused");
+        let kept = again.into_vec();
+        assert_eq!(kept.as_ptr(), ptr);
     }
 }

@@ -1,247 +1,25 @@
-//! Local sockets (`interprocess`) in a per-run private directory.
+//! Local sockets (`interprocess`): the run's, in a per-run private directory, and those a
+//! `connection::Listener` binds at a user's path (through `tcp.rs`). Once connected, each is a
+//! [`Socket`] of the local flavor.
 
 use crate::error::{Error, Result};
 use interprocess::local_socket::tokio::{prelude::*, Listener as IpListener, Stream};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use std::path::{Path, PathBuf};
 
-use std::io::{IoSlice, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use std::os::fd::OwnedFd;
 
-// # Why not tokio's socket
-// A socket registered with tokio listens for both readability and writability, and epoll is
-// edge-triggered: every time the peer reads, the freed buffer space is a "writable" edge that
-// wakes the thread parked in `epoll_wait`, which then finds nothing to do. A traced pool call
-// showed the worker's runtime thread woken twice that way per call (after the parent read the
-// call's start report and its result), two of its twelve context switches. So the halves
-// here are two descriptors of one socket: the read half is registered for readability only;
-// the write half writes directly and registers for writability only while a write would block
-// (a full socket buffer), and drops that registration with its next write that succeeds.
-
-/// The read half of a local socket.
-#[derive(Debug)]
-pub(crate) struct RecvHalf(Recv);
-
-#[derive(Debug)]
-enum Recv {
-    /// Registered with the runtime for readability: reads wait for its I/O driver.
-    Registered(AsyncFd<UnixStream>),
-    /// Out of the runtime: a read waits in poll(2) on the thread that reads, and no thread
-    /// parked in the runtime wakes for what arrives (see [`RecvHalf::block`]).
-    Blocking(UnixStream),
-    /// Registering again failed: reads fail.
-    Lost,
-}
-
-/// The write half of a local socket: a second descriptor of the same socket.
-#[derive(Debug)]
-pub(crate) struct SendHalf {
-    stream: UnixStream,
-    /// Registered for writability while a write waits for buffer space.
-    blocked: Option<AsyncFd<UnixStream>>,
-}
+use super::socket::{Flavor, Socket};
+pub(crate) use super::socket::{RecvHalf, SendHalf};
 
 /// The read and write halves of one local socket. The socket closes when both are dropped.
 pub(crate) type Halves = (RecvHalf, SendHalf);
 
-/// Registers a descriptor of the socket with the runtime for `interest` only.
-///
-/// `with_interest` is deprecated in newer tokio for types whose descriptor could change under
-/// it; a `UnixStream` owns its descriptor for its whole life, and this form works across the
-/// tokio versions `Cargo.toml` allows.
-#[allow(deprecated)]
-fn register(stream: UnixStream, interest: Interest) -> std::io::Result<AsyncFd<UnixStream>> {
-    AsyncFd::with_interest(stream, interest)
-}
-
 fn halves(stream: Stream) -> Result<Halves> {
     let Stream::UdSocket(stream) = stream;
-    // Leaves tokio's registration (for both directions) behind: see "Why not tokio's socket".
+    // Leaves tokio's registration (for both directions) behind: see `socket.rs`.
     let fd: OwnedFd = stream.try_into()?;
-    let send = UnixStream::from(fd);
-    send.set_nonblocking(true)?;
-    let recv = register(send.try_clone()?, Interest::READABLE)?;
-    Ok((
-        RecvHalf(Recv::Registered(recv)),
-        SendHalf {
-            stream: send,
-            blocked: None,
-        },
-    ))
-}
-
-impl RecvHalf {
-    /// Takes the socket out of the runtime: until [`unblock`](Self::unblock), a read waits in
-    /// poll(2) on the thread that polls it (and so never returns `Pending`). A spare's call
-    /// thread reads its assignment this way, so that what arrives wakes that thread alone.
-    pub(crate) fn block(&mut self) {
-        if let Recv::Registered(_) = self.0 {
-            if let Recv::Registered(fd) = std::mem::replace(&mut self.0, Recv::Lost) {
-                self.0 = Recv::Blocking(fd.into_inner());
-            }
-        }
-    }
-
-    /// Registers the socket with the runtime again; must run where a runtime is entered.
-    ///
-    /// # Errors
-    /// `Io` if the registration fails; reads then fail too.
-    pub(crate) fn unblock(&mut self) -> Result<()> {
-        if let Recv::Blocking(_) = self.0 {
-            if let Recv::Blocking(stream) = std::mem::replace(&mut self.0, Recv::Lost) {
-                self.0 = Recv::Registered(register(stream, Interest::READABLE)?);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `recv(2)` into the unfilled part of `buf`.
-fn recv_into(fd: &UnixStream, buf: &mut ReadBuf<'_>) -> std::io::Result<()> {
-    // Into the uninitialized space as it is: zeroing it first would cost, for a large frame
-    // read in socket-sized pieces, a pass over the rest of the frame per piece.
-    // SAFETY: `recv` only writes into the slice; no byte is de-initialized.
-    let unfilled = unsafe { buf.unfilled_mut() };
-    // SAFETY: `recv` writes at most `unfilled.len()` bytes into `unfilled`, memory we hold a
-    // unique borrow of, and reads nothing from it.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            unfilled.as_mut_ptr().cast(),
-            unfilled.len(),
-            0,
-        )
-    };
-    let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
-    // SAFETY: `recv` initialized the first `n` bytes of the unfilled part.
-    unsafe { buf.assume_init(n) };
-    buf.advance(n);
-    Ok(())
-}
-
-/// Waits in poll(2) until `fd` is readable (or closed).
-fn wait_readable(fd: &UnixStream) -> std::io::Result<()> {
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    if unsafe { libc::poll(&mut poll, 1, -1) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-impl AsyncRead for RecvHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let fd = match &self.get_mut().0 {
-            Recv::Registered(fd) => fd,
-            Recv::Blocking(stream) => loop {
-                match recv_into(stream, buf) {
-                    Ok(()) => return Poll::Ready(Ok(())),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        match wait_readable(stream) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return Poll::Ready(Err(e)),
-                        }
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            },
-            Recv::Lost => {
-                return Poll::Ready(Err(std::io::Error::other(
-                    "the socket could not be registered with the runtime again",
-                )))
-            }
-        };
-        loop {
-            let mut guard = ready!(fd.poll_read_ready(cx))?;
-            match guard.try_io(|fd| recv_into(fd.get_ref(), buf)) {
-                Ok(Ok(())) => return Poll::Ready(Ok(())),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                // Not readable after all: the readiness was cleared, wait for the next edge.
-                Err(_would_block) => {}
-            }
-        }
-    }
-}
-
-impl SendHalf {
-    /// Runs `write` until it does not block, waiting for buffer space in between.
-    fn poll_with(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut write: impl FnMut(&UnixStream) -> std::io::Result<usize>,
-    ) -> Poll<std::io::Result<usize>> {
-        loop {
-            match write(&self.stream) {
-                Ok(n) => {
-                    // Space again: stop hearing of every read the peer makes.
-                    self.blocked = None;
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let blocked = match &mut self.blocked {
-                        Some(blocked) => blocked,
-                        // Registering reports the current state: a space freed since the
-                        // failed write is not missed.
-                        slot => {
-                            slot.insert(register(self.stream.try_clone()?, Interest::WRITABLE)?)
-                        }
-                    };
-                    let mut guard = ready!(blocked.poll_write_ready(cx))?;
-                    guard.clear_ready();
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for SendHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.get_mut().poll_with(cx, |mut s| s.write(buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.get_mut().poll_with(cx, |mut s| s.write_vectored(bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // Nothing is buffered here: each write went to the socket.
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // As before: the socket closes when both halves are dropped.
-        Poll::Ready(Ok(()))
-    }
+    Ok(Socket::new(fd, Flavor::Local)?.into_halves())
 }
 
 /// A directory only this user can enter, holding the run's sockets. Removed on drop.
@@ -322,6 +100,15 @@ impl Listener {
         // The directory is private to the run: a file of this name can only be the socket of a
         // process of this run that died with the same pid, which nobody listens on any more.
         let _ = std::fs::remove_file(&path);
+        Self::bind_new(path)
+    }
+
+    /// Binds a socket at `path`, which must not exist (a user's path: whatever is there is not
+    /// ours to replace).
+    ///
+    /// # Errors
+    /// `Io` when the path is taken or its directory is missing.
+    pub(crate) fn bind_new(path: PathBuf) -> Result<Self> {
         let name = path.as_path().to_fs_name::<GenericFilePath>()?;
         let inner = ListenerOptions::new()
             .name(name)

@@ -1,12 +1,17 @@
 //! Layer 1: bytes and frames between processes. Knows no message types.
 //!
-//! See `README.md` beside this file for the frame format and the handshake.
+//! One frame format and one decoder (`frame`), one socket type with a local and a TCP flavor
+//! (`socket`), the run's local sockets (`local`), meeting at an address (`tcp`), the handshake
+//! (`auth`), descriptor passing (`fd`) and reused buffers (`buffers`). See `README.md` beside
+//! this file for the wire format, buffer sizes and the handshake.
 
 pub(crate) mod auth;
 pub(crate) mod buffers;
 pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod local;
+pub(crate) mod socket;
+pub(crate) mod tcp;
 
 use crate::error::Result;
 use auth::{AuthKey, HANDSHAKE_MAX_FRAME};
