@@ -216,7 +216,7 @@ where
 {
     Invocation::Sync(Box::new(move || {
         let out = run_batch(&args.message[args.at..], f);
-        crate::transport::buffers::give(args.message);
+        crate::buffers::give(args.message);
         out
     }))
 }
@@ -233,7 +233,7 @@ where
     match decode_value::<Vec<A>>("a batch of arguments", body) {
         Ok(items) => {
             let capacity = body.len() + 64;
-            crate::transport::buffers::give(args.message);
+            crate::buffers::give(args.message);
             Invocation::Async(Box::pin(async move {
                 let mut writer = BatchWriter::new(capacity);
                 for a in items {

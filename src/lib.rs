@@ -4,7 +4,8 @@
 #[allow(unused_extern_crates)]
 extern crate self as multiprocessing;
 
-// Layer 0: errors.
+// Layer 0: errors, and the large buffers kept for reuse.
+mod buffers;
 mod error;
 // Layer 1: frames, local sockets, authentication.
 mod transport;

@@ -381,18 +381,18 @@ struct Bytes(Vec<u8>);
 
 impl Bytes {
     /// Makes room for `extra` more bytes. For a large piece (a blob), the buffer comes from
-    /// [`buffers::take`](crate::transport::buffers::take), kept or fresh with huge pages, and at
+    /// [`buffers::take`](crate::buffers::take), kept or fresh with huge pages, and at
     /// least doubles, so that many large pieces cost linear copying; the old one goes back.
     /// Anything else grows the vector as usual, whose `realloc` of a large buffer moves its
     /// pages rather than copying and faulting them in again.
     #[cold]
     #[inline(never)]
     fn grow(&mut self, extra: usize) {
-        if extra >= crate::transport::buffers::MIN_LEN {
+        if extra >= crate::buffers::MIN_LEN {
             let want = (self.0.len() + extra).max(2 * self.0.capacity());
-            let mut bigger = crate::transport::buffers::take(want);
+            let mut bigger = crate::buffers::take(want);
             bigger.extend_from_slice(&self.0);
-            crate::transport::buffers::give(std::mem::replace(&mut self.0, bigger));
+            crate::buffers::give(std::mem::replace(&mut self.0, bigger));
         } else {
             self.0.reserve(extra);
         }
@@ -449,7 +449,7 @@ pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
     value: &T,
     capacity: usize,
 ) -> Result<Vec<u8>> {
-    let buf = crate::transport::buffers::take(capacity);
+    let buf = crate::buffers::take(capacity);
     postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(buf))
         .map_err(|e| Error::encode(what, e))
 }
@@ -478,7 +478,7 @@ impl<O: Serialize> BatchWriter<O> {
     pub(crate) fn new(capacity: usize) -> Self {
         BatchWriter {
             output: postcard::Serializer {
-                output: Bytes(crate::transport::buffers::take(capacity)),
+                output: Bytes(crate::buffers::take(capacity)),
             },
             values: 0,
             rest: Vec::new(),

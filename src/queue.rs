@@ -82,7 +82,7 @@ impl QueueHandle {
         }
         let item = reply.body.unwrap_or_default();
         let value = decode_value("a queue item", &item);
-        crate::transport::buffers::give_shared(item);
+        crate::buffers::give_shared(item);
         value
     }
 

@@ -52,7 +52,7 @@ impl CallBody {
                 Ok(record) if batch => (record.invoke_batch)(entry::BatchArgs { message, at }),
                 Ok(record) => {
                     let invoked = (record.invoke)(&message[at..]);
-                    crate::transport::buffers::give(message);
+                    crate::buffers::give(message);
                     invoked
                 }
                 Err(e) => Invocation::Failed(e),

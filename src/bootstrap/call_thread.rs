@@ -205,7 +205,8 @@ impl Serving {
         }
         let mut start_reported = false;
         while let Some(call) = next.take() {
-            let message_due = start_log::report_start(call.start).needs_message() && !start_reported;
+            let message_due =
+                start_log::report_start(call.start).needs_message() && !start_reported;
             if message_due && write_now(&writer, &runtime, None, Some(call.id)).is_err() {
                 return;
             }
@@ -230,7 +231,7 @@ impl Serving {
                 return;
             }
             // Written: a large result's buffer serves the next one (see `buffers`).
-            crate::transport::buffers::give(reply.body);
+            crate::buffers::give(reply.body);
             if call.then_exit {
                 let _ = exit.send(reply.exit_code);
                 return;

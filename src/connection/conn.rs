@@ -4,8 +4,8 @@ use super::socket::{
     Flavor, LazySocket, ReadState, Socket, WriteState, DIRECT_WRITE, FLUSH_ON_DROP, HIGH_WATER,
     WRITE_THROUGH_GAP,
 };
+use crate::buffers::Buffer;
 use crate::error::{Error, Result};
-use crate::transport::buffers::Buffer;
 use crate::transport::fd::{self, Ticket};
 use crate::transport::frame::{FrameCursor, Header};
 use serde::de::DeserializeOwned;

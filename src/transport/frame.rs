@@ -16,7 +16,7 @@
 //! frame and can stop and resume at any byte (a connection's non-blocking writes);
 //! [`FrameWriter`] writes whole messages through a buffer.
 
-use super::buffers::{self, Buffer};
+use crate::buffers::{self, Buffer};
 use crate::error::{Error, Result};
 use std::io::IoSlice;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};

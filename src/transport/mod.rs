@@ -2,11 +2,11 @@
 //!
 //! One frame format and one decoder (`frame`), one socket type with a local and a TCP flavor
 //! (`socket`), the run's local sockets (`local`), meeting at an address (`tcp`), the handshake
-//! (`auth`), descriptor passing (`fd`) and reused buffers (`buffers`). See `README.md` beside
-//! this file for the wire format, buffer sizes and the handshake.
+//! (`auth`) and descriptor passing (`fd`). Large buffers are kept for reuse by `crate::buffers`
+//! (layer 0, since `protocol` and `entry` take them too). See `README.md` beside this file for the
+//! wire format, buffer sizes and the handshake.
 
 pub(crate) mod auth;
-pub(crate) mod buffers;
 pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod local;
@@ -191,7 +191,7 @@ pub(crate) fn spawn_shared_writer(shared: SharedWriter) -> (Outbox, tokio::task:
                 }
                 acks.extend(msg.ack);
                 drop(msg.window);
-                buffers::give_shared(msg.body);
+                crate::buffers::give_shared(msg.body);
                 next = rx.try_recv().ok();
             }
             if writer.flush().await.is_err() {

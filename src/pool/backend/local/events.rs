@@ -119,7 +119,7 @@ impl Driver {
         if let Some(finished) = worker.inflight.remove(&id) {
             worker.done += 1;
             // The arguments were written long ago: their buffer serves the next chunk.
-            crate::transport::buffers::give_shared(finished.task.body);
+            crate::buffers::give_shared(finished.task.body);
         }
         let busy = worker.inflight.len() >= concurrency;
         self.pace.returned(now, worker.last_return);
