@@ -8,11 +8,15 @@
 //! most [`KEEP`] buffers of at most [`MAX_LEN`] bytes each, so an idle process holds little.
 //!
 //! [`Buffer`] makes the return invisible: it is a `Vec<u8>` that goes back to the pool when it
-//! is dropped. [`take`], [`give`] and [`give_shared`] are the same pool for code that still
-//! holds plain `Vec`s and hands them back by hand.
+//! is dropped, and [`Shared`] is one that several owners hold (a message body queued to several
+//! writers, or kept to be sent again) and that goes back when the last of them drops it. Nobody
+//! hands a buffer back by hand. Dropping a small buffer costs what dropping a `Vec` does plus
+//! one length check: the pool's lock is only taken for a buffer it would keep. [`take`] hands
+//! out a plain `Vec` for code that keeps its bytes for good (a decoded message that becomes a
+//! user's value) or wraps it later.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Smaller buffers are not worth keeping: the allocator reuses them well.
 pub(crate) const MIN_LEN: usize = 64 << 10;
@@ -74,7 +78,40 @@ impl DerefMut for Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        give(std::mem::take(&mut self.0));
+        // Checked here, before anything else, so that dropping a small buffer (most messages)
+        // is a `Vec` drop and a comparison.
+        if worth_keeping(&self.0) {
+            keep(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+/// A buffer shared by several owners; the last one to drop it returns it to the pool. An `Arc`
+/// like any other, so sharing costs what an `Arc<Vec<u8>>` did: one allocation per body.
+pub(crate) type Shared = Arc<Buffer>;
+
+/// What can become a [`Shared`] body: a plain `Vec` (adopted), a [`Buffer`], or one already
+/// shared. Lets a sender pass whichever it holds, with no copy.
+pub(crate) trait IntoShared {
+    /// The bytes as a [`Shared`] buffer.
+    fn into_shared(self) -> Shared;
+}
+
+impl IntoShared for Vec<u8> {
+    fn into_shared(self) -> Shared {
+        Arc::new(Buffer(self))
+    }
+}
+
+impl IntoShared for Buffer {
+    fn into_shared(self) -> Shared {
+        Arc::new(self)
+    }
+}
+
+impl IntoShared for Shared {
+    fn into_shared(self) -> Shared {
+        self
     }
 }
 
@@ -113,12 +150,14 @@ fn advise_huge_pages(buf: &Vec<u8>) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_buf: &Vec<u8>) {}
 
-/// Keeps `buf` for a later [`take`] if it is worth keeping and there is room (what dropping a
-/// [`Buffer`] does).
-pub(crate) fn give(mut buf: Vec<u8>) {
-    if !(MIN_LEN..=MAX_LEN).contains(&buf.capacity()) {
-        return;
-    }
+/// Whether the pool would keep `buf` (if it has room).
+fn worth_keeping(buf: &Vec<u8>) -> bool {
+    (MIN_LEN..=MAX_LEN).contains(&buf.capacity())
+}
+
+/// Keeps `buf` (worth keeping) for a later [`take`] if there is room, or in place of a smaller
+/// kept one: what dropping a [`Buffer`] does.
+fn keep(mut buf: Vec<u8>) {
     buf.clear();
     let mut free = FREE.lock().unwrap_or_else(|p| p.into_inner());
     if free.len() < KEEP {
@@ -130,31 +169,16 @@ pub(crate) fn give(mut buf: Vec<u8>) {
     }
 }
 
-/// Gives back the buffer behind `shared` if this was its last owner.
-pub(crate) fn give_shared(shared: std::sync::Arc<Vec<u8>>) {
-    if let Ok(buf) = std::sync::Arc::try_unwrap(shared) {
-        drop(Buffer::from(buf));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn large_buffers_come_back_small_ones_do_not() {
-        let mut big = take(MIN_LEN * 2);
-        big.extend_from_slice(&[1, 2, 3]);
-        let ptr = big.as_ptr();
-        give(big);
-        let again = take(MIN_LEN * 2);
-        assert!(again.is_empty());
-        assert_eq!(again.as_ptr(), ptr, "the kept buffer was not reused");
-        give(again);
         let small = take(16);
         assert!(small.capacity() < MIN_LEN);
-        // The same through the guard, with no hand-back: dropping it is enough. (One test, so
-        // that no other test of this binary takes the kept buffer in between.)
+        // Dropping the guard is enough. (One test, so that no other test of this binary takes
+        // the kept buffer in between.)
         let mut big = Buffer::take(MIN_LEN * 2);
         big.push(1);
         let ptr = big.as_ptr();
@@ -164,5 +188,19 @@ mod tests {
         assert_eq!(again.as_ptr(), ptr, "the dropped buffer was not reused");
         let kept = again.into_vec();
         assert_eq!(kept.as_ptr(), ptr);
+        // A shared one goes back when its last owner drops it, not before.
+        let shared: Shared = Arc::new(Buffer::from(kept));
+        let other = Arc::clone(&shared);
+        drop(shared);
+        let fresh = Buffer::take(MIN_LEN * 2);
+        assert_ne!(fresh.as_ptr(), ptr, "a buffer still shared was handed out");
+        drop(other);
+        let again = Buffer::take(MIN_LEN * 2);
+        assert_eq!(
+            again.as_ptr(),
+            ptr,
+            "the last owner's drop did not return it"
+        );
+        drop(fresh);
     }
 }

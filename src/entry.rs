@@ -5,6 +5,7 @@
 //! name up and calls the function with the decoded arguments: no function pointer, address or
 //! code ever crosses the wire.
 
+use crate::buffers::Buffer;
 use crate::error::{Error, Location, RemoteError, Result};
 use crate::protocol::{all_read, decode_value, encode_value, BatchWriter};
 use futures::FutureExt;
@@ -139,10 +140,10 @@ where
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct BatchArgs {
-    /// The whole message.
-    pub message: Vec<u8>,
+    /// The whole message; its buffer goes back to the pool when the batch is done with it.
+    pub(crate) message: Buffer,
     /// Where the arguments start.
-    pub at: usize,
+    pub(crate) at: usize,
 }
 
 /// The panic of one item, as its outcome.
@@ -214,11 +215,8 @@ where
     O: Serialize,
     F: Fn(A) -> O + Send + 'static,
 {
-    Invocation::Sync(Box::new(move || {
-        let out = run_batch(&args.message[args.at..], f);
-        crate::buffers::give(args.message);
-        out
-    }))
+    // The arguments' buffer goes back to the pool as the closure returns and drops `args`.
+    Invocation::Sync(Box::new(move || run_batch(&args.message[args.at..], f)))
 }
 
 /// Prepares a call of an async entry on every item of a batch, one after another.
@@ -233,7 +231,8 @@ where
     match decode_value::<Vec<A>>("a batch of arguments", body) {
         Ok(items) => {
             let capacity = body.len() + 64;
-            crate::buffers::give(args.message);
+            // `args` is not moved into the future: its buffer goes back to the pool when this
+            // function returns, before the items run.
             Invocation::Async(Box::pin(async move {
                 let mut writer = BatchWriter::new(capacity);
                 for a in items {

@@ -3,6 +3,7 @@
 //! Every message on a connection is a postcard-encoded header ([`Down`] or [`Up`]) followed by an
 //! opaque body (encoded arguments or results), so large values are never re-encoded on the way.
 
+use crate::buffers::Buffer;
 use crate::error::{Error, RemoteError, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -377,12 +378,12 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
 
 /// A postcard output that appends large slices with `extend_from_slice` (one `memcpy`), where
 /// postcard's own `Vec` output copies byte by byte, and small ones (varints) without a call.
-struct Bytes(Vec<u8>);
+struct Bytes(Buffer);
 
 impl Bytes {
     /// Makes room for `extra` more bytes. For a large piece (a blob), the buffer comes from
-    /// [`buffers::take`](crate::buffers::take), kept or fresh with huge pages, and at
-    /// least doubles, so that many large pieces cost linear copying; the old one goes back.
+    /// [`Buffer::take`], kept or fresh with huge pages, and at least doubles, so that many
+    /// large pieces cost linear copying; the old one goes back to the pool as it is dropped.
     /// Anything else grows the vector as usual, whose `realloc` of a large buffer moves its
     /// pages rather than copying and faulting them in again.
     #[cold]
@@ -390,9 +391,9 @@ impl Bytes {
     fn grow(&mut self, extra: usize) {
         if extra >= crate::buffers::MIN_LEN {
             let want = (self.0.len() + extra).max(2 * self.0.capacity());
-            let mut bigger = crate::buffers::take(want);
+            let mut bigger = Buffer::take(want);
             bigger.extend_from_slice(&self.0);
-            crate::buffers::give(std::mem::replace(&mut self.0, bigger));
+            self.0 = bigger;
         } else {
             self.0.reserve(extra);
         }
@@ -435,7 +436,7 @@ impl postcard::ser_flavors::Flavor for Bytes {
     }
 
     fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
+        Ok(self.0.into_vec())
     }
 }
 
@@ -449,7 +450,7 @@ pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
     value: &T,
     capacity: usize,
 ) -> Result<Vec<u8>> {
-    let buf = crate::buffers::take(capacity);
+    let buf = Buffer::take(capacity);
     postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(buf))
         .map_err(|e| Error::encode(what, e))
 }
@@ -478,7 +479,7 @@ impl<O: Serialize> BatchWriter<O> {
     pub(crate) fn new(capacity: usize) -> Self {
         BatchWriter {
             output: postcard::Serializer {
-                output: Bytes(crate::buffers::take(capacity)),
+                output: Bytes(Buffer::take(capacity)),
             },
             values: 0,
             rest: Vec::new(),
@@ -514,7 +515,7 @@ impl<O: Serialize> BatchWriter<O> {
         let mut out = self.output.output;
         postcard::ser_flavors::Flavor::try_extend(&mut out, &self.values.to_le_bytes())
             .map_err(|e| Error::encode(what, e))?;
-        Ok(out.0)
+        Ok(out.0.into_vec())
     }
 }
 

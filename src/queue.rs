@@ -81,9 +81,8 @@ impl QueueHandle {
             self.client().await?.took(self.0.id());
         }
         let item = reply.body.unwrap_or_default();
-        let value = decode_value("a queue item", &item);
-        crate::buffers::give_shared(item);
-        value
+        // Dropping the item after decoding returns its buffer to the pool.
+        decode_value("a queue item", &item)
     }
 
     async fn len(&self) -> Result<usize> {

@@ -10,6 +10,7 @@
 
 use super::after_call;
 use super::start_log::StartReport;
+use crate::buffers::{Buffer, IntoShared};
 use crate::entry::{self, EntryRecord, Invocation};
 use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{encode_head, Up};
@@ -48,15 +49,16 @@ impl CallBody {
                 batch,
                 message,
                 at,
-            } => match record {
-                Ok(record) if batch => (record.invoke_batch)(entry::BatchArgs { message, at }),
-                Ok(record) => {
-                    let invoked = (record.invoke)(&message[at..]);
-                    crate::buffers::give(message);
-                    invoked
+            } => {
+                // Adopted by the pool: the arguments' buffer goes back once they are decoded
+                // (a single call's here, a batch's when the batch is done with them).
+                let message = Buffer::from(message);
+                match record {
+                    Ok(record) if batch => (record.invoke_batch)(entry::BatchArgs { message, at }),
+                    Ok(record) => (record.invoke)(&message[at..]),
+                    Err(e) => Invocation::Failed(e),
                 }
-                Err(e) => Invocation::Failed(e),
-            },
+            }
             CallBody::Decoded(invoked) => invoked,
         }
     }
@@ -106,15 +108,16 @@ pub(super) struct Reply {
     pub(super) exit_code: i32,
     /// The `Return` message.
     pub(super) head: Up,
-    /// On success, the encoded result.
-    pub(super) body: Vec<u8>,
+    /// On success, the encoded result; its buffer goes back to the pool once the reply is
+    /// written and dropped.
+    pub(super) body: Buffer,
 }
 
 /// The reply to call `id`, which produced `result`.
 pub(super) fn reply(id: u64, result: Result<Vec<u8>>) -> Reply {
     let (exit_code, outcome, body) = match result {
-        Ok(body) => (0, Ok(()), body),
-        Err(e) => (1, Err(RemoteError::from(e)), Vec::new()),
+        Ok(body) => (0, Ok(()), Buffer::from(body)),
+        Err(e) => (1, Err(RemoteError::from(e)), Buffer::default()),
     };
     Reply {
         exit_code,
@@ -127,7 +130,7 @@ pub(super) fn reply(id: u64, result: Result<Vec<u8>>) -> Reply {
 ///
 /// # Errors
 /// `Encode` if the head does not encode; `Closed` if the writer task is gone.
-pub(super) fn send(outbox: &Outbox, head: &Up, body: Vec<u8>) -> Result<()> {
+pub(super) fn send(outbox: &Outbox, head: &Up, body: impl IntoShared) -> Result<()> {
     let head = encode_head(head)?;
     outbox
         .send(Outgoing::new(head, body))
@@ -142,7 +145,7 @@ pub(super) fn send(outbox: &Outbox, head: &Up, body: Vec<u8>) -> Result<()> {
 ///
 /// # Errors
 /// `Encode` if the head does not encode; `Closed` if the writer task is gone.
-pub(super) async fn send_flushed(outbox: &Outbox, head: &Up, body: Vec<u8>) -> Result<()> {
+pub(super) async fn send_flushed(outbox: &Outbox, head: &Up, body: impl IntoShared) -> Result<()> {
     let head = encode_head(head)?;
     let (ack, flushed) = tokio::sync::oneshot::channel();
     outbox

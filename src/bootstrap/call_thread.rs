@@ -230,8 +230,8 @@ impl Serving {
             if write_now(&writer, &runtime, ret, started).is_err() {
                 return;
             }
-            // Written: a large result's buffer serves the next one (see `buffers`).
-            crate::buffers::give(reply.body);
+            // Written: dropping the reply (at the end of this turn) returns a large result's
+            // buffer to the pool, for the next one.
             if call.then_exit {
                 let _ = exit.send(reply.exit_code);
                 return;

@@ -14,6 +14,7 @@
 //! queue at once (see `objects::give_back`).
 
 use super::objects::{self, Body, Notifier, Reply, Store, Waiter, ROOT};
+use crate::buffers::IntoShared;
 use crate::error::{Error, Result};
 use crate::protocol::{
     decode_head, encode_head, Answer, HostReply, HostReq, ObjectId, Spec, Up, PROTOCOL_VERSION,
@@ -84,7 +85,7 @@ struct Pending {
 const PUT_WINDOW: usize = 4 << 20;
 
 impl Remote {
-    fn send(&self, request: &HostReq, body: impl Into<Body>) -> Result<()> {
+    fn send(&self, request: &HostReq, body: impl IntoShared) -> Result<()> {
         self.unsettled.store(true, Ordering::Relaxed);
         self.out
             .send(Outgoing::new(encode_head(request)?, body))
@@ -190,7 +191,7 @@ impl HostClient {
         // The body is the rest of the message, cut off in place without a new buffer.
         let body = answer.has_body().then(|| {
             message.drain(..start);
-            Arc::new(message)
+            message.into_shared()
         });
         let Some(pending) = lock(&remote.pending).remove(&req) else {
             return Ok(());
@@ -222,7 +223,7 @@ impl HostClient {
     ) -> Result<()> {
         match &self.route {
             Route::Local(store) => {
-                store.handle(ROOT, request, Some(Arc::new(item)), &mut nobody);
+                store.handle(ROOT, request, Some(item.into_shared()), &mut nobody);
                 Ok(())
             }
             Route::Remote(remote) => {

@@ -4,6 +4,7 @@
 //! owner (and gives back what it had taken from joinable queues).
 
 use super::objects::{Body, Notifier, Owner, Reply, Store, Waiter};
+use crate::buffers::IntoShared;
 use crate::error::Result;
 use crate::protocol::{decode_head, encode_head, HostReply, HostReq, ObjectId};
 use crate::transport::frame::FrameReader;
@@ -84,7 +85,7 @@ fn handle(store: &Arc<Store>, owner: Owner, out: &Outbox, mut message: Vec<u8>) 
     let body = match &request {
         HostReq::Op { op, .. } if op.has_body() => {
             message.drain(..start);
-            Some(Arc::new(message))
+            Some(message.into_shared())
         }
         _ => None,
     };

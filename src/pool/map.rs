@@ -287,7 +287,6 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
                     let outcome = decode_values(&message[at..], sent, &mut own)?;
                     early.insert(index, outcome.map(|()| own));
                 }
-                crate::buffers::give(message);
                 while failed.is_none() {
                     let Some(chunk) = early.remove(&appended) else {
                         break;

@@ -32,6 +32,7 @@ mod reply;
 pub use async_result::AsyncResult;
 pub use map::{Apply, Imap, ImapUnordered, Map};
 
+use crate::buffers::IntoShared;
 use crate::entry::Entry;
 use crate::error::RemoteError;
 use crate::error::{Error, Result};
@@ -103,7 +104,7 @@ impl PoolHandle {
                 id: self.next_id(),
                 group,
                 entry,
-                body: Arc::new(body),
+                body: body.into_shared(),
                 index: first_index + i,
                 retries,
                 reply: reply.clone(),
@@ -399,7 +400,7 @@ impl PoolBuilder {
             .max(1);
         let initializer = match self.initializer {
             None => None,
-            Some((name, body)) => Some((name, Arc::new(body?))),
+            Some((name, body)) => Some((name, body?.into_shared())),
         };
         let backend = LocalConfig {
             ctx,

@@ -7,7 +7,7 @@ use crate::error::{Error, RemoteError};
 pub(crate) struct Completion {
     pub(crate) index: usize,
     /// The message holding the encoded batch results and where they start in it.
-    pub(crate) outcome: Result<(Vec<u8>, usize), TaskFailure>,
+    pub(crate) outcome: Result<(crate::buffers::Buffer, usize), TaskFailure>,
 }
 
 /// Why a whole task produced no results.

@@ -140,7 +140,7 @@ mod tests {
     fn completion(index: usize) -> Completion {
         Completion {
             index,
-            outcome: Ok((Vec::new(), 0)),
+            outcome: Ok((Default::default(), 0)),
         }
     }
 

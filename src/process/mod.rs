@@ -34,7 +34,7 @@ use tokio::sync::watch;
 struct State {
     /// The call's outcome: the message holding the encoded value and where the value starts in
     /// it, or the error the child reported.
-    outcome: Option<std::result::Result<(Vec<u8>, usize), RemoteError>>,
+    outcome: Option<std::result::Result<(crate::buffers::Buffer, usize), RemoteError>>,
     /// Set once the process has exited and been reaped.
     exited: Option<ExitStatus>,
     /// Set when supervision failed (the runtime shut down under it).

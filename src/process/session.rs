@@ -14,6 +14,7 @@
 //! is decoded here, and nowhere else; its log records are re-emitted here too.
 
 use crate::bootstrap::StartLogReader;
+use crate::buffers::{Buffer, IntoShared};
 use crate::error::{Error, RemoteError, Result};
 use crate::hub::{emit_child_log, ChildConn};
 use crate::protocol::{decode_head, encode_head, Down, Up};
@@ -77,7 +78,7 @@ pub(crate) enum Incoming<R> {
     Returned {
         id: u64,
         reply: Option<R>,
-        outcome: std::result::Result<(Vec<u8>, usize), RemoteError>,
+        outcome: std::result::Result<(Buffer, usize), RemoteError>,
     },
     /// Call `id` is about to run (a child without a start log says so with a message).
     Started { id: u64 },
@@ -131,7 +132,7 @@ impl<R> Session<R> {
         id: u64,
         entry: &'static str,
         mode: CallMode,
-        body: impl Into<Arc<Vec<u8>>>,
+        body: impl IntoShared,
         reply: Option<R>,
     ) -> Result<u64> {
         let head = encode_head(&Down::Call {
@@ -226,7 +227,7 @@ impl<R> SessionReader<R> {
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&id);
                     // Keep the message whole and remember where the value starts: no copy.
-                    let outcome = outcome.map(|()| (message, at));
+                    let outcome = outcome.map(|()| (Buffer::from(message), at));
                     Incoming::Returned { id, reply, outcome }
                 }
                 (Up::Started { id }, _) => Incoming::Started { id },

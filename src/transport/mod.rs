@@ -13,6 +13,7 @@ pub(crate) mod local;
 pub(crate) mod socket;
 pub(crate) mod tcp;
 
+use crate::buffers::{IntoShared, Shared};
 use crate::error::Result;
 use auth::{AuthKey, HANDSHAKE_MAX_FRAME};
 use frame::{FrameReader, FrameWriter};
@@ -124,8 +125,10 @@ impl Conn {
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) head: Vec<u8>,
-    /// Shared so that a sender may keep the body (to send it again elsewhere) without a copy.
-    pub(crate) body: std::sync::Arc<Vec<u8>>,
+    /// Shared so that a sender may keep the body (to send it again elsewhere) without a copy;
+    /// its buffer goes back to the pool when the last holder (often the writer task, once the
+    /// message is written) drops it.
+    pub(crate) body: Shared,
     /// Told once this message (and everything before it) has been flushed to the OS.
     pub(crate) ack: Option<tokio::sync::oneshot::Sender<()>>,
     /// Released once the message has been written: a sender's window of bytes in flight.
@@ -134,10 +137,10 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     /// A message without acknowledgement.
-    pub(crate) fn new(head: Vec<u8>, body: impl Into<std::sync::Arc<Vec<u8>>>) -> Self {
+    pub(crate) fn new(head: Vec<u8>, body: impl IntoShared) -> Self {
         Outgoing {
             head,
-            body: body.into(),
+            body: body.into_shared(),
             ack: None,
             window: None,
         }
@@ -153,7 +156,7 @@ impl Outgoing {
     pub(crate) fn flush_marker(ack: tokio::sync::oneshot::Sender<()>) -> Self {
         Outgoing {
             head: Vec::new(),
-            body: std::sync::Arc::default(),
+            body: Shared::default(),
             ack: Some(ack),
             window: None,
         }
@@ -182,16 +185,17 @@ pub(crate) fn spawn_shared_writer(shared: SharedWriter) -> (Outbox, tokio::task:
         while let Some(first) = rx.recv().await {
             let mut writer = shared.lock().await;
             let mut next = Some(first);
-            while let Some(msg) = next {
+            while let Some(mut msg) = next {
                 // An empty head is a flush marker (every message has a head).
                 if !msg.head.is_empty()
                     && writer.write_message(&[&msg.head, &msg.body]).await.is_err()
                 {
                     return;
                 }
-                acks.extend(msg.ack);
-                drop(msg.window);
-                crate::buffers::give_shared(msg.body);
+                acks.extend(msg.ack.take());
+                // Written: the window is released, and the body goes back to the pool if this
+                // was its last holder.
+                drop(msg);
                 next = rx.try_recv().ok();
             }
             if writer.flush().await.is_err() {

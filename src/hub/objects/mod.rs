@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A message body: an encoded item.
-pub(crate) type Body = Arc<Vec<u8>>;
+pub(crate) type Body = crate::buffers::Shared;
 
 /// Who holds handles and waits for answers: `ROOT` for the root process, a connection number
 /// for every other process.

@@ -412,7 +412,13 @@ mod tests {
     }
 
     fn put(store: &Arc<Store>, owner: u64, byte: u8) {
-        let now = apply(store, owner, 0, QueueOp::Put, Some(Arc::new(vec![byte])));
+        let now = apply(
+            store,
+            owner,
+            0,
+            QueueOp::Put,
+            Some(Arc::new(vec![byte].into())),
+        );
         assert!(matches!(now, Ok(None)), "a put is not answered");
     }
 
@@ -656,7 +662,7 @@ mod tests {
         assert!(!exists(&store));
         let requeue = QueueOp::Requeue { seq: 4, spec };
         assert!(matches!(
-            apply(&store, 1, 0, requeue, Some(Arc::new(vec![9]))),
+            apply(&store, 1, 0, requeue, Some(Arc::new(vec![9].into()))),
             Ok(None)
         ));
         assert_eq!(item(get_now(&store, 1, Wait::No)), (4, 9));

@@ -13,7 +13,6 @@ pub(crate) mod local;
 use super::outcome::{Completion, TaskFailure};
 use super::reply::ReplyTx;
 use crate::error::Result;
-use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// One unit of work: a batch of encoded arguments for one entry.
@@ -25,7 +24,7 @@ pub(crate) struct Task {
     pub(crate) group: u64,
     pub(crate) entry: &'static str,
     /// An `encode_batch` of the arguments.
-    pub(crate) body: Arc<Vec<u8>>,
+    pub(crate) body: crate::buffers::Shared,
     /// Position of this batch within its call.
     pub(crate) index: usize,
     /// How many more times the task may run again after its worker died mid-task.

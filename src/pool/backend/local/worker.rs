@@ -22,7 +22,7 @@ pub(crate) struct WorkerSpec {
     pub(crate) counter: Arc<AtomicU32>,
     pub(crate) start_method: StartMethod,
     /// The initializer entry and its encoded arguments, run once before any task.
-    pub(crate) initializer: Option<(&'static str, Arc<Vec<u8>>)>,
+    pub(crate) initializer: Option<(&'static str, crate::buffers::Shared)>,
 }
 
 /// What a task's result is delivered to: where its completion goes, and its index in its call.
@@ -169,7 +169,7 @@ async fn initialize(
     session: &mut Session<Reply>,
     reader: &mut SessionReader<Reply>,
     entry: &'static str,
-    body: &Arc<Vec<u8>>,
+    body: &crate::buffers::Shared,
 ) -> Result<()> {
     session.call(0, entry, CallMode::default(), Arc::clone(body), None)?;
     loop {
