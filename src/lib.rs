@@ -80,6 +80,12 @@ pub mod __private {
             Ok(Context::current()?.run_dir().to_owned())
         }
 
+        /// The frame limit connections made now on this thread take: the current launch's,
+        /// or the process-wide default outside any launch (see `set_max_frame_size`).
+        pub fn max_frame_size() -> usize {
+            crate::hub::max_frame()
+        }
+
         /// The socket of this process's hub (started if needed).
         ///
         /// # Errors
