@@ -273,7 +273,6 @@ fn run_child(cfg: Result<ChildConfig>) -> ! {
     // assigned); the slot tells the threads the runtime starts which context to make current.
     let current: Arc<std::sync::OnceLock<std::sync::Weak<Context>>> = Arc::default();
     let runtime = child_runtime(&current);
-    crate::transport::set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
     let slot = Arc::clone(&current);
     // Run on the runtime thread, or on a spare's call thread: the context it makes is current
     // on the thread that runs it, and `serve` keeps it alive for as long as it serves.

@@ -42,10 +42,16 @@ pub use multiprocessing_macros::{entry, process_main, test};
 
 /// Sets the largest frame a connection accepts, in bytes (default 16 MiB; clamped to
 /// 1 KiB ..= 1 GiB − 1). It bounds the memory a peer can make us allocate per read, not the size
-/// of a value: larger values cross as several frames. Children started afterwards use the same
-/// limit. Call it before spawning.
+/// of a value: larger values cross as several frames.
+///
+/// The limit belongs to a launch (`#[process_main]`, or one `#[multiprocessing::test]`).
+/// Called on a thread of a launch, it sets that launch's limit: connections and children the
+/// launch makes afterwards use it (children keep their parent's limit), while other launches in
+/// the same process keep theirs. Called outside any launch, it sets the process-wide default
+/// that launches started afterwards begin with (and that connections made outside any launch
+/// use). Connections already made keep the limit they were made with: call it before spawning.
 pub fn set_max_frame_size(bytes: usize) {
-    transport::set_max_frame(bytes);
+    hub::set_max_frame(bytes);
 }
 
 /// Not public API: the seam between the macros and the library. It changes in patch releases.
@@ -74,6 +80,12 @@ pub mod __private {
             Ok(Context::current()?.run_dir().to_owned())
         }
 
+        /// The frame limit connections made now on this thread take: the current launch's,
+        /// or the process-wide default outside any launch (see `set_max_frame_size`).
+        pub fn max_frame_size() -> usize {
+            crate::hub::max_frame()
+        }
+
         /// The socket of this process's hub (started if needed).
         ///
         /// # Errors
@@ -96,7 +108,8 @@ pub mod __private {
                     Some(k) => AuthKey(k),
                     None => Context::current()?.key().clone(),
                 };
-                Ok(RawConn(Conn::connect(socket, &key).await?))
+                let max_frame = crate::hub::max_frame();
+                Ok(RawConn(Conn::connect(socket, &key, max_frame).await?))
             }
 
             /// Writes bytes as they are, outside any frame.

@@ -149,5 +149,6 @@ async fn authenticate(cfg: &ChildConfig, hello: &Up) -> Result<Conn> {
     let key = AuthKey::from_hex(&cfg.key)
         .ok_or_else(|| Error::Authentication("the key in the child marker is malformed".into()))?;
     let hello = encode_head(hello)?;
-    Conn::connect_with_token(Path::new(&cfg.socket), &key, cfg.token, &hello).await
+    let max_frame = crate::transport::frame_limit_u64(cfg.max_frame);
+    Conn::connect_with_token(Path::new(&cfg.socket), &key, cfg.token, &hello, max_frame).await
 }

@@ -175,12 +175,11 @@ async fn assignment(
             },
             _,
         )) => {
-            let limit = usize::try_from(max_frame).unwrap_or(usize::MAX);
-            crate::transport::set_max_frame(limit);
-            let limit = crate::transport::max_frame();
+            let limit = crate::transport::frame_limit_u64(max_frame);
             // What we send follows the new limit. What we read may still come in frames of the
-            // old one: the parent's writer for this connection was made with the spare.
-            let old = usize::try_from(cfg.max_frame).unwrap_or(usize::MAX);
+            // old one: the parent's writer for this connection was made with the spare. The
+            // context made from `cfg` once we are assigned keeps the new one.
+            let old = crate::transport::frame_limit_u64(cfg.max_frame);
             reader.set_max_frame(limit.max(old));
             writer.lock().await.set_max_frame(limit);
             cfg.max_frame = limit as u64;

@@ -366,7 +366,7 @@ impl<T> Connection<T> {
     }
 
     fn from_lazy(socket: LazySocket, mode: Mode, leftover: Vec<u8>) -> Self {
-        let max_frame = crate::transport::max_frame();
+        let max_frame = crate::hub::max_frame();
         Connection {
             inner: Arc::new(Inner {
                 socket,

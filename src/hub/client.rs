@@ -133,16 +133,22 @@ impl HostClient {
         client
     }
 
-    /// Connects to the root's hub at `socket` and starts reading its answers.
+    /// Connects to the root's hub at `socket` and starts reading its answers; frames are at
+    /// most `max_frame` bytes (the launch's limit).
     ///
     /// # Errors
     /// `Io` when the root is unreachable, `Authentication` when it refuses the run's key.
-    pub(crate) async fn connect(socket: &Path, key: &AuthKey) -> Result<Arc<Self>> {
+    pub(crate) async fn connect(
+        socket: &Path,
+        key: &AuthKey,
+        max_frame: usize,
+    ) -> Result<Arc<Self>> {
         let attach = encode_head(&Up::Attach {
             version: PROTOCOL_VERSION,
             pid: std::process::id(),
         })?;
-        let Conn { mut reader, writer } = Conn::connect_with(socket, key, Some(&attach)).await?;
+        let Conn { mut reader, writer } =
+            Conn::connect_with(socket, key, Some(&attach), max_frame).await?;
         let (out, _writer) = spawn_writer(writer);
         let client = Arc::new(HostClient::new(Route::Remote(Remote {
             out,

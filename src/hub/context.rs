@@ -3,13 +3,22 @@
 //! host. `start::Context` owns one and makes it current with itself, so that user-facing
 //! handles (a `Queue`) reach the object host through [`current_host`] without knowing the
 //! layers above.
+//!
+//! It also keeps the launch's frame limit (`set_max_frame_size`): every connection this launch
+//! makes, and every child it starts, takes the limit from here when it is made, so launches in
+//! one process (the tests of one binary) do not see each other's.
 
 use super::{HostClient, Hub, Store};
 use crate::error::{Error, Result};
 use crate::transport::auth::AuthKey;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The frame limit a root launch starts with: `set_max_frame_size` called outside any launch
+/// sets it. The one process-wide setting; a child starts with its parent's limit instead.
+static DEFAULT_MAX_FRAME: AtomicUsize = AtomicUsize::new(crate::transport::DEFAULT_MAX_FRAME);
 
 /// The hub layer's part of a launch context.
 #[derive(Debug)]
@@ -22,6 +31,8 @@ pub(crate) struct HubContext {
     /// The run's hosted objects, in the root.
     store: Option<Arc<Store>>,
     client: tokio::sync::OnceCell<Arc<HostClient>>,
+    /// The launch's frame limit, shared with its hub, which reads it as it accepts.
+    max_frame: Arc<AtomicUsize>,
 }
 
 thread_local! {
@@ -33,14 +44,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HubContext {
-    /// The root's: it hosts the run's objects.
+    /// The root's: it hosts the run's objects, and starts with the process's default frame
+    /// limit.
     pub(crate) fn root(run_dir: PathBuf, key: AuthKey) -> Self {
-        Self::new(run_dir, key, None, Some(Arc::default()))
+        let max_frame = DEFAULT_MAX_FRAME.load(Ordering::Relaxed);
+        Self::new(run_dir, key, None, Some(Arc::default()), max_frame)
     }
 
-    /// A child's: the objects are at the root, which listens at `root_socket`.
-    pub(crate) fn child(run_dir: PathBuf, key: AuthKey, root_socket: PathBuf) -> Self {
-        Self::new(run_dir, key, Some(root_socket), None)
+    /// A child's: the objects are at the root, which listens at `root_socket`; it starts with
+    /// `max_frame`, its parent's frame limit.
+    pub(crate) fn child(
+        run_dir: PathBuf,
+        key: AuthKey,
+        root_socket: PathBuf,
+        max_frame: usize,
+    ) -> Self {
+        Self::new(run_dir, key, Some(root_socket), None, max_frame)
     }
 
     fn new(
@@ -48,6 +67,7 @@ impl HubContext {
         key: AuthKey,
         root_socket: Option<PathBuf>,
         store: Option<Arc<Store>>,
+        max_frame: usize,
     ) -> Self {
         HubContext {
             run_dir,
@@ -56,7 +76,19 @@ impl HubContext {
             root_socket,
             store,
             client: tokio::sync::OnceCell::new(),
+            max_frame: Arc::new(AtomicUsize::new(crate::transport::frame_limit(max_frame))),
         }
+    }
+
+    /// The launch's frame limit: connections and children made now use it.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Relaxed)
+    }
+
+    /// Sets the launch's frame limit for connections and children made from now on.
+    pub(crate) fn set_max_frame(&self, bytes: usize) {
+        self.max_frame
+            .store(crate::transport::frame_limit(bytes), Ordering::Relaxed);
     }
 
     /// The run's private directory.
@@ -87,6 +119,7 @@ impl HubContext {
             &self.run_dir,
             self.key.clone(),
             self.store.clone(),
+            Arc::clone(&self.max_frame),
         )?);
         *hub = Some(Arc::clone(&h));
         Ok(h)
@@ -106,7 +139,9 @@ impl HubContext {
                         self.hub()?;
                         Ok(HostClient::local(Arc::clone(store)))
                     }
-                    (None, Some(socket)) => HostClient::connect(socket, &self.key).await,
+                    (None, Some(socket)) => {
+                        HostClient::connect(socket, &self.key, self.max_frame()).await
+                    }
                     (None, None) => Err(Error::NotLaunched(
                         "this process knows no root to host shared objects".into(),
                     )),
@@ -149,4 +184,21 @@ pub(crate) async fn current_host() -> Result<Arc<HostClient>> {
         )
     })?;
     ctx.host().await
+}
+
+/// Sets the frame limit of the launch current on this thread or, outside any launch, the
+/// default that root launches started afterwards begin with (see `set_max_frame_size`).
+pub(crate) fn set_max_frame(bytes: usize) {
+    match CURRENT.with(|c| c.borrow().clone()) {
+        Some(ctx) => ctx.set_max_frame(bytes),
+        None => DEFAULT_MAX_FRAME.store(crate::transport::frame_limit(bytes), Ordering::Relaxed),
+    }
+}
+
+/// The frame limit of the launch current on this thread or, outside any launch, the default.
+pub(crate) fn max_frame() -> usize {
+    CURRENT.with(|c| match c.borrow().as_ref() {
+        Some(ctx) => ctx.max_frame(),
+        None => DEFAULT_MAX_FRAME.load(Ordering::Relaxed),
+    })
 }

@@ -19,7 +19,7 @@ mod objects;
 mod serve;
 
 pub(crate) use client::HostClient;
-pub(crate) use context::{current_host, set_current, HubContext};
+pub(crate) use context::{current_host, max_frame, set_current, set_max_frame, HubContext};
 pub(crate) use handle::Handle;
 pub(crate) use objects::Store;
 
@@ -32,6 +32,7 @@ use crate::transport::local::RecvHalf;
 use crate::transport::{spawn_writer, Conn, Outbox};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -68,11 +69,17 @@ pub(crate) struct Hub {
 
 impl Hub {
     /// Binds `<dir>/p<pid>.sock` and starts accepting on the current runtime. With a `store`
-    /// (in the root) it also serves the run's hosted objects.
+    /// (in the root) it also serves the run's hosted objects. Each connection it accepts takes
+    /// the frame limit that `max_frame` holds then (the launch's, which may change).
     ///
     /// # Errors
     /// `Io` when the socket cannot be bound.
-    pub(crate) fn start(dir: &Path, key: AuthKey, store: Option<Arc<Store>>) -> Result<Self> {
+    pub(crate) fn start(
+        dir: &Path,
+        key: AuthKey,
+        store: Option<Arc<Store>>,
+        max_frame: Arc<AtomicUsize>,
+    ) -> Result<Self> {
         let listener = Listener::bind(dir.join(format!("p{}.sock", std::process::id())))?;
         let path = listener.path().to_owned();
         let pending: Pending = Arc::default();
@@ -81,6 +88,7 @@ impl Hub {
             key,
             Arc::clone(&pending),
             store.clone(),
+            max_frame,
         ));
         Ok(Hub {
             path,
@@ -124,6 +132,7 @@ async fn accept_loop(
     key: AuthKey,
     pending: Pending,
     store: Option<Arc<Store>>,
+    max_frame: Arc<AtomicUsize>,
 ) {
     loop {
         let halves = match listener.accept().await {
@@ -137,8 +146,10 @@ async fn accept_loop(
         let key = key.clone();
         let pending = Arc::clone(&pending);
         let store = store.clone();
+        let max_frame = max_frame.load(Ordering::Relaxed);
         tokio::spawn(async move {
-            match tokio::time::timeout(HELLO_TIMEOUT, admit(halves, &key, &pending)).await {
+            let admitted = admit(halves, &key, &pending, max_frame);
+            match tokio::time::timeout(HELLO_TIMEOUT, admitted).await {
                 Ok(Ok(Admitted::Child)) => {}
                 Ok(Ok(Admitted::Objects {
                     pid,
@@ -177,11 +188,13 @@ async fn admit(
     halves: crate::transport::local::Halves,
     key: &AuthKey,
     pending: &Pending,
+    max_frame: usize,
 ) -> Result<Admitted> {
     // A child may prove the key over the token we made for it, instead of answering the
     // challenge: the token is retired below, when its `Hello` claims the waiter.
     let expected = |token: u64| lock(pending).contains_key(&token);
-    let (Conn { mut reader, writer }, peer) = Conn::accept(halves, key, &expected).await?;
+    let (Conn { mut reader, writer }, peer) =
+        Conn::accept(halves, key, &expected, max_frame).await?;
     let message = reader.read_message().await?.ok_or(Error::Closed)?;
     let (hello, _) = decode_head::<Up>(&message)?;
     let (version, token, pid) = match hello {

@@ -180,6 +180,7 @@ impl Context {
                 PathBuf::from(&cfg.run_dir),
                 key,
                 PathBuf::from(&cfg.root_socket),
+                crate::transport::frame_limit_u64(cfg.max_frame),
             )),
             _owned_dir: None,
             depth: cfg.depth,
@@ -293,7 +294,7 @@ impl Context {
             depth: self.depth + 1,
             parent_pid: std::process::id(),
             parent_name: self.identity.name.clone(),
-            max_frame: crate::transport::max_frame() as u64,
+            max_frame: self.hub.max_frame() as u64,
             log_level: forwarded_log_level(),
             test: match &self.relaunch {
                 Relaunch::Test(t) => Some(t.clone()),

@@ -115,7 +115,7 @@ impl Spare {
         let mut conn = self.conn;
         // Made before the spare was; the limit may have changed since.
         conn.reader
-            .set_max_frame(usize::try_from(cfg.max_frame).unwrap_or(usize::MAX));
+            .set_max_frame(crate::transport::frame_limit_u64(cfg.max_frame));
         let (tx, connection) = oneshot::channel();
         let _ = tx.send(conn);
         Ok(ChildProcess {

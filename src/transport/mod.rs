@@ -19,22 +19,22 @@ use auth::{AuthKey, HANDSHAKE_MAX_FRAME};
 use frame::{FrameReader, FrameWriter};
 use local::{RecvHalf, SendHalf};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Default limit on one frame: 16 MiB. Larger messages cross as several frames.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 16 << 20;
-static MAX_FRAME: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_FRAME);
 
-/// The frame limit in force in this process.
-pub(crate) fn max_frame() -> usize {
-    MAX_FRAME.load(Ordering::Relaxed)
+/// `bytes` as a frame limit: at least 1 KiB (the handshake and every header fit) and below
+/// 1 GiB (what a frame header can say). Each launch keeps its own limit (see
+/// `hub::HubContext`); this layer only takes it as a parameter when a connection is made.
+pub(crate) fn frame_limit(bytes: usize) -> usize {
+    bytes.clamp(1024, frame::HEADER_MAX)
 }
 
-/// Sets the frame limit for connections made from now on.
-pub(crate) fn set_max_frame(bytes: usize) {
-    MAX_FRAME.store(bytes.clamp(1024, frame::HEADER_MAX), Ordering::Relaxed);
+/// A frame limit that came over the wire (a `u64`), as [`frame_limit`] takes it.
+pub(crate) fn frame_limit_u64(bytes: u64) -> usize {
+    frame_limit(usize::try_from(bytes).unwrap_or(usize::MAX))
 }
 
 /// An authenticated connection, ready for messages.
@@ -49,29 +49,30 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-fn frames((recv, send): local::Halves) -> Conn {
+fn frames((recv, send): local::Halves, max_frame: usize) -> Conn {
     let mut reader = FrameReader::new(recv, HANDSHAKE_MAX_FRAME);
     // Until the peer has proved it holds the key, a whole message is as small as one frame.
     reader.set_max_message(HANDSHAKE_MAX_FRAME);
     Conn {
         reader,
-        writer: FrameWriter::new(send, max_frame()),
+        writer: FrameWriter::new(send, max_frame),
     }
 }
 
 impl Conn {
-    fn authenticated(mut self) -> Self {
-        self.reader.set_max_frame(max_frame());
+    fn authenticated(mut self, max_frame: usize) -> Self {
+        self.reader.set_max_frame(max_frame);
         self.reader.set_max_message(usize::MAX);
         self
     }
 
-    /// Connects to a local socket and proves we hold `key`.
+    /// Connects to a local socket and proves we hold `key`; frames either way are at most
+    /// `max_frame` bytes (the caller's launch's limit).
     ///
     /// # Errors
     /// `Io` when nobody listens at `path`; `Authentication` when the keys differ.
-    pub(crate) async fn connect(path: &Path, key: &AuthKey) -> Result<Self> {
-        Self::connect_with(path, key, None).await
+    pub(crate) async fn connect(path: &Path, key: &AuthKey, max_frame: usize) -> Result<Self> {
+        Self::connect_with(path, key, None, max_frame).await
     }
 
     /// As [`Conn::connect`], sending `first` (a whole message) in the same flight as the answer
@@ -83,10 +84,11 @@ impl Conn {
         path: &Path,
         key: &AuthKey,
         first: Option<&[u8]>,
+        max_frame: usize,
     ) -> Result<Self> {
-        let mut conn = frames(local::connect(path).await?);
+        let mut conn = frames(local::connect(path).await?, max_frame);
         auth::client(&mut conn.reader, &mut conn.writer, key, first).await?;
-        Ok(conn.authenticated())
+        Ok(conn.authenticated(max_frame))
     }
 
     /// As [`Conn::connect_with`], for a child holding a single-use `token` from the process
@@ -99,14 +101,16 @@ impl Conn {
         key: &AuthKey,
         token: u64,
         first: &[u8],
+        max_frame: usize,
     ) -> Result<Self> {
-        let mut conn = frames(local::connect(path).await?);
+        let mut conn = frames(local::connect(path).await?, max_frame);
         auth::client_with_token(&mut conn.reader, &mut conn.writer, key, token, first).await?;
-        Ok(conn.authenticated())
+        Ok(conn.authenticated(max_frame))
     }
 
     /// Runs the server side of the handshake on a freshly accepted socket; `expected` says which
-    /// child tokens may stand in for the challenge (see [`auth::server_or_token`]).
+    /// child tokens may stand in for the challenge (see [`auth::server_or_token`]); frames
+    /// either way are at most `max_frame` bytes.
     ///
     /// # Errors
     /// `Authentication` when the peer does not hold `key`; `Io`.
@@ -114,10 +118,11 @@ impl Conn {
         halves: local::Halves,
         key: &AuthKey,
         expected: &(dyn Fn(u64) -> bool + Sync),
+        max_frame: usize,
     ) -> Result<(Self, auth::Peer)> {
-        let mut conn = frames(halves);
+        let mut conn = frames(halves, max_frame);
         let peer = auth::server_or_token(&mut conn.reader, &mut conn.writer, key, expected).await?;
-        Ok((conn.authenticated(), peer))
+        Ok((conn.authenticated(max_frame), peer))
     }
 }
 
