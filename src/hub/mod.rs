@@ -61,8 +61,6 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ChildConn>>>>;
 #[derive(Debug)]
 pub(crate) struct Hub {
     path: PathBuf,
-    #[allow(dead_code)]
-    store: Option<Arc<Store>>,
     pending: Pending,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -87,12 +85,11 @@ impl Hub {
             listener,
             key,
             Arc::clone(&pending),
-            store.clone(),
+            store,
             max_frame,
         ));
         Ok(Hub {
             path,
-            store,
             pending,
             accept,
         })
