@@ -22,9 +22,10 @@ use tokio::runtime::Handle;
 ///
 /// `on_ready` runs once the child knows who it is, before any call: at once for an ordinary
 /// child, after [`Down::Assign`](crate::protocol::Down::Assign) for a spare (`launch` makes the
-/// child's context there, on the spare's call thread). `on_thread_start` runs first thing on
-/// every thread the child starts outside the runtime (the call thread): `launch` uses it to make
-/// the launch context current there too.
+/// child's context there, on the spare's call thread). `on_thread_start` runs on the call thread
+/// before its first queued call (a spare's call thread that runs its first call directly has
+/// its context from `on_ready` instead): `launch` uses it to make the launch context current
+/// there too.
 ///
 /// # Cancel safety
 /// Not cancel-safe: the session with the parent ends.

@@ -5,8 +5,9 @@
 //! configuration and a socket as its stdin, on which the root sends [`ForkRequest`]s (each one
 //! frame of the transport's format, postcard-encoded, as are the replies). It never
 //! builds a runtime, so `fork()` is sound here; each forked child then takes the ordinary child
-//! path (runtime, connect, serve) — as a spare, which waits to be assigned (see `README.md`). The server reaps its children and reports their exit status,
-//! since the root cannot wait for processes that are not its own children.
+//! path (runtime, connect, serve) — as a spare, which waits to be assigned (see `README.md`).
+//! The server reaps its children and reports their exit status, since the root cannot wait for
+//! processes that are not its own children.
 
 use crate::protocol::{ChildConfig, ForkReply, ForkRequest};
 use crate::transport::frame;

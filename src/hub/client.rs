@@ -265,6 +265,10 @@ impl HostClient {
     ///
     /// # Errors
     /// `Closed` when the root is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped call cancels its request, and an answer that arrives anyway is
+    /// given back (an item to the front of its queue, granted room released).
     pub(super) async fn call(
         &self,
         obj: ObjectId,
@@ -324,14 +328,30 @@ impl HostClient {
     ///
     /// # Errors
     /// `Closed` when the root is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a settle that fails or is dropped leaves this process unsettled, so the next
+    /// one asks again.
     pub(crate) async fn settle(&self) -> Result<()> {
-        match &self.route {
-            Route::Remote(remote) if remote.unsettled.swap(false, Ordering::Relaxed) => self
-                .call(0, None, |req| HostReq::Sync { req })
-                .await
-                .map(drop),
-            _ => Ok(()),
+        let Route::Remote(remote) = &self.route else {
+            return Ok(());
+        };
+        if !remote.unsettled.swap(false, Ordering::Relaxed) {
+            return Ok(());
         }
+        /// Marks the process unsettled again unless the root answered the `Sync`.
+        struct Unsettled<'a>(Option<&'a AtomicBool>);
+        impl Drop for Unsettled<'_> {
+            fn drop(&mut self) {
+                if let Some(flag) = self.0 {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut guard = Unsettled(Some(&remote.unsettled));
+        self.call(0, None, |req| HostReq::Sync { req }).await?;
+        guard.0 = None;
+        Ok(())
     }
 
     /// This process now holds one more handle to `obj`; the first one in a process opens it at

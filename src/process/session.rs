@@ -212,8 +212,8 @@ impl<R> SessionReader<R> {
     /// not for a session (a second `Hello`, an `Attach`).
     ///
     /// # Cancel safety
-    /// Not cancel-safe: a cancelled read leaves the connection mid-frame. One task owns the
-    /// reader and reads it to the end.
+    /// Cancel-safe: the frame reader keeps what it has read, and nothing after the read awaits.
+    /// One task owns the reader and reads it to the end.
     pub(crate) async fn next(&mut self) -> Result<Option<Incoming<R>>> {
         loop {
             let Some(message) = self.reader.read_message().await? else {

@@ -464,10 +464,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 (&mut self.inner).take(limit as u64).read_buf(space).await?
             };
             if n == 0 {
+                // End of stream between messages is the peer's clean close.
                 if self.decoder.mid_message() {
-                    return Err(Error::Protocol(
-                        "connection closed in the middle of a message".into(),
-                    ));
+                    return Err(self.decoder.end_error());
                 }
                 return Ok(None);
             }

@@ -71,6 +71,10 @@ impl Conn {
     ///
     /// # Errors
     /// `Io` when nobody listens at `path`; `Authentication` when the keys differ.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe in that nothing is left behind: a dropped connect closes its socket, and the
+    /// peer sees the handshake end. (The same holds for the other constructors here.)
     pub(crate) async fn connect(path: &Path, key: &AuthKey, max_frame: usize) -> Result<Self> {
         Self::connect_with(path, key, None, max_frame).await
     }

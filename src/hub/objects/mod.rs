@@ -87,6 +87,9 @@ pub(crate) struct Waiting {
     pub(crate) owner: Owner,
     req: u64,
     waiter: Box<dyn Waiter>,
+    /// Dropped with the request, however it ends (answered, withdrawn, its owner gone), which
+    /// ends the timer that would otherwise sleep out the whole timeout (`Store::expire_after`).
+    _ended: oneshot::Sender<()>,
 }
 
 impl Waiting {
@@ -147,16 +150,21 @@ pub(crate) struct Caller<'a> {
     pub(crate) owner: Owner,
     req: u64,
     waiter: &'a mut dyn FnMut() -> Box<dyn Waiter>,
+    /// Resolves once the request made waiting (if it was) has ended.
+    ended: Option<oneshot::Receiver<()>>,
 }
 
 impl Caller<'_> {
     /// The request as a waiting one, to queue with the kind (its answer channel is made only
     /// now, so a request answered at once costs none).
     pub(crate) fn waiting(&mut self) -> Waiting {
+        let (ended, on_end) = oneshot::channel();
+        self.ended = Some(on_end);
         Waiting {
             owner: self.owner,
             req: self.req,
             waiter: (self.waiter)(),
+            _ended: ended,
         }
     }
 }
@@ -375,7 +383,12 @@ impl Store {
                 None => return Some(Reply::failed(HostError::Closed)),
             },
         };
-        let mut caller = Caller { owner, req, waiter };
+        let mut caller = Caller {
+            owner,
+            req,
+            waiter,
+            ended: None,
+        };
         let outcome = entry.object.apply(&mut caller, op, body);
         let holders: Vec<Owner> = match outcome {
             Outcome::Closed => entry.handles.keys().copied().collect(),
@@ -389,7 +402,9 @@ impl Store {
             Outcome::Answer(reply) => Some(reply),
             Outcome::Silent => None,
             Outcome::Waiting(wait) => {
-                self.expire_after(owner, obj, req, wait);
+                if let Some(ended) = caller.ended {
+                    self.expire_after(owner, obj, req, wait, ended);
+                }
                 None
             }
             Outcome::Closed => {
@@ -405,13 +420,24 @@ impl Store {
     }
 
     /// Fails waiting request `req` of `owner` with `Timeout` when `wait` runs out, unless it
-    /// was answered by then.
-    fn expire_after(self: &Arc<Self>, owner: Owner, obj: ObjectId, req: u64, wait: Wait) {
+    /// has ended by then (`ended` resolves): the timer does not outlive the request.
+    fn expire_after(
+        self: &Arc<Self>,
+        owner: Owner,
+        obj: ObjectId,
+        req: u64,
+        wait: Wait,
+        ended: oneshot::Receiver<()>,
+    ) {
         if let Wait::Micros(us) = wait {
             let store = Arc::clone(self);
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_micros(us)).await;
-                store.withdraw(owner, obj, req);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_micros(us)) => {
+                        store.withdraw(owner, obj, req);
+                    }
+                    _ = ended => {}
+                }
             });
         }
     }

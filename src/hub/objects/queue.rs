@@ -651,6 +651,39 @@ mod tests {
         assert_eq!(failed(reply), HostError::Timeout);
     }
 
+    #[tokio::test]
+    async fn a_timed_get_that_is_answered_leaves_no_timer_behind() {
+        let store = store(None, false, &[1]);
+        let rx = match apply(
+            &store,
+            1,
+            5,
+            QueueOp::Get {
+                wait: Wait::Micros(3_600_000_000),
+            },
+            None,
+        ) {
+            Err(rx) => rx,
+            Ok(reply) => panic!("expected to wait, got {reply:?}"),
+        };
+        // The hour-long timer task holds the store while the get waits.
+        assert_eq!(Arc::strong_count(&store), 2);
+        put(&store, 1, 7);
+        assert_eq!(item(rx.await.expect("answered")), (0, 7));
+        // Answered: the timer ends now, not in an hour.
+        for _ in 0..100 {
+            if Arc::strong_count(&store) == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "the timer outlived its request"
+        );
+    }
+
     #[test]
     fn an_idle_queue_goes_with_its_last_handle_and_a_late_item_brings_it_back() {
         let spec = QueueSpec {

@@ -1,7 +1,7 @@
 //! The local backend: tasks run on child processes of this executable.
 //!
 //! One driver task owns all state (the queue, the workers, what each holds) and reacts to two
-//! streams: commands from the front end (`mod.rs`) and events from the workers' tasks
+//! streams: commands from the front end (`pool/mod.rs`, through `backend::Command`) and events from the workers' tasks
 //! (`events.rs`); after each it hands out queued work (`dispatch.rs`). Each worker's own task
 //! (`worker.rs`) starts the child and reads its session, delivering results straight to their
 //! callers. The driver's view of a worker is in `slots.rs`, its pacing in `pace.rs`.
