@@ -13,6 +13,7 @@
 //! back at the front of the queue, and room granted to a put that gave up goes back to the
 //! queue at once (see `objects::give_back`).
 
+use super::lock;
 use super::objects::{self, Body, Notifier, Reply, Store, Waiter, ROOT};
 use crate::buffers::IntoShared;
 use crate::error::{Error, Result};
@@ -24,12 +25,8 @@ use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What this process knows about an object it holds.
 #[derive(Debug, Default)]

@@ -8,6 +8,7 @@
 //! makes, and every child it starts, takes the limit from here when it is made, so launches in
 //! one process (the tests of one binary) do not see each other's.
 
+use super::lock;
 use super::{HostClient, Hub, Store};
 use crate::error::{Error, Result};
 use crate::transport::auth::AuthKey;
@@ -37,10 +38,6 @@ pub(crate) struct HubContext {
 
 thread_local! {
     static CURRENT: RefCell<Option<Arc<HubContext>>> = const { RefCell::new(None) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl HubContext {

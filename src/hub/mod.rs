@@ -120,6 +120,8 @@ impl Drop for Hub {
     }
 }
 
+/// Locks `m`, taking a poisoned lock as it is: a panic on another thread must not take the hub
+/// down with it. Every file under `hub/` locks through this one.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

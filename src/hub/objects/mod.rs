@@ -26,10 +26,11 @@
 
 mod queue;
 
+use super::lock;
 use crate::protocol::{Answer, HostError, HostReq, ObjectId, Op, OpReply, Spec, Wait};
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -87,9 +88,10 @@ pub(crate) struct Waiting {
     pub(crate) owner: Owner,
     req: u64,
     waiter: Box<dyn Waiter>,
-    /// Dropped with the request, however it ends (answered, withdrawn, its owner gone), which
-    /// ends the timer that would otherwise sleep out the whole timeout (`Store::expire_after`).
-    _ended: oneshot::Sender<()>,
+    /// For a request with a time limit: dropped with the request, however it ends (answered,
+    /// withdrawn, its owner gone), which ends its timer (`Store::expire_after`) instead of
+    /// letting it sleep out the whole timeout.
+    _ended: Option<oneshot::Sender<()>>,
 }
 
 impl Waiting {
@@ -155,11 +157,15 @@ pub(crate) struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    /// The request as a waiting one, to queue with the kind (its answer channel is made only
-    /// now, so a request answered at once costs none).
-    pub(crate) fn waiting(&mut self) -> Waiting {
-        let (ended, on_end) = oneshot::channel();
-        self.ended = Some(on_end);
+    /// The request as a waiting one for `wait`, to queue with the kind (its answer channel is
+    /// made only now, so a request answered at once costs none; the end signal for its timer
+    /// only when it has a time limit).
+    pub(crate) fn waiting(&mut self, wait: Wait) -> Waiting {
+        let ended = matches!(wait, Wait::Micros(_)).then(|| {
+            let (ended, on_end) = oneshot::channel();
+            self.ended = Some(on_end);
+            ended
+        });
         Waiting {
             owner: self.owner,
             req: self.req,
@@ -286,10 +292,6 @@ impl std::fmt::Debug for Store {
             .field("objects", &lock(&self.objects).len())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {

@@ -101,7 +101,7 @@ impl QueueState {
                 if self.unfinished == 0 {
                     return Outcome::Answer(Reply::new(Answer::Done));
                 }
-                self.joiners.push(caller.waiting());
+                self.joiners.push(caller.waiting(Wait::Forever));
                 Outcome::Waiting(Wait::Forever)
             }
         }
@@ -143,7 +143,7 @@ impl QueueState {
         if wait == Wait::No {
             return Outcome::Answer(Reply::failed(HostError::Full));
         }
-        self.reservers.push(caller.waiting());
+        self.reservers.push(caller.waiting(wait));
         Outcome::Waiting(wait)
     }
 
@@ -159,7 +159,7 @@ impl QueueState {
         if wait == Wait::No {
             return Outcome::Answer(Reply::failed(HostError::Empty));
         }
-        self.getters.push(caller.waiting());
+        self.getters.push(caller.waiting(wait));
         Outcome::Waiting(wait)
     }
 
@@ -437,15 +437,16 @@ mod tests {
     }
 
     fn get_waiting(store: &Arc<Store>, owner: u64, req: u64) -> oneshot::Receiver<Reply> {
-        match apply(
-            store,
-            owner,
-            req,
-            QueueOp::Get {
-                wait: Wait::Forever,
-            },
-            None,
-        ) {
+        get_waiting_for(store, owner, req, Wait::Forever)
+    }
+
+    fn get_waiting_for(
+        store: &Arc<Store>,
+        owner: u64,
+        req: u64,
+        wait: Wait,
+    ) -> oneshot::Receiver<Reply> {
+        match apply(store, owner, req, QueueOp::Get { wait }, None) {
             Err(rx) => rx,
             Ok(reply) => panic!("the get was expected to wait, got {reply:?}"),
         }
@@ -632,18 +633,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_get_with_a_time_limit_fails_with_timeout_when_it_runs_out() {
         let store = store(None, false, &[1]);
-        let rx = match apply(
-            &store,
-            1,
-            5,
-            QueueOp::Get {
-                wait: Wait::Micros(1_000),
-            },
-            None,
-        ) {
-            Err(rx) => rx,
-            Ok(reply) => panic!("expected to wait, got {reply:?}"),
-        };
+        let rx = get_waiting_for(&store, 1, 5, Wait::Micros(1_000));
         let reply = tokio::time::timeout(std::time::Duration::from_secs(10), rx)
             .await
             .expect("the store's expiry fires")
@@ -654,18 +644,7 @@ mod tests {
     #[tokio::test]
     async fn a_timed_get_that_is_answered_leaves_no_timer_behind() {
         let store = store(None, false, &[1]);
-        let rx = match apply(
-            &store,
-            1,
-            5,
-            QueueOp::Get {
-                wait: Wait::Micros(3_600_000_000),
-            },
-            None,
-        ) {
-            Err(rx) => rx,
-            Ok(reply) => panic!("expected to wait, got {reply:?}"),
-        };
+        let rx = get_waiting_for(&store, 1, 5, Wait::Micros(3_600_000_000));
         // The hour-long timer task holds the store while the get waits.
         assert_eq!(Arc::strong_count(&store), 2);
         put(&store, 1, 7);
