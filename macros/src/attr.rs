@@ -61,3 +61,9 @@ pub(crate) fn parse(
         None => Ok(out),
     }
 }
+
+/// The path generated code uses to name the main crate when the attribute gives no
+/// `crate = "…"`. Every attribute asks here, so how the default is found is decided in one place.
+pub(crate) fn default_crate() -> syn::Path {
+    syn::parse_quote!(::multiprocessing)
+}

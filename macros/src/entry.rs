@@ -44,7 +44,7 @@ fn crate_path(args: TokenStream) -> syn::Result<Path> {
                 "`crate` takes a string: #[entry(crate = \"path::to::multiprocessing\")]",
             )),
         },
-        None => Ok(syn::parse_quote!(::multiprocessing)),
+        None => Ok(attr::default_crate()),
     }
 }
 

@@ -30,7 +30,7 @@ fn parse_config(args: TokenStream, kind: Kind) -> syn::Result<Config> {
     let mut cfg = Config {
         multi_thread: kind == Kind::Main,
         worker_threads: None,
-        krate: syn::parse_quote!(::multiprocessing),
+        krate: attr::default_crate(),
     };
     let mut flavor_given = false;
     let mut worker_span = None;
