@@ -62,8 +62,34 @@ pub(crate) fn parse(
     }
 }
 
+/// The package this crate's attributes belong to, as users' `Cargo.toml`s name it.
+const PACKAGE: &str = "async-multiprocessing";
+
+/// The package's library name: what `use multiprocessing::…` writes.
+const LIBRARY: &str = "multiprocessing";
+
 /// The path generated code uses to name the main crate when the attribute gives no
 /// `crate = "…"`. Every attribute asks here, so how the default is found is decided in one place.
+///
+/// The name comes from the `Cargo.toml` of the crate being compiled, as `proc-macro-crate`
+/// reads it: `mp = { package = "async-multiprocessing" }` gives `::mp`. A dependency under
+/// the package's own name is reached by its library name, `::multiprocessing`, and so is the
+/// library itself (it declares `extern crate self as multiprocessing`), with its examples,
+/// tests and doc tests. When the package is not a direct dependency (it comes through a
+/// facade crate) there is nothing to read, and the attribute needs `crate = "facade::path"`.
 pub(crate) fn default_crate() -> syn::Path {
-    syn::parse_quote!(::multiprocessing)
+    let name = match proc_macro_crate::crate_name(PACKAGE) {
+        Ok(proc_macro_crate::FoundCrate::Name(name)) => name,
+        Ok(proc_macro_crate::FoundCrate::Itself) | Err(_) => LIBRARY.to_owned(),
+    };
+    // Without `package = …` a dependency keyed by the package's own name is named by its
+    // library in code, and proc-macro-crate reports it under the key, `async_multiprocessing`.
+    let name = if name == PACKAGE.replace('-', "_") {
+        LIBRARY
+    } else {
+        &name
+    };
+    // A key that is no identifier (a keyword) cannot be written in code either; the error
+    // then names `multiprocessing`, and `crate = "…"` is the way out.
+    syn::parse_str(&format!("::{name}")).unwrap_or_else(|_| syn::parse_quote!(::multiprocessing))
 }
