@@ -1,6 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(not(unix), allow(unused))]
 
+// Cargo stops earlier, in build.rs, with the full reason; this covers builds that skip it.
+#[cfg(not(target_os = "linux"))]
+compile_error!("async-multiprocessing supports Linux only: it needs pidfd, PR_SET_PDEATHSIG and memfd (see build.rs)");
+
 #[allow(unused_extern_crates)]
 extern crate self as multiprocessing;
 
