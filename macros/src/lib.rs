@@ -1,8 +1,12 @@
-//! Attribute macros of the [`multiprocessing`](https://docs.rs/multiprocessing) crate.
+//! Attribute macros of the [`async-multiprocessing`](https://docs.rs/async-multiprocessing)
+//! crate (library name `multiprocessing`).
 //!
 //! Use them through the main crate: `#[multiprocessing::entry]`,
 //! `#[multiprocessing::process_main]`, `#[multiprocessing::test]`. Generated code names only
-//! `::multiprocessing::__private::*` and public items.
+//! the library's `__private` items and public items, through the path the user's `Cargo.toml`
+//! gives the library (`::multiprocessing`, or `::mp` after
+//! `mp = { package = "async-multiprocessing" }`). Every attribute also takes
+//! `crate = "path::to::multiprocessing"`, for a library reached through a facade crate.
 
 mod attr;
 mod entry;
