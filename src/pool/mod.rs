@@ -28,9 +28,11 @@ mod backend;
 mod map;
 mod outcome;
 mod reply;
+mod stats;
 
 pub use async_result::AsyncResult;
 pub use map::{Apply, Imap, ImapUnordered, Map};
+pub use stats::{PoolStats, Replacements};
 
 use crate::buffers::IntoShared;
 use crate::entry::Entry;
@@ -39,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{encode_value, encode_value_into, read_batch};
 use crate::start::{Context, StartMethod};
 use backend::local::{LocalConfig, WorkerSpec};
-use backend::{Backend, Command, Commands, Task};
+use backend::{Backend, Command, Commands, Task, TaskOptions};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,7 +96,7 @@ impl PoolHandle {
         entry: &'static str,
         chunks: Vec<Vec<u8>>,
         first_index: usize,
-        retries: u32,
+        opts: TaskOptions,
         group: u64,
         reply: &reply::ReplyTx,
     ) -> Result<()> {
@@ -106,7 +108,7 @@ impl PoolHandle {
                 entry,
                 body: body.into_shared(),
                 index: first_index + i,
-                retries,
+                opts,
                 reply: reply.clone(),
             });
         }
@@ -203,7 +205,25 @@ impl Pool {
         rx.await.map_err(|_| Error::PoolClosed)
     }
 
-    /// Runs `entry(args)` on a worker: a builder-future (`.retries(n)`, then `.await`).
+    /// What the pool has done so far: tasks submitted, started, completed, failed (timed out),
+    /// workers started and replaced (by why), the queue's depth now. See [`PoolStats`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] once the pool has finished (after `join` or `terminate`).
+    pub async fn stats(&self) -> Result<PoolStats> {
+        let (tx, rx) = oneshot::channel();
+        self.handle
+            .commands
+            .send(Command::Stats(tx))
+            .map_err(|_| Error::PoolClosed)?;
+        rx.await.map_err(|_| Error::PoolClosed)
+    }
+
+    /// Runs `entry(args)` on a worker: a builder-future (`.retries(n)`, `.timeout(d)`, then
+    /// `.await`).
     pub fn apply<E: Entry>(&self, entry: E, args: E::Args) -> Apply<E::Output> {
         let _ = entry;
         Apply::new(
@@ -333,6 +353,8 @@ pub struct PoolBuilder {
     start_method: Option<StartMethod>,
     name_prefix: Option<String>,
     concurrency: Option<u32>,
+    kill_grace: Option<std::time::Duration>,
+    max_worker_memory: Option<u64>,
 }
 
 impl PoolBuilder {
@@ -377,6 +399,26 @@ impl PoolBuilder {
         self
     }
 
+    /// How a worker whose task ran past its `.timeout(d)` is ended: SIGTERM, then SIGKILL if it
+    /// is still there after `grace`. Meanwhile it takes no task, and what it held and had not
+    /// started waits for its exit. Default: SIGKILL at once (no grace).
+    pub fn kill_grace(mut self, grace: std::time::Duration) -> Self {
+        self.kill_grace = Some(grace);
+        self
+    }
+
+    /// Replace a worker whose resident memory (RSS) exceeds `bytes` after a task: it finishes
+    /// the task it has, gives back the ones it holds and has not started (they run elsewhere),
+    /// and exits; a new worker takes its place. Counted in [`PoolStats::workers_replaced`].
+    /// RSS rather than PSS because it is read after every task and costs a small file read,
+    /// where PSS walks the page tables of every mapping; leaked memory is private, so it shows
+    /// in both. RSS also counts shared pages (libraries, a fork server's copy-on-write pages):
+    /// set the limit above a fresh worker's RSS. Default: no limit (Python has none).
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.max_worker_memory = Some(bytes);
+        self
+    }
+
     /// Starts the workers and returns once all are up (and have run the initializer).
     ///
     /// # Cancel safety
@@ -415,6 +457,8 @@ impl PoolBuilder {
             },
             max_tasks_per_child: self.max_tasks_per_child,
             concurrency: self.concurrency.unwrap_or(1),
+            kill_grace: self.kill_grace,
+            max_worker_memory: self.max_worker_memory,
         };
         let (commands, ready) = backend.start();
         let pool = Pool {

@@ -50,17 +50,26 @@ impl Driver {
                 .call(task.id, task.entry, TASK, body, Some(reply))
             {
                 Ok(seq) => {
+                    let (id, timed) = (task.id, task.opts.timeout.is_some());
                     worker.inflight.insert(
-                        task.id,
+                        id,
                         InFlight {
                             task,
                             seq,
                             started: false,
                             withdrawing: false,
+                            since: None,
                         },
                     );
+                    if timed {
+                        worker.add_timed(id);
+                        self.timed += 1;
+                    }
                 }
-                Err(e) => task.fail(TaskFailure::Remote(RemoteError::from(&e))),
+                Err(e) => {
+                    self.stats.failed += 1;
+                    task.fail(TaskFailure::Remote(RemoteError::from(&e)));
+                }
             }
         }
     }
@@ -122,6 +131,7 @@ impl Driver {
             if !task.reply.is_closed() {
                 return Some(task);
             }
+            self.stats.cancelled += 1;
         }
         None
     }
@@ -129,7 +139,9 @@ impl Driver {
     /// The caller of `group` is gone: its queued tasks are dropped, and its dispatched ones that
     /// have not started are cancelled.
     pub(super) fn cancel(&mut self, group: u64) {
+        let queued = self.pending.len();
         self.pending.retain(|t| t.group != group);
+        self.stats.cancelled += (queued - self.pending.len()) as u64;
         for slot in &mut self.slots {
             if let Slot::Up(_, worker) = slot {
                 // A task that has started runs to its end (a sync call cannot be interrupted)
@@ -146,6 +158,7 @@ impl Driver {
                 for id in ids {
                     worker.inflight.remove(&id);
                     worker.session.cancel(id);
+                    self.stats.cancelled += 1;
                 }
             }
         }
