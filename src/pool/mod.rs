@@ -408,8 +408,10 @@ impl PoolBuilder {
     }
 
     /// Replace a worker whose resident memory (RSS) exceeds `bytes` after a task: it finishes
-    /// the task it has, gives back the ones it holds and has not started (they run elsewhere),
-    /// and exits; a new worker takes its place. Counted in [`PoolStats::workers_replaced`].
+    /// the task it has and exits before it starts another; a new worker takes its place.
+    /// Counted in [`PoolStats::workers_replaced`]. To check before the next task starts, each
+    /// worker then holds only the tasks it runs (no pipelining), which costs throughput on
+    /// tasks of a few microseconds (the round trip to the parent is no longer hidden).
     /// RSS rather than PSS because it is read after every task and costs a small file read,
     /// where PSS walks the page tables of every mapping; leaked memory is private, so it shows
     /// in both. RSS also counts shared pages (libraries, a fork server's copy-on-write pages):

@@ -27,12 +27,18 @@ impl Driver {
             .cfg
             .max_tasks_per_child
             .map_or(usize::MAX, |m| m as usize);
+        // A worker whose memory is checked after each task holds only what it runs: a task held
+        // ahead could start before the parent has seen the size the last one left.
+        let depth = match self.cfg.max_worker_memory {
+            Some(_) => self.cfg.concurrency.max(1) as usize,
+            None => self.pace.depth,
+        };
         while !self.pending.is_empty() {
             let mut best: Option<(usize, usize)> = None;
             for (i, slot) in self.slots.iter().enumerate() {
                 if let Slot::Up(_, w) = slot {
                     let load = w.inflight.len();
-                    let room = load < self.pace.depth && load + (w.done as usize) < lifetime;
+                    let room = load < depth && load + (w.done as usize) < lifetime;
                     if w.serving() && room && best.is_none_or(|(_, n)| load < n) {
                         best = Some((i, load));
                     }

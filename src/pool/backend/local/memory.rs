@@ -7,6 +7,9 @@
 //! native code leaks, shows in RSS just as well: leaked pages are private. RSS also counts the
 //! pages a worker shares (libraries, copy-on-write pages of a fork server), so a limit is set
 //! above what a fresh worker already has.
+//!
+//! While the limit is set a worker holds only the tasks it runs (see `dispatch`): a task held
+//! ahead would start in the child the moment the last one ended, before the parent could look.
 
 use super::slots::{Ending, Life, Worker};
 use super::Driver;
