@@ -23,6 +23,65 @@
 //! a worker dies the pool knows which tasks had started: those fail with `WorkerLost` (or are
 //! retried); the ones that had certainly not started go to another worker, unnoticed.
 
+//!
+//! # Timeouts that kill
+//! [`AsyncResult::get`] (Python's `get(timeout)`) only stops waiting: the task runs on and holds
+//! its worker. `.timeout(d)` on a call ([`Apply::timeout`], [`Map::timeout`], `Imap`'s,
+//! [`AsyncResult::timeout`]) instead kills the worker of a task still running `d` after it
+//! started, replaces it, and fails the task with [`Error::Timeout`]; what that worker held and
+//! had not started runs elsewhere. For `map`/`imap` the limit is per chunk.
+//!
+//! # Crash causes
+//! [`Error::WorkerLost`] says how the worker ended: its exit code (a task that called
+//! `exit(3)`), or the signal, and `oom` when the kernel's OOM killer did it. Linux leaves no
+//! trace of that in `/proc/<pid>` once the process is reaped, so `oom` comes from the
+//! `oom_kill` counter of the worker's memory cgroup (v2 `memory.events`, v1
+//! `memory.oom_control`), read when the worker started and again when it died of SIGKILL.
+//! Workers share the pool's cgroup: `oom` is exact when nothing else SIGKILLs members of that
+//! cgroup at the same time (a `kill -9` landing while the OOM killer ends another member would
+//! read as OOM too), and it is always `false` where no memory cgroup can be read. To give the
+//! workers a limit of their own, start the pool from a process inside a cgroup made for it.
+//!
+//! # Waiting on many
+//! There is no `wait(results, FIRST_COMPLETED)` helper: an [`AsyncResult`] is a `Future`, so
+//! `futures::stream::FuturesUnordered` does what Python's `concurrent.futures.wait` and
+//! `ray.wait` do, keeps the results not yet finished usable (they stay in the set), and takes
+//! a deadline from `tokio::time::timeout_at`. Dropping the set cancels the tasks that have not
+//! started.
+//!
+//! ```
+//! use futures::stream::{FuturesUnordered, StreamExt};
+//! use multiprocessing::{entry, Pool};
+//! use std::time::Duration;
+//!
+//! #[entry]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! #[multiprocessing::process_main]
+//! async fn main() -> multiprocessing::Result<()> {
+//!     let pool = Pool::new(2).await?;
+//!     let mut pending: FuturesUnordered<_> = (0..10u64)
+//!         .map(|x| {
+//!             let result = pool.apply_async(square, x);
+//!             async move { (x, result.await) }
+//!         })
+//!         .collect();
+//!     // FIRST_COMPLETED: the first to finish; the others stay in `pending`.
+//!     let (x, first) = pending.next().await.expect("ten were submitted");
+//!     assert_eq!(first?, x * x);
+//!     // FIRST_EXCEPTION / ALL_COMPLETED, with a deadline: stop at the first error or at the
+//!     // deadline, whichever comes first; what is left stays in `pending`.
+//!     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+//!     while let Ok(Some((x, outcome))) = tokio::time::timeout_at(deadline, pending.next()).await {
+//!         assert_eq!(outcome?, x * x);
+//!     }
+//!     assert!(pending.is_empty());
+//!     Ok(())
+//! }
+//! ```
+
 mod async_result;
 mod backend;
 mod map;
