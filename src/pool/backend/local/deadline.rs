@@ -22,10 +22,11 @@ use std::time::Instant;
 impl Driver {
     /// Notes which tasks with a timeout may have started, and returns the earliest deadline: of
     /// such a task, or of a SIGKILL that follows a SIGTERM.
-    pub(super) fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
         if self.timed == 0 && self.grace_pending == 0 {
             return None;
         }
+        let now = Instant::now();
         let concurrency = self.cfg.concurrency.max(1) as usize;
         let mut next: Option<Instant> = None;
         let mut timed = 0;
@@ -80,7 +81,7 @@ impl Driver {
                 let Some(_) = w.session.take_reply(id) else {
                     continue;
                 };
-                let Some(f) = w.inflight.remove(&id) else {
+                let Some(f) = w.release(id) else {
                     continue;
                 };
                 let retry = f.task.opts.retry_timeouts;
@@ -104,44 +105,51 @@ fn past(f: &InFlight, now: Instant) -> bool {
     }
 }
 
-/// Drops the ids of tasks `w` no longer holds from the front of its timed list, marks the timed
-/// tasks that may be running now, and returns the earliest of their deadlines.
+/// Marks the timed tasks of `w` that may be running now, returns the earliest of their
+/// deadlines, and drops the ids of tasks it no longer holds from the front of its timed list.
 fn track(w: &mut Worker, concurrency: usize, now: Instant) -> Option<Instant> {
-    while let Some(id) = w.timed.front() {
-        if w.inflight.contains_key(id) {
+    let mut next: Option<Instant> = None;
+    // How many held tasks sent before the one looked at are known: at least these are ahead.
+    let mut ahead = 0;
+    let mut gone_in_front = 0;
+    for id in &w.timed {
+        // Tasks start in order, `concurrency` at a time: past that many, none runs.
+        if ahead >= concurrency {
             break;
         }
-        w.timed.pop_front();
-    }
-    let mut next: Option<Instant> = None;
-    for id in &w.timed {
-        let Some(f) = w.inflight.get(id) else {
+        if w.untimed > 0 && !may_run(w, *id, concurrency) {
+            break;
+        }
+        let Some(f) = w.inflight.get_mut(id) else {
+            if ahead == 0 {
+                gone_in_front += 1;
+            }
             continue;
         };
-        let since = match f.since {
-            Some(since) => since,
-            None => {
-                // Running if fewer than `concurrency` tasks sent before it are still held. Tasks
-                // start in order, so the first that is not running ends the walk.
-                let seq = f.seq;
-                let before = w
-                    .inflight
-                    .values()
-                    .filter(|g| g.seq < seq)
-                    .take(concurrency);
-                if before.count() >= concurrency {
-                    break;
-                }
-                if let Some(f) = w.inflight.get_mut(id) {
-                    f.since = Some(now);
-                }
-                now
-            }
-        };
-        if let Some(limit) = w.inflight.get(id).and_then(|f| f.task.opts.timeout) {
-            let at = since + limit;
-            next = Some(next.map_or(at, |n| n.min(at)));
+        let since = *f.since.get_or_insert(now);
+        if let Some(limit) = f.task.opts.timeout {
+            next = Some(next.map_or(since + limit, |n: Instant| n.min(since + limit)));
         }
+        ahead += 1;
     }
+    w.timed.drain(..gone_in_front);
     next
+}
+
+/// Whether task `id` may be running, counting the tasks without a timeout `w` holds (they are
+/// not in its timed list): fewer than `concurrency` tasks sent before it are still held. A task
+/// it no longer holds may (it is skipped).
+fn may_run(w: &Worker, id: u64, concurrency: usize) -> bool {
+    match w.inflight.get(&id) {
+        Some(f) if f.since.is_none() => {
+            let seq = f.seq;
+            let before = w
+                .inflight
+                .values()
+                .filter(|g| g.seq < seq)
+                .take(concurrency);
+            before.count() < concurrency
+        }
+        _ => true,
+    }
 }

@@ -56,21 +56,15 @@ impl Driver {
                 .call(task.id, task.entry, TASK, body, Some(reply))
             {
                 Ok(seq) => {
-                    let (id, timed) = (task.id, task.opts.timeout.is_some());
-                    worker.inflight.insert(
-                        id,
-                        InFlight {
-                            task,
-                            seq,
-                            started: false,
-                            withdrawing: false,
-                            since: None,
-                        },
-                    );
-                    if timed {
-                        worker.add_timed(id);
-                        self.timed += 1;
-                    }
+                    self.timed += usize::from(task.opts.timeout.is_some());
+                    let f = InFlight {
+                        task,
+                        seq,
+                        started: false,
+                        withdrawing: false,
+                        since: None,
+                    };
+                    worker.hold(f.task.id, f);
                 }
                 Err(e) => {
                     self.stats.failed += 1;
@@ -162,7 +156,7 @@ impl Driver {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
-                    worker.inflight.remove(&id);
+                    worker.release(id);
                     worker.session.cancel(id);
                     self.stats.cancelled += 1;
                 }

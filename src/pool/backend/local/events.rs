@@ -100,7 +100,7 @@ impl Driver {
         }
         if taken {
             // Never ran there: it goes to the front of the queue, for an idle worker.
-            if let Some(f) = worker.inflight.remove(&id) {
+            if let Some(f) = worker.release(id) {
                 worker.session.forget(id);
                 self.pending.push_front(f.task);
             }
@@ -127,7 +127,7 @@ impl Driver {
         let now = Instant::now();
         // The arguments were written long ago: the finished task is dropped here, and their
         // buffer goes back to the pool for the next chunk.
-        if worker.inflight.remove(&id).is_some() {
+        if worker.release(id).is_some() {
             worker.done += 1;
             self.stats.completed += 1;
             self.stats.started += 1;

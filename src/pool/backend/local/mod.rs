@@ -161,7 +161,7 @@ impl Driver {
             }
             self.dispatch();
             self.rebalance();
-            if let Some(at) = self.next_deadline(Instant::now()) {
+            if let Some(at) = self.next_deadline() {
                 // Moved only earlier: a later deadline is met by a spurious wake-up instead.
                 if armed.is_none_or(|a| at < a) {
                     armed = Some(at);
@@ -357,6 +357,7 @@ impl Driver {
                 .collect();
             for id in ids {
                 w.add_timed(id);
+                w.untimed -= 1;
                 self.timed += 1;
             }
         }

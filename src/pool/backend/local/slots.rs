@@ -64,6 +64,8 @@ pub(super) struct Worker {
     /// The ids of the tasks it holds that have a timeout, in the order they were sent (the
     /// order they start in); ids of tasks it no longer holds are dropped lazily.
     pub(super) timed: VecDeque<u64>,
+    /// How many of the tasks it holds have no timeout (0: every task it holds is in `timed`).
+    pub(super) untimed: usize,
     /// Why the driver is ending it, if it is.
     pub(super) ending: Option<Ending>,
     /// When it is sent SIGKILL, having been sent SIGTERM.
@@ -79,6 +81,7 @@ impl Worker {
             last_return: None,
             done: 0,
             timed: VecDeque::new(),
+            untimed: 0,
             ending: None,
             kill_at: None,
         }
@@ -86,6 +89,26 @@ impl Worker {
 
     pub(super) fn pid(&self) -> u32 {
         self.session.pid()
+    }
+
+    /// Hands it task `f` (sent as call `id`).
+    pub(super) fn hold(&mut self, id: u64, f: InFlight) {
+        let timed = f.task.opts.timeout.is_some();
+        self.inflight.insert(id, f);
+        if timed {
+            self.add_timed(id);
+        } else {
+            self.untimed += 1;
+        }
+    }
+
+    /// Takes task `id` out of what it holds (it finished, or goes elsewhere).
+    pub(super) fn release(&mut self, id: u64) -> Option<InFlight> {
+        let f = self.inflight.remove(&id)?;
+        if f.task.opts.timeout.is_none() {
+            self.untimed -= 1;
+        }
+        Some(f)
     }
 
     /// Notes that task `id`, which it holds, has a timeout: its id goes into `timed` in the
