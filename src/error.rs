@@ -90,7 +90,7 @@ pub enum Error {
     },
     /// The pool worker running this task died (abort, segfault, SIGKILL, OOM kill) before the task
     /// finished. The worker was replaced; the pool goes on.
-    #[error("pool worker {pid} died while running this task ({})", describe_death(*exitcode, *signal, *oom))]
+    #[error("pool worker {pid} died while running this task{}", describe_worker_death(*exitcode, *signal, *oom))]
     WorkerLost {
         /// The dead worker's process id.
         pid: u32,
@@ -191,6 +191,24 @@ fn describe_death(exitcode: Option<i32>, signal: Option<i32>, oom: bool) -> Stri
         (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
         (Some(code), None) => format!("exit code {code}"),
         (None, None) => "status unknown".to_owned(),
+    }
+}
+
+/// How a pool worker ended, as `WorkerLost` has always said it (` (signal 9 (SIGKILL))`), with
+/// the exit code or the OOM killer when known.
+fn describe_worker_death(exitcode: Option<i32>, signal: Option<i32>, oom: bool) -> String {
+    match (exitcode, signal) {
+        (_, Some(sig)) => format!(
+            " (signal {sig}{}{})",
+            signal_name(sig),
+            if oom {
+                ", from the kernel's OOM killer"
+            } else {
+                ""
+            }
+        ),
+        (Some(code), None) => format!(" (exit code {code})"),
+        (None, None) => String::new(),
     }
 }
 

@@ -102,6 +102,10 @@ impl Driver {
             // Never ran there: it goes to the front of the queue, for an idle worker.
             if let Some(f) = worker.release(id) {
                 worker.session.forget(id);
+                // It may come back to this worker, under the same id: it must be listed once.
+                if f.task.opts.timeout.is_some() {
+                    worker.timed.retain(|&t| t != id);
+                }
                 self.pending.push_front(f.task);
             }
             // A worker over its memory limit gave back what it had not started.
