@@ -19,6 +19,17 @@ fn stuck(dir: String) {
     }
 }
 
+/// As `stuck`, deaf to SIGTERM: only the SIGKILL after the grace ends it.
+#[entry]
+fn stuck_ignoring_sigterm(dir: String) {
+    // SAFETY: sets SIGTERM's disposition to "ignore" in this worker, which is the point; no
+    // handler runs, so nothing async-signal-unsafe can happen.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+    stuck(dir);
+}
+
 #[entry]
 fn square(x: u64) -> u64 {
     x * x
@@ -191,6 +202,29 @@ async fn a_timeout_after_a_sigterm_grace_and_a_retried_timeout() {
     let stats = pool.stats().await.unwrap();
     assert_eq!((stats.retried, stats.timed_out), (1, 0));
     assert_eq!(stats.workers_replaced.timed_out, 1);
+    pool.close();
+    pool.join().await.unwrap();
+}
+
+#[multiprocessing::test]
+async fn a_worker_deaf_to_sigterm_is_killed_after_the_grace() {
+    let pool = Pool::builder()
+        .processes(1)
+        .kill_grace(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let scratch = Scratch::new("timeout-grace");
+    let outcome = pool
+        .apply(stuck_ignoring_sigterm, scratch.path())
+        .timeout(Duration::from_millis(100))
+        .await;
+    // The task fails at its deadline; the worker goes at the end of the grace.
+    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    let victims = scratch.marked();
+    assert_eq!(victims.len(), 1, "{victims:?}");
+    assert!(gone(&pool, victims[0]).await, "SIGKILL followed the grace");
+    assert_eq!(pool.apply(square, 4).await.unwrap(), 16);
     pool.close();
     pool.join().await.unwrap();
 }

@@ -55,6 +55,7 @@ impl Driver {
         for slot in &mut self.slots {
             let Slot::Up(_, w) = slot else { continue };
             if w.kill_at.is_some_and(|at| at <= now) {
+                w.kill_at = None;
                 w.kill();
             }
             let late: Vec<u64> = w
