@@ -8,9 +8,10 @@
 //! # Was it the OOM killer?
 //! A process the kernel's OOM killer ends dies of SIGKILL, like one killed by hand, and its
 //! `/proc/<pid>` is gone by the time it is reaped. What Linux keeps is a counter per memory
-//! cgroup: `oom_kill` in `memory.events` (cgroup v2) or `memory.oom_control` (v1). So when a
-//! child starts, its memory cgroup is looked up and that counter read; when it has died of
-//! SIGKILL the counter is read again, and [`Exit::oom`] says whether it grew. This is exact when
+//! cgroup: `oom_kill` in `memory.events` (cgroup v2) or `memory.oom_control` (v1). So once a
+//! child has connected (or failed to), its memory cgroup is looked up and that counter read;
+//! when it has died of SIGKILL the counter is read again, and [`Exit::oom`] says whether it
+//! grew. An OOM kill before the child connected is not told apart. This is exact when
 //! the child is alone in its cgroup; when it shares the cgroup (pool workers share their
 //! parent's), a SIGKILL from elsewhere that lands while the OOM killer ends another member of the
 //! cgroup would be taken for an OOM kill too. A child in no memory cgroup we can read (no
@@ -34,7 +35,6 @@ const UNKNOWN_STATUS: i32 = 0xff00;
 pub(crate) struct SupervisedChild {
     child: ChildProcess,
     exited: watch::Sender<Option<ExitStatus>>,
-    oom: OomProbe,
 }
 
 /// How a supervised child ended.
@@ -133,11 +133,9 @@ impl SupervisedChild {
             daemon,
             exited,
         });
-        let oom = OomProbe::at_start(child.pid);
         Ok(SupervisedChild {
             child,
             exited: exited_tx,
-            oom,
         })
     }
 
@@ -152,11 +150,14 @@ impl SupervisedChild {
     /// As `ChildProcess::connected`: not cancel-safe, the child would be left unreaped.
     pub(crate) async fn connect(self, timeout: Option<Duration>) -> (Running, Option<ChildConn>) {
         let (pid, process, conn) = self.child.connected(timeout).await;
+        // Read once the child is up and busy with its own start, off the path of `spawn`; it
+        // has not been reaped, so its `/proc` entry is still there even if it already died.
+        let oom = OomProbe::at_start(pid);
         let running = Running {
             pid,
             process,
             exited: self.exited,
-            oom: self.oom,
+            oom,
         };
         (running, conn)
     }
