@@ -10,13 +10,18 @@ use std::time::{Duration, Instant};
 const HANG: [u64; 3] = [10, 50, 90];
 
 /// Leaves a file named after this worker's pid in `dir`, then sleeps forever.
-#[entry]
-fn stuck(dir: String) {
-    let mark = Path::new(&dir).join(std::process::id().to_string());
+fn mark_then_hang(dir: &str) -> ! {
+    let mark = Path::new(dir).join(std::process::id().to_string());
     std::fs::write(mark, b"").expect("mark file");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// Never returns (see `mark_then_hang`).
+#[entry]
+fn stuck(dir: String) {
+    mark_then_hang(&dir);
 }
 
 /// As `stuck`, deaf to SIGTERM: only the SIGKILL after the grace ends it.
@@ -27,7 +32,7 @@ fn stuck_ignoring_sigterm(dir: String) {
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
-    stuck(dir);
+    mark_then_hang(&dir);
 }
 
 #[entry]
