@@ -233,3 +233,33 @@ async fn a_worker_deaf_to_sigterm_is_killed_after_the_grace() {
     pool.close();
     pool.join().await.unwrap();
 }
+
+#[entry]
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[multiprocessing::test]
+async fn with_two_tasks_at_once_per_worker_the_other_running_task_is_lost() {
+    let pool = Pool::builder()
+        .processes(1)
+        .concurrency_per_worker(2)
+        .build()
+        .await
+        .unwrap();
+    let scratch = Scratch::new("timeout-concurrent");
+    let stuck_task = pool
+        .apply_async(stuck, scratch.path())
+        .timeout(Duration::from_millis(200));
+    let neighbour = pool.apply_async(nap, 2_000);
+    assert!(matches!(stuck_task.await, Err(Error::Timeout)));
+    // It ran beside the stuck task on the killed worker: lost, as for a crash.
+    match neighbour.await {
+        Err(Error::WorkerLost { signal, .. }) => assert_eq!(signal, Some(libc::SIGKILL)),
+        other => panic!("expected WorkerLost, got {other:?}"),
+    }
+    assert_eq!(pool.apply(nap, 1).await.unwrap(), 1);
+    pool.close();
+    pool.join().await.unwrap();
+}
