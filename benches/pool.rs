@@ -18,6 +18,14 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
+/// Never returns: a stuck task, for the timeout cases.
+#[entry]
+fn stuck() {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 #[entry]
 fn length(data: ByteBuf) -> u64 {
     data.len() as u64
@@ -151,6 +159,42 @@ async fn main() -> multiprocessing::Result<()> {
         "per rep: median latency of apply(square, i).await over 2,000 calls",
     );
 
+    // The cost of `.timeout(d)` on the chunksize-1 map rate: runs with and without it
+    // interleaved, so both see the same machine.
+    let (mut plain, mut timed) = (Vec::new(), Vec::new());
+    for rep in 0..=reps {
+        for with_timeout in [false, true] {
+            let n = 50_000u64;
+            let t0 = Instant::now();
+            let map = pool.map(square, 0..n).chunksize(1);
+            let r = if with_timeout {
+                map.timeout(std::time::Duration::from_secs(60)).await?
+            } else {
+                map.await?
+            };
+            let rate = n as f64 / t0.elapsed().as_secs_f64();
+            assert_eq!(r.len() as u64, n);
+            // The first round warms up.
+            if rep > 0 {
+                if with_timeout { &mut timed } else { &mut plain }.push(rate);
+            }
+        }
+    }
+    emit(
+        "pool2_map_chunksize1_interleaved",
+        "items/s",
+        "higher",
+        plain,
+        "map(square, 0..50_000).chunksize(1), interleaved with the timed runs",
+    );
+    emit(
+        "pool2_map_chunksize1_timeout",
+        "items/s",
+        "higher",
+        timed,
+        "map(square, 0..50_000).chunksize(1).timeout(60 s)",
+    );
+
     let data = ByteBuf::from(vec![1u8; 100 << 20]);
     let samples = repeat(reps, || async {
         // The copy is made before the clock starts: a program hands over a buffer it owns, as
@@ -173,6 +217,8 @@ async fn main() -> multiprocessing::Result<()> {
     drop(data);
     pool.terminate().await?;
 
+    timeout_latency().await?;
+
     // Idle worker memory: a fresh pool whose workers have done nothing.
     let idle = Pool::new(2).await?;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -186,4 +232,46 @@ async fn main() -> multiprocessing::Result<()> {
     );
     idle.terminate().await?;
     Ok(())
+}
+
+/// From a stuck task's deadline to its `Timeout` reaching the caller, and to its replacement
+/// worker being up, over 20 timeouts on a pool of one worker. The deadline is taken as the
+/// submission plus the timeout, so the figures include the submission-to-start time (tens of
+/// microseconds on an idle worker).
+async fn timeout_latency() -> multiprocessing::Result<()> {
+    const LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
+    let pool = Pool::new(1).await?;
+    let (mut failed, mut replaced) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let victim = pool.worker_pids().await?;
+        let deadline = Instant::now() + LIMIT;
+        let outcome = pool.apply(stuck, ()).timeout(LIMIT).await;
+        let at_failure = Instant::now();
+        assert!(matches!(outcome, Err(multiprocessing::Error::Timeout)));
+        loop {
+            let now = pool.worker_pids().await?;
+            if now.len() == 1 && now != victim {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let at_ready = Instant::now();
+        failed.push(at_failure.saturating_duration_since(deadline).as_secs_f64() * 1e3);
+        replaced.push(at_ready.saturating_duration_since(deadline).as_secs_f64() * 1e3);
+    }
+    emit(
+        "pool2_timeout_deadline_to_failure",
+        "ms",
+        "lower",
+        failed,
+        "20 x apply(stuck).timeout(50 ms): from the deadline to the Timeout at the caller",
+    );
+    emit(
+        "pool2_timeout_deadline_to_replacement",
+        "ms",
+        "lower",
+        replaced,
+        "20 x apply(stuck).timeout(50 ms): from the deadline to a new worker up",
+    );
+    pool.terminate().await
 }

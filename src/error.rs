@@ -75,7 +75,7 @@ pub enum Error {
         location: Option<Location>,
     },
     /// The child process ended without returning a value: it exited early, aborted, or was killed.
-    #[error("child process {pid} died without returning a value ({})", describe_death(*exitcode, *signal))]
+    #[error("child process {pid} died without returning a value ({})", describe_death(*exitcode, *signal, *oom))]
     ProcessDied {
         /// The child's process id.
         pid: u32,
@@ -83,15 +83,24 @@ pub enum Error {
         exitcode: Option<i32>,
         /// The signal that ended it, if one did.
         signal: Option<i32>,
+        /// The kernel's OOM killer ended it: it died of SIGKILL and the `oom_kill` counter of its
+        /// memory cgroup grew meanwhile. Exact when the child is alone in its cgroup; never set
+        /// when no memory cgroup can be read (see `Pool`'s "Crash causes").
+        oom: bool,
     },
     /// The pool worker running this task died (abort, segfault, SIGKILL, OOM kill) before the task
     /// finished. The worker was replaced; the pool goes on.
-    #[error("pool worker {pid} died while running this task{}", signal.map(|s| format!(" (signal {s}{})", signal_name(s))).unwrap_or_default())]
+    #[error("pool worker {pid} died while running this task{}", describe_worker_death(*exitcode, *signal, *oom))]
     WorkerLost {
         /// The dead worker's process id.
         pid: u32,
+        /// Its exit code, if it exited (a task that called `exit(3)` gives `Some(3)`).
+        exitcode: Option<i32>,
         /// The signal that ended it, if one did.
         signal: Option<i32>,
+        /// The kernel's OOM killer ended it; as [`Error::ProcessDied`]'s `oom`. Workers share
+        /// the pool's memory cgroup, so this is exact when nothing else SIGKILLs them.
+        oom: bool,
     },
     /// The pool was closed to new work, or terminated before this task ran.
     #[error("the pool is closed or was terminated; the task did not run")]
@@ -173,11 +182,33 @@ fn with_serde_detail(message: String) -> String {
     }
 }
 
-fn describe_death(exitcode: Option<i32>, signal: Option<i32>) -> String {
+fn describe_death(exitcode: Option<i32>, signal: Option<i32>, oom: bool) -> String {
     match (exitcode, signal) {
+        (_, Some(sig)) if oom => format!(
+            "killed by signal {sig}{} from the kernel's OOM killer: its memory cgroup ran out",
+            signal_name(sig)
+        ),
         (_, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
         (Some(code), None) => format!("exit code {code}"),
         (None, None) => "status unknown".to_owned(),
+    }
+}
+
+/// How a pool worker ended, as `WorkerLost` has always said it (` (signal 9 (SIGKILL))`), with
+/// the exit code or the OOM killer when known.
+fn describe_worker_death(exitcode: Option<i32>, signal: Option<i32>, oom: bool) -> String {
+    match (exitcode, signal) {
+        (_, Some(sig)) => format!(
+            " (signal {sig}{}{})",
+            signal_name(sig),
+            if oom {
+                ", from the kernel's OOM killer"
+            } else {
+                ""
+            }
+        ),
+        (Some(code), None) => format!(" (exit code {code})"),
+        (None, None) => String::new(),
     }
 }
 
@@ -482,11 +513,15 @@ mod tests {
         assert!(matches!(
             round_trip(&Error::WorkerLost {
                 pid: 4,
-                signal: Some(9)
+                exitcode: None,
+                signal: Some(9),
+                oom: true,
             }),
             Error::WorkerLost {
                 pid: 4,
-                signal: Some(9)
+                exitcode: None,
+                signal: Some(9),
+                oom: true,
             }
         ));
         let io = round_trip(&Error::Io(std::io::Error::new(

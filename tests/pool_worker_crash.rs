@@ -214,9 +214,12 @@ async fn external_sigkill_during_imap() {
         "the one task running on the killed worker: {failed:?}"
     );
     match failed[0] {
-        Error::WorkerLost { pid, signal } => {
+        Error::WorkerLost {
+            pid, signal, oom, ..
+        } => {
             assert_eq!(*pid, victim);
             assert_eq!(*signal, Some(libc::SIGKILL));
+            assert!(!oom, "a SIGKILL from outside is not the OOM killer");
         }
         other => panic!("{other:?}"),
     }

@@ -64,6 +64,14 @@ impl<R> AsyncResult<R> {
         f(&mut state)
     }
 
+    /// Gives the task (already submitted) a time limit from its start, as
+    /// [`Apply::timeout`](super::Apply::timeout) does: past it, its worker is killed and
+    /// replaced, and the task fails with [`Error::Timeout`]. Ignored if the task has finished.
+    pub fn timeout(self, limit: Duration) -> Self {
+        let _ = self.commands.send(Command::Timeout(self.group, limit));
+        self
+    }
+
     /// Whether the task has finished (successfully or not).
     pub fn ready(&self) -> bool {
         self.with_state(|s| s.done.is_some())

@@ -1,7 +1,7 @@
 //! The builder-futures and streams that pool calls return: `Apply`, `Map`, `Imap`,
 //! `ImapUnordered`.
 
-use super::backend::Command;
+use super::backend::{Command, TaskOptions};
 use super::outcome::{Completion, TaskFailure};
 use super::reply::{self, ReplyRx, ReplyTx};
 use super::{decode_results, decode_values, encode_chunk, AsyncResult, PoolHandle};
@@ -15,7 +15,35 @@ use std::future::IntoFuture;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// The setters of [`TaskOptions`] that every call builder has, each with its doc.
+macro_rules! task_option_setters {
+    (
+        retries: $(#[$retries:meta])*
+        timeout: $(#[$timeout:meta])*
+        retry_timeouts: $(#[$retry_timeouts:meta])*
+    ) => {
+        $(#[$retries])*
+        pub fn retries(mut self, n: u32) -> Self {
+            self.opts.retries = n;
+            self
+        }
+
+        $(#[$timeout])*
+        pub fn timeout(mut self, limit: Duration) -> Self {
+            self.opts.timeout = Some(limit);
+            self
+        }
+
+        $(#[$retry_timeouts])*
+        pub fn retry_timeouts(mut self) -> Self {
+            self.opts.retry_timeouts = true;
+            self
+        }
+    };
+}
 
 /// Pulls up to `n` items from the input and encodes them as one chunk, with its item count;
 /// `None` once the input is exhausted.
@@ -91,7 +119,7 @@ pub struct Apply<R> {
     handle: PoolHandle,
     entry: &'static str,
     args: Result<Vec<u8>>,
-    retries: u32,
+    opts: TaskOptions,
     _output: PhantomData<fn() -> R>,
 }
 
@@ -99,7 +127,7 @@ impl<R> std::fmt::Debug for Apply<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Apply")
             .field("entry", &self.entry)
-            .field("retries", &self.retries)
+            .field("opts", &self.opts)
             .finish_non_exhaustive()
     }
 }
@@ -110,18 +138,29 @@ impl<R> Apply<R> {
             handle,
             entry,
             args,
-            retries: 0,
+            opts: TaskOptions::default(),
             _output: PhantomData,
         }
     }
 
-    /// If the worker dies while running the task, run it again on another worker, up to `n`
-    /// times. Default: 0 (the task fails with [`Error::WorkerLost`]). Only for tasks that may
-    /// safely run twice.
-    pub fn retries(mut self, n: u32) -> Self {
-        self.retries = n;
-        self
-    }
+    task_option_setters!(
+        retries:
+        /// If the worker dies while running the task, run it again on another worker, up to `n`
+        /// times. Default: 0 (the task fails with [`Error::WorkerLost`]). Only for tasks that may
+        /// safely run twice.
+        timeout:
+        /// A task still running `limit` after it started has its worker killed (SIGKILL, or SIGTERM
+        /// first if the pool has a [`kill_grace`](super::PoolBuilder::kill_grace)) and replaced,
+        /// and fails with [`Error::Timeout`]; the tasks that worker held and had not started run
+        /// elsewhere. Unlike [`AsyncResult::get`], which only stops waiting, this frees the worker.
+        /// The time counts from the start (not while the task waits for a worker), give or take a
+        /// millisecond. With `concurrency_per_worker` above 1, the other tasks running on that
+        /// worker fail with [`Error::WorkerLost`] (or are retried). Default: no limit.
+        retry_timeouts:
+        /// A task that timed out runs again (on a new worker) while it has
+        /// [`retries`](Self::retries) left, instead of failing at once. Default: a timeout is not
+        /// retried.
+    );
 
     /// Submits the task now; Python's `apply_async`.
     pub fn submit(self) -> AsyncResult<R> {
@@ -129,7 +168,7 @@ impl<R> Apply<R> {
         let group = self.handle.next_id();
         let submitted = self.args.and_then(|args| {
             self.handle
-                .submit(self.entry, vec![args], 0, self.retries, group, &tx)
+                .submit(self.entry, vec![args], 0, self.opts, group, &tx)
         });
         if let Err(e) = submitted {
             let failure = match e {
@@ -179,7 +218,7 @@ pub struct Map<R> {
     /// Encodes chunk `i` (the second argument) of the items cut in chunks of the given size.
     chunker: Box<dyn FnMut(usize, usize) -> Result<Vec<u8>> + Send>,
     chunksize: Option<usize>,
-    retries: u32,
+    opts: TaskOptions,
     group: Group,
     _output: PhantomData<fn() -> R>,
 }
@@ -208,7 +247,7 @@ impl<R> Map<R> {
                 encode_chunk(&items[start..(start + size).min(items.len())])
             }),
             chunksize: None,
-            retries: 0,
+            opts: TaskOptions::default(),
             _output: PhantomData,
         }
     }
@@ -219,11 +258,15 @@ impl<R> Map<R> {
         self
     }
 
-    /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
-    pub fn retries(mut self, n: u32) -> Self {
-        self.retries = n;
-        self
-    }
+    task_option_setters!(
+        retries:
+        /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
+        timeout:
+        /// A time limit per chunk (per item at `chunksize(1)`), from its start; see
+        /// [`Apply::timeout`].
+        retry_timeouts:
+        /// Chunks that time out are retried; see [`Apply::retry_timeouts`].
+    );
 }
 
 impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
@@ -252,7 +295,7 @@ impl<R: DeserializeOwned + Send + 'static> IntoFuture for Map<R> {
                     .map(|i| chunker(size, i))
                     .collect::<Result<Vec<_>>>()?;
                 self.handle
-                    .submit(self.entry, chunks, next, self.retries, group.id, &tx)?;
+                    .submit(self.entry, chunks, next, self.opts, group.id, &tx)?;
                 next = end;
                 batch *= 2;
             }
@@ -327,7 +370,7 @@ pub struct Imap<R> {
     entry: &'static str,
     input: Option<Input>,
     chunksize: usize,
-    retries: u32,
+    opts: TaskOptions,
     ordered: bool,
     group: Group,
     tx: ReplyTx,
@@ -366,7 +409,7 @@ impl<R: DeserializeOwned> Imap<R> {
             entry,
             input: Some(input),
             chunksize: 1,
-            retries: 0,
+            opts: TaskOptions::default(),
             ordered,
             group,
             tx,
@@ -387,11 +430,15 @@ impl<R: DeserializeOwned> Imap<R> {
         self
     }
 
-    /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
-    pub fn retries(mut self, n: u32) -> Self {
-        self.retries = n;
-        self
-    }
+    task_option_setters!(
+        retries:
+        /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
+        timeout:
+        /// A time limit per chunk (per item at `chunksize(1)`), from its start; see
+        /// [`Apply::timeout`].
+        retry_timeouts:
+        /// Chunks that time out are retried; see [`Apply::retry_timeouts`].
+    );
 
     fn deliver(&mut self, index: usize, results: Vec<Result<R>>) {
         if self.ordered {
@@ -424,7 +471,7 @@ impl<R: DeserializeOwned> Imap<R> {
                     self.entry,
                     vec![body],
                     index,
-                    self.retries,
+                    self.opts,
                     self.group.id,
                     &self.tx,
                 )
@@ -500,6 +547,16 @@ impl<R: DeserializeOwned> ImapUnordered<R> {
     /// Retries of a chunk whose worker died while running it; see [`Apply::retries`].
     pub fn retries(self, n: u32) -> Self {
         ImapUnordered(self.0.retries(n))
+    }
+
+    /// A time limit per chunk, from its start; see [`Apply::timeout`].
+    pub fn timeout(self, limit: Duration) -> Self {
+        ImapUnordered(self.0.timeout(limit))
+    }
+
+    /// Chunks that time out are retried; see [`Apply::retry_timeouts`].
+    pub fn retry_timeouts(self) -> Self {
+        ImapUnordered(self.0.retry_timeouts())
     }
 }
 

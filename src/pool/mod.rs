@@ -23,14 +23,75 @@
 //! a worker dies the pool knows which tasks had started: those fail with `WorkerLost` (or are
 //! retried); the ones that had certainly not started go to another worker, unnoticed.
 
+//!
+//! # Timeouts that kill
+//! [`AsyncResult::get`] (Python's `get(timeout)`) only stops waiting: the task runs on and holds
+//! its worker. `.timeout(d)` on a call ([`Apply::timeout`], [`Map::timeout`], `Imap`'s,
+//! [`AsyncResult::timeout`]) instead kills the worker of a task still running `d` after it
+//! started, replaces it, and fails the task with [`Error::Timeout`]; what that worker held and
+//! had not started runs elsewhere. For `map`/`imap` the limit is per chunk.
+//!
+//! # Crash causes
+//! [`Error::WorkerLost`] says how the worker ended: its exit code (a task that called
+//! `exit(3)`), or the signal, and `oom` when the kernel's OOM killer did it. Linux leaves no
+//! trace of that in `/proc/<pid>` once the process is reaped, so `oom` comes from the
+//! `oom_kill` counter of the worker's memory cgroup (v2 `memory.events`, v1
+//! `memory.oom_control`), read when the worker started and again when it died of SIGKILL.
+//! Workers share the pool's cgroup: `oom` is exact when nothing else SIGKILLs members of that
+//! cgroup at the same time (a `kill -9` landing while the OOM killer ends another member would
+//! read as OOM too), and it is always `false` where no memory cgroup can be read. To give the
+//! workers a limit of their own, start the pool from a process inside a cgroup made for it.
+//!
+//! # Waiting on many
+//! There is no `wait(results, FIRST_COMPLETED)` helper: an [`AsyncResult`] is a `Future`, so
+//! `futures::stream::FuturesUnordered` does what Python's `concurrent.futures.wait` and
+//! `ray.wait` do, keeps the results not yet finished usable (they stay in the set), and takes
+//! a deadline from `tokio::time::timeout_at`. Dropping the set cancels the tasks that have not
+//! started.
+//!
+//! ```
+//! use futures::stream::{FuturesUnordered, StreamExt};
+//! use multiprocessing::{entry, Pool};
+//! use std::time::Duration;
+//!
+//! #[entry]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! #[multiprocessing::process_main]
+//! async fn main() -> multiprocessing::Result<()> {
+//!     let pool = Pool::new(2).await?;
+//!     let mut pending: FuturesUnordered<_> = (0..10u64)
+//!         .map(|x| {
+//!             let result = pool.apply_async(square, x);
+//!             async move { (x, result.await) }
+//!         })
+//!         .collect();
+//!     // FIRST_COMPLETED: the first to finish; the others stay in `pending`.
+//!     let (x, first) = pending.next().await.expect("ten were submitted");
+//!     assert_eq!(first?, x * x);
+//!     // FIRST_EXCEPTION / ALL_COMPLETED, with a deadline: stop at the first error or at the
+//!     // deadline, whichever comes first; what is left stays in `pending`.
+//!     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+//!     while let Ok(Some((x, outcome))) = tokio::time::timeout_at(deadline, pending.next()).await {
+//!         assert_eq!(outcome?, x * x);
+//!     }
+//!     assert!(pending.is_empty());
+//!     Ok(())
+//! }
+//! ```
+
 mod async_result;
 mod backend;
 mod map;
 mod outcome;
 mod reply;
+mod stats;
 
 pub use async_result::AsyncResult;
 pub use map::{Apply, Imap, ImapUnordered, Map};
+pub use stats::{PoolStats, Replacements};
 
 use crate::buffers::IntoShared;
 use crate::entry::Entry;
@@ -39,7 +100,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{encode_value, encode_value_into, read_batch};
 use crate::start::{Context, StartMethod};
 use backend::local::{LocalConfig, WorkerSpec};
-use backend::{Backend, Command, Commands, Task};
+use backend::{Backend, Command, Commands, Task, TaskOptions};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,7 +155,7 @@ impl PoolHandle {
         entry: &'static str,
         chunks: Vec<Vec<u8>>,
         first_index: usize,
-        retries: u32,
+        opts: TaskOptions,
         group: u64,
         reply: &reply::ReplyTx,
     ) -> Result<()> {
@@ -106,7 +167,7 @@ impl PoolHandle {
                 entry,
                 body: body.into_shared(),
                 index: first_index + i,
-                retries,
+                opts,
                 reply: reply.clone(),
             });
         }
@@ -203,7 +264,25 @@ impl Pool {
         rx.await.map_err(|_| Error::PoolClosed)
     }
 
-    /// Runs `entry(args)` on a worker: a builder-future (`.retries(n)`, then `.await`).
+    /// What the pool has done so far: tasks submitted, started, completed, failed (timed out),
+    /// workers started and replaced (by why), the queue's depth now. See [`PoolStats`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] once the pool has finished (after `join` or `terminate`).
+    pub async fn stats(&self) -> Result<PoolStats> {
+        let (tx, rx) = oneshot::channel();
+        self.handle
+            .commands
+            .send(Command::Stats(tx))
+            .map_err(|_| Error::PoolClosed)?;
+        rx.await.map_err(|_| Error::PoolClosed)
+    }
+
+    /// Runs `entry(args)` on a worker: a builder-future (`.retries(n)`, `.timeout(d)`, then
+    /// `.await`).
     pub fn apply<E: Entry>(&self, entry: E, args: E::Args) -> Apply<E::Output> {
         let _ = entry;
         Apply::new(
@@ -333,6 +412,8 @@ pub struct PoolBuilder {
     start_method: Option<StartMethod>,
     name_prefix: Option<String>,
     concurrency: Option<u32>,
+    kill_grace: Option<std::time::Duration>,
+    max_worker_memory: Option<u64>,
 }
 
 impl PoolBuilder {
@@ -377,6 +458,28 @@ impl PoolBuilder {
         self
     }
 
+    /// How a worker whose task ran past its `.timeout(d)` is ended: SIGTERM, then SIGKILL if it
+    /// is still there after `grace`. Meanwhile it takes no task, and what it held and had not
+    /// started waits for its exit. Default: SIGKILL at once (no grace).
+    pub fn kill_grace(mut self, grace: std::time::Duration) -> Self {
+        self.kill_grace = Some(grace);
+        self
+    }
+
+    /// Replace a worker whose resident memory (RSS) exceeds `bytes` after a task: it finishes
+    /// the task it has and exits before it starts another; a new worker takes its place.
+    /// Counted in [`PoolStats::workers_replaced`]. To check before the next task starts, each
+    /// worker then holds only the tasks it runs (no pipelining), which costs throughput on
+    /// tasks of a few microseconds (the round trip to the parent is no longer hidden).
+    /// RSS rather than PSS because it is read after every task and costs a small file read,
+    /// where PSS walks the page tables of every mapping; leaked memory is private, so it shows
+    /// in both. RSS also counts shared pages (libraries, a fork server's copy-on-write pages):
+    /// set the limit above a fresh worker's RSS. Default: no limit (Python has none).
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.max_worker_memory = Some(bytes);
+        self
+    }
+
     /// Starts the workers and returns once all are up (and have run the initializer).
     ///
     /// # Cancel safety
@@ -415,6 +518,8 @@ impl PoolBuilder {
             },
             max_tasks_per_child: self.max_tasks_per_child,
             concurrency: self.concurrency.unwrap_or(1),
+            kill_grace: self.kill_grace,
+            max_worker_memory: self.max_worker_memory,
         };
         let (commands, ready) = backend.start();
         let pool = Pool {

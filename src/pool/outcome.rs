@@ -16,7 +16,14 @@ pub(crate) enum TaskFailure {
     /// The child refused the whole batch (unknown entry, undecodable batch).
     Remote(RemoteError),
     /// The worker died after the task had started.
-    WorkerLost { pid: u32, signal: Option<i32> },
+    WorkerLost {
+        pid: u32,
+        exitcode: Option<i32>,
+        signal: Option<i32>,
+        oom: bool,
+    },
+    /// The task ran past its `.timeout(d)`: its worker was killed.
+    Timeout,
     /// The pool was terminated before the task finished.
     Terminated,
 }
@@ -25,7 +32,18 @@ impl From<TaskFailure> for Error {
     fn from(f: TaskFailure) -> Self {
         match f {
             TaskFailure::Remote(r) => r.into(),
-            TaskFailure::WorkerLost { pid, signal } => Error::WorkerLost { pid, signal },
+            TaskFailure::WorkerLost {
+                pid,
+                exitcode,
+                signal,
+                oom,
+            } => Error::WorkerLost {
+                pid,
+                exitcode,
+                signal,
+                oom,
+            },
+            TaskFailure::Timeout => Error::Timeout,
             TaskFailure::Terminated => Error::PoolClosed,
         }
     }

@@ -37,6 +37,8 @@ struct State {
     outcome: Option<std::result::Result<(crate::buffers::Buffer, usize), RemoteError>>,
     /// Set once the process has exited and been reaped.
     exited: Option<ExitStatus>,
+    /// The kernel's OOM killer ended it (see `child.rs`).
+    oom: bool,
     /// Set when supervision failed (the runtime shut down under it).
     lost: bool,
 }
@@ -177,6 +179,7 @@ impl<R: DeserializeOwned + Send + 'static> Process<R> {
                     pid: self.shared.pid,
                     exitcode: status.code(),
                     signal: status.signal(),
+                    oom: state.oom,
                 })
             }
         }
@@ -390,8 +393,11 @@ async fn supervise(
             }
         }
     }
-    let status = child.reap().await;
-    state.send_modify(|s| s.exited = Some(status));
+    let exit = child.reap().await;
+    state.send_modify(|s| {
+        s.exited = Some(exit.status);
+        s.oom = exit.oom;
+    });
     guard.1 = true;
 }
 
@@ -445,6 +451,6 @@ mod tests {
         }
         assert_eq!(order, vec![(2, 10), (3, 200), (1, 400)]);
         session.shutdown();
-        assert_eq!(child.reap().await.code(), Some(0));
+        assert_eq!(child.reap().await.status.code(), Some(0));
     }
 }

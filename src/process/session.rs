@@ -172,6 +172,12 @@ impl<R> Session<R> {
         self.lock_replies().remove(&id);
     }
 
+    /// Takes back the reply of call `id` if its result has not come yet; after that, a result
+    /// that still comes goes nowhere. `None` if the result came (it went to the reply).
+    pub(crate) fn take_reply(&self, id: u64) -> Option<R> {
+        self.lock_replies().remove(&id)
+    }
+
     /// Tells the child to exit.
     pub(crate) fn shutdown(&self) {
         self.send(&Down::Shutdown);

@@ -12,8 +12,22 @@ pub(crate) mod local;
 
 use super::outcome::{Completion, TaskFailure};
 use super::reply::ReplyTx;
+use super::stats::PoolStats;
 use crate::error::Result;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// What a call asked of each of its tasks, besides running them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TaskOptions {
+    /// How many more times the task may run again after its worker died mid-task (or, with
+    /// `retry_timeouts`, after it timed out).
+    pub(crate) retries: u32,
+    /// How long the task may run once started; past it, its worker is killed.
+    pub(crate) timeout: Option<Duration>,
+    /// A task that timed out is retried too (while `retries` are left).
+    pub(crate) retry_timeouts: bool,
+}
 
 /// One unit of work: a batch of encoded arguments for one entry.
 #[derive(Debug)]
@@ -27,8 +41,8 @@ pub(crate) struct Task {
     pub(crate) body: crate::buffers::Shared,
     /// Position of this batch within its call.
     pub(crate) index: usize,
-    /// How many more times the task may run again after its worker died mid-task.
-    pub(crate) retries: u32,
+    /// Its retries left, and its timeout.
+    pub(crate) opts: TaskOptions,
     pub(crate) reply: ReplyTx,
 }
 
@@ -58,11 +72,15 @@ pub(crate) enum Command {
     Open(u64),
     /// That call will submit nothing more.
     Done(u64),
+    /// The tasks of this group (an `AsyncResult` already submitted) get this timeout.
+    Timeout(u64, Duration),
+    /// What the pool has done so far.
+    Stats(oneshot::Sender<PoolStats>),
 }
 
 impl Command {
     /// Answers a command that arrived after the backend finished: tasks fail as terminated,
-    /// whoever waits is answered (with no pids), the rest is moot.
+    /// whoever waits is answered (with no pids, or no stats), the rest is moot.
     pub(crate) fn refuse(self) {
         match self {
             Command::Submit(tasks) => tasks
@@ -74,7 +92,10 @@ impl Command {
             Command::Pids(tx) => {
                 let _ = tx.send(Vec::new());
             }
-            Command::Cancel(_)
+            // Dropped: the asker learns the pool has finished.
+            Command::Stats(_)
+            | Command::Cancel(_)
+            | Command::Timeout(..)
             | Command::Close
             | Command::Terminate(None)
             | Command::Open(_)

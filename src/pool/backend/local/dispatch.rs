@@ -27,12 +27,18 @@ impl Driver {
             .cfg
             .max_tasks_per_child
             .map_or(usize::MAX, |m| m as usize);
+        // A worker whose memory is checked after each task holds only what it runs: a task held
+        // ahead could start before the parent has seen the size the last one left.
+        let depth = match self.cfg.max_worker_memory {
+            Some(_) => self.cfg.concurrency.max(1) as usize,
+            None => self.pace.depth,
+        };
         while !self.pending.is_empty() {
             let mut best: Option<(usize, usize)> = None;
             for (i, slot) in self.slots.iter().enumerate() {
                 if let Slot::Up(_, w) = slot {
                     let load = w.inflight.len();
-                    let room = load < self.pace.depth && load + (w.done as usize) < lifetime;
+                    let room = load < depth && load + (w.done as usize) < lifetime;
                     if w.serving() && room && best.is_none_or(|(_, n)| load < n) {
                         best = Some((i, load));
                     }
@@ -50,17 +56,20 @@ impl Driver {
                 .call(task.id, task.entry, TASK, body, Some(reply))
             {
                 Ok(seq) => {
-                    worker.inflight.insert(
-                        task.id,
-                        InFlight {
-                            task,
-                            seq,
-                            started: false,
-                            withdrawing: false,
-                        },
-                    );
+                    self.timed += usize::from(task.opts.timeout.is_some());
+                    let f = InFlight {
+                        task,
+                        seq,
+                        started: false,
+                        withdrawing: false,
+                        since: None,
+                    };
+                    worker.hold(f.task.id, f);
                 }
-                Err(e) => task.fail(TaskFailure::Remote(RemoteError::from(&e))),
+                Err(e) => {
+                    self.stats.failed += 1;
+                    task.fail(TaskFailure::Remote(RemoteError::from(&e)));
+                }
             }
         }
     }
@@ -122,6 +131,7 @@ impl Driver {
             if !task.reply.is_closed() {
                 return Some(task);
             }
+            self.stats.cancelled += 1;
         }
         None
     }
@@ -129,7 +139,9 @@ impl Driver {
     /// The caller of `group` is gone: its queued tasks are dropped, and its dispatched ones that
     /// have not started are cancelled.
     pub(super) fn cancel(&mut self, group: u64) {
+        let queued = self.pending.len();
         self.pending.retain(|t| t.group != group);
+        self.stats.cancelled += (queued - self.pending.len()) as u64;
         for slot in &mut self.slots {
             if let Slot::Up(_, worker) = slot {
                 // A task that has started runs to its end (a sync call cannot be interrupted)
@@ -144,8 +156,9 @@ impl Driver {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
-                    worker.inflight.remove(&id);
+                    worker.release(id);
                     worker.session.cancel(id);
+                    self.stats.cancelled += 1;
                 }
             }
         }

@@ -1,13 +1,13 @@
 //! What the driver does when a worker's task reports: one handler per event.
 
-use super::slots::{InFlight, Life, Slot, Worker};
+use super::slots::{Ending, InFlight, Life, Slot, Worker};
 use super::worker::{Reply, WorkerEvent};
-use super::{Driver, Phase};
+use super::{retry_or_fail, Driver, Phase};
 use crate::error::{Error, RemoteError};
 use crate::pool::outcome::TaskFailure;
+use crate::process::child::Exit;
 use crate::process::session::Session;
 use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 impl Driver {
@@ -25,7 +25,7 @@ impl Driver {
                 taken,
             } => self.on_withdrawn(slot, gen, id, taken),
             WorkerEvent::Returned { slot, gen, id } => self.on_returned(slot, gen, id),
-            WorkerEvent::Exited { slot, gen, status } => self.on_exited(slot, gen, status),
+            WorkerEvent::Exited { slot, gen, exit } => self.on_exited(slot, gen, exit),
         }
     }
 
@@ -76,6 +76,7 @@ impl Driver {
             // start that may never succeed.
             if !self.slots.iter().any(|s| matches!(s, Slot::Up(..))) {
                 let failure = TaskFailure::Remote(RemoteError::from(&e));
+                self.stats.failed += self.pending.len() as u64;
                 for task in self.pending.drain(..) {
                     task.fail(failure.clone());
                 }
@@ -91,14 +92,25 @@ impl Driver {
     }
 
     fn on_withdrawn(&mut self, slot: usize, gen: u64, id: u64, taken: bool) {
-        let Some(worker) = self.worker(slot, gen) else {
+        let Slot::Up(g, worker) = &mut self.slots[slot] else {
             return;
         };
+        if *g != gen {
+            return;
+        }
         if taken {
             // Never ran there: it goes to the front of the queue, for an idle worker.
-            if let Some(f) = worker.inflight.remove(&id) {
+            if let Some(f) = worker.release(id) {
                 worker.session.forget(id);
+                // It may come back to this worker, under the same id: it must be listed once.
+                if f.task.opts.timeout.is_some() {
+                    worker.timed.retain(|&t| t != id);
+                }
                 self.pending.push_front(f.task);
+            }
+            // A worker over its memory limit gave back what it had not started.
+            if worker.life == Life::Retiring && worker.inflight.is_empty() {
+                worker.shutdown();
             }
         } else if let Some(f) = worker.inflight.get_mut(&id) {
             f.withdrawing = false;
@@ -109,6 +121,7 @@ impl Driver {
     fn on_returned(&mut self, slot: usize, gen: u64, id: u64) {
         let concurrency = self.cfg.concurrency.max(1) as usize;
         let max_tasks = self.cfg.max_tasks_per_child;
+        let max_memory = self.cfg.max_worker_memory;
         let Slot::Up(g, worker) = &mut self.slots[slot] else {
             return;
         };
@@ -118,15 +131,19 @@ impl Driver {
         let now = Instant::now();
         // The arguments were written long ago: the finished task is dropped here, and their
         // buffer goes back to the pool for the next chunk.
-        if worker.inflight.remove(&id).is_some() {
+        if worker.release(id).is_some() {
             worker.done += 1;
+            self.stats.completed += 1;
+            self.stats.started += 1;
         }
         let busy = worker.inflight.len() >= concurrency;
         self.pace.returned(now, worker.last_return);
         worker.last_return = busy.then_some(now);
         if worker.life == Life::Serving && max_tasks.is_some_and(|max| worker.done >= max) {
             worker.life = Life::Retiring;
+            worker.ending = Some(Ending::MaxTasks);
         }
+        Driver::check_memory(max_memory, worker);
         if worker.life == Life::Retiring && worker.inflight.is_empty() {
             worker.shutdown();
         }
@@ -135,7 +152,8 @@ impl Driver {
     /// The worker in `slot` exited: what it held and had not started goes to another worker;
     /// what had started fails (or runs again, if retries are left); the slot gets a new worker
     /// unless the pool is finishing.
-    fn on_exited(&mut self, slot: usize, gen: u64, status: ExitStatus) {
+    fn on_exited(&mut self, slot: usize, gen: u64, exit: Exit) {
+        let status = exit.status;
         let mut worker = match std::mem::replace(&mut self.slots[slot], Slot::Empty) {
             Slot::Up(g, worker) if g == gen => worker,
             other => {
@@ -151,22 +169,23 @@ impl Driver {
         let mut lost: Vec<InFlight> = worker.inflight.into_values().collect();
         lost.sort_by_key(|f| std::cmp::Reverse(f.task.id));
         for f in lost {
-            let mut task = f.task;
-            if !f.started {
-                // Certainly not started: it goes to another worker, unnoticed.
-                self.pending.push_front(task);
-            } else if task.retries > 0 {
-                task.retries -= 1;
-                self.pending.push_front(task);
-            } else {
-                task.fail(TaskFailure::WorkerLost {
-                    pid,
-                    signal: status.signal(),
+            if f.started {
+                retry_or_fail(&mut self.stats, &mut self.pending, f.task, true, || {
+                    TaskFailure::WorkerLost {
+                        pid,
+                        exitcode: status.code(),
+                        signal: status.signal(),
+                        oom: exit.oom,
+                    }
                 });
+            } else {
+                // Certainly not started: it goes to another worker, unnoticed.
+                self.pending.push_front(f.task);
             }
         }
         if warn {
-            tracing::warn!(target: "multiprocessing::pool", "pool worker {pid} died ({status}); replacing it");
+            let oom = if exit.oom { ", by the OOM killer" } else { "" };
+            tracing::warn!(target: "multiprocessing::pool", "pool worker {pid} died ({status}{oom}); replacing it");
         }
         let restart = match self.phase {
             Phase::Terminating => false,
@@ -174,6 +193,13 @@ impl Driver {
             Phase::Open | Phase::Closed => true,
         };
         if restart {
+            let replaced = &mut self.stats.workers_replaced;
+            match worker.ending {
+                Some(Ending::Timeout) => replaced.timed_out += 1,
+                Some(Ending::MaxTasks) => replaced.max_tasks += 1,
+                Some(Ending::Memory) => replaced.memory += 1,
+                None => replaced.crashed += 1,
+            }
             self.start_worker(slot, Duration::ZERO);
         }
     }

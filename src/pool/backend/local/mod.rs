@@ -16,9 +16,18 @@
 //! driver reads when it needs to) before running it, so when a worker dies the driver knows
 //! exactly which tasks had started (they fail with `WorkerLost`, or are retried if the caller
 //! opted in) and which had not (they go to another worker, unnoticed by the caller).
+//!
+//! # Timeouts and recycling
+//! A task with a timeout that runs past it has its worker ended (SIGKILL, or SIGTERM and SIGKILL
+//! after the pool's `kill_grace`): see `deadline.rs`. The worker's exit then goes as for a crash
+//! (what it held and had not started goes elsewhere), and the slot gets a new worker. A worker
+//! whose resident memory passed `max_worker_memory` after a task gives back what it has not
+//! started and is told to exit once the rest is done (`memory.rs`).
 
+mod deadline;
 mod dispatch;
 mod events;
+mod memory;
 mod pace;
 mod slots;
 mod worker;
@@ -28,12 +37,13 @@ pub(crate) use worker::WorkerSpec;
 use super::{Backend, Command, Commands, Task};
 use crate::error::{Error, Result};
 use crate::pool::outcome::TaskFailure;
+use crate::pool::stats::PoolStats;
 use crate::start::Context;
 use pace::Pace;
 use slots::Slot;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use worker::WorkerEvent;
 
@@ -45,6 +55,10 @@ pub(crate) struct LocalConfig {
     pub(crate) spec: WorkerSpec,
     pub(crate) max_tasks_per_child: Option<u32>,
     pub(crate) concurrency: u32,
+    /// How long a worker ended for a timeout has between SIGTERM and SIGKILL; `None`: SIGKILL.
+    pub(crate) kill_grace: Option<Duration>,
+    /// Resident memory, in bytes, past which a worker is replaced after a task.
+    pub(crate) max_worker_memory: Option<u64>,
 }
 
 /// Where the pool is in its life. It only moves down this list, but for `Draining`, which goes
@@ -76,6 +90,13 @@ struct Driver {
     terminators: Vec<oneshot::Sender<()>>,
     /// Lazily submitting calls made before `close` (see `Command::Open`).
     open: HashSet<u64>,
+    /// About how many tasks with a timeout the workers hold (recounted at each deadline check).
+    timed: usize,
+    /// How many workers wait for their SIGKILL after a SIGTERM.
+    grace_pending: usize,
+    /// What the pool has done; the gauges (`queued`, `in_flight`, `running`) are filled in
+    /// when asked.
+    stats: PoolStats,
 }
 
 impl Backend for LocalConfig {
@@ -99,6 +120,9 @@ impl Backend for LocalConfig {
             joiners: Vec::new(),
             terminators: Vec::new(),
             open: HashSet::new(),
+            timed: 0,
+            grace_pending: 0,
+            stats: PoolStats::default(),
         };
         for slot in 0..processes {
             driver.start_worker(slot, Duration::ZERO);
@@ -115,6 +139,10 @@ impl Driver {
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
     ) {
         let mut handles_left = true;
+        // The earliest deadline of a running task with a timeout (see `deadline.rs`).
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             tokio::select! {
                 command = commands.recv(), if handles_left => match command {
@@ -126,9 +154,20 @@ impl Driver {
                     }
                 },
                 Some(event) = events.recv() => self.on_event(event),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.on_deadline(Instant::now());
+                }
             }
             self.dispatch();
             self.rebalance();
+            if let Some(at) = self.next_deadline() {
+                // Moved only earlier: a later deadline is met by a spurious wake-up instead.
+                if armed.is_none_or(|a| at < a) {
+                    armed = Some(at);
+                    timer.as_mut().reset(at.into());
+                }
+            }
             self.check_drained();
             if self.phase == Phase::Terminating && self.all_empty() {
                 for t in self.terminators.drain(..) {
@@ -169,8 +208,13 @@ impl Driver {
                         task.fail(TaskFailure::Terminated);
                     }
                 } else {
+                    self.stats.submitted += tasks.len() as u64;
                     self.pending.extend(tasks);
                 }
+            }
+            Command::Timeout(group, limit) => self.set_timeout(group, limit),
+            Command::Stats(tx) => {
+                let _ = tx.send(self.snapshot());
             }
             Command::Cancel(group) => self.cancel(group),
             Command::Close => self.close(),
@@ -205,12 +249,14 @@ impl Driver {
     fn terminate(&mut self) {
         if self.phase != Phase::Terminating {
             self.phase = Phase::Terminating;
+            self.stats.failed += self.pending.len() as u64;
             for task in self.pending.drain(..) {
                 task.fail(TaskFailure::Terminated);
             }
         }
         for slot in &mut self.slots {
             if let Slot::Up(_, worker) = slot {
+                self.stats.failed += worker.inflight.len() as u64;
                 for (_, f) in worker.inflight.drain() {
                     f.task.fail(TaskFailure::Terminated);
                 }
@@ -261,6 +307,7 @@ impl Driver {
 
     fn start_worker(&mut self, slot: usize, delay: Duration) {
         self.next_gen += 1;
+        self.stats.workers_started += 1;
         let gen = self.next_gen;
         self.slots[slot] = Slot::Starting(gen);
         let spec = self.cfg.spec.clone();
@@ -273,5 +320,66 @@ impl Driver {
             }
             worker::run(ctx, spec, concurrency, slot, gen, events).await;
         });
+    }
+}
+
+impl Driver {
+    /// The stats, with the gauges filled in: the start logs are read to count what runs.
+    fn snapshot(&mut self) -> PoolStats {
+        let mut stats = self.stats.clone();
+        stats.queued = self.pending.len();
+        for slot in &mut self.slots {
+            if let Slot::Up(_, w) = slot {
+                w.read_start_log();
+                stats.in_flight += w.inflight.len();
+                stats.running += w.inflight.values().filter(|f| f.started).count();
+            }
+        }
+        stats.started += stats.running as u64;
+        stats
+    }
+
+    /// The tasks of `group` (one `AsyncResult`) get a timeout, wherever they are.
+    fn set_timeout(&mut self, group: u64, limit: Duration) {
+        for task in self.pending.iter_mut().filter(|t| t.group == group) {
+            task.opts.timeout = Some(limit);
+        }
+        for slot in &mut self.slots {
+            let Slot::Up(_, w) = slot else { continue };
+            let ids: Vec<u64> = w
+                .inflight
+                .iter_mut()
+                .filter(|(_, f)| f.task.group == group && f.task.opts.timeout.is_none())
+                .map(|(id, f)| {
+                    f.task.opts.timeout = Some(limit);
+                    *id
+                })
+                .collect();
+            for id in ids {
+                w.add_timed(id);
+                w.untimed -= 1;
+                self.timed += 1;
+            }
+        }
+    }
+}
+
+/// A task that started and then failed (its worker died, or it timed out): it runs again if
+/// `retry` allows and it has retries left, else it fails with `failure`.
+fn retry_or_fail(
+    stats: &mut PoolStats,
+    pending: &mut VecDeque<Task>,
+    mut task: Task,
+    retry: bool,
+    failure: impl FnOnce() -> TaskFailure,
+) {
+    if retry && task.opts.retries > 0 {
+        task.opts.retries -= 1;
+        stats.retried += 1;
+        pending.push_front(task);
+    } else {
+        stats.started += 1;
+        stats.failed += 1;
+        task.fail(failure());
     }
 }

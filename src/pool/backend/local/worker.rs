@@ -4,10 +4,9 @@
 use crate::error::{Error, Result};
 use crate::pool::outcome::{Completion, TaskFailure};
 use crate::pool::reply::ReplyTx;
-use crate::process::child::SupervisedChild;
+use crate::process::child::{Exit, SupervisedChild};
 use crate::process::session::{self, CallMode, Incoming, Session, SessionReader};
 use crate::start::{ChildOptions, Context, StartMethod};
-use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -49,11 +48,8 @@ pub(super) enum WorkerEvent {
     },
     /// The result of task `id` arrived and was delivered to its caller.
     Returned { slot: usize, gen: u64, id: u64 },
-    Exited {
-        slot: usize,
-        gen: u64,
-        status: ExitStatus,
-    },
+    /// The worker exited and was reaped.
+    Exited { slot: usize, gen: u64, exit: Exit },
 }
 
 /// Starts a worker, runs its initializer, then relays its session until it exits.
@@ -125,8 +121,8 @@ pub(super) async fn run(
             });
         }
     }
-    let status = child.reap().await;
-    let _ = events.send(WorkerEvent::Exited { slot, gen, status });
+    let exit = child.reap().await;
+    let _ = events.send(WorkerEvent::Exited { slot, gen, exit });
 }
 
 /// Reads the worker's session to its end. A result goes straight to its caller; the driver only
