@@ -21,6 +21,7 @@ mod process;
 mod start;
 // Layer 6: user-facing modules over the layers above.
 pub mod connection;
+pub mod manager;
 mod pool;
 mod queue;
 // Layer 7: what the macros expand to.
@@ -29,6 +30,7 @@ mod launch;
 pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
 pub use error::{Error, Location, PutTimeoutError, Result, SendError, TryPutError};
+pub use manager::{Dict, List, Manager, Namespace};
 pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessBuilder,

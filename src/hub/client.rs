@@ -272,6 +272,24 @@ impl HostClient {
         spec: Option<Spec>,
         make: impl FnOnce(u64) -> HostReq,
     ) -> Result<Reply> {
+        self.call_with(obj, spec, Vec::new(), make).await
+    }
+
+    /// [`HostClient::call`] for a request with a body (the parts of a manager's operation).
+    /// Many may be in flight at once from one process: answers are matched by request number.
+    ///
+    /// # Errors
+    /// `Closed` when the root is gone.
+    ///
+    /// # Cancel safety
+    /// As [`HostClient::call`].
+    pub(super) async fn call_with(
+        &self,
+        obj: ObjectId,
+        spec: Option<Spec>,
+        body: Vec<u8>,
+        make: impl FnOnce(u64) -> HostReq,
+    ) -> Result<Reply> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let mut awaiting = Awaiting {
             client: self,
@@ -288,7 +306,8 @@ impl HostClient {
                     awaiting.rx = Some(rx);
                     Box::new(tx)
                 };
-                if let Some(reply) = store.handle(ROOT, make(req), None, &mut channel) {
+                let body = (!body.is_empty()).then(|| body.into_shared());
+                if let Some(reply) = store.handle(ROOT, make(req), body, &mut channel) {
                     return Ok(reply);
                 }
             }
@@ -302,7 +321,7 @@ impl HostClient {
                     pending.insert(req, Pending { obj, spec, tx });
                 }
                 awaiting.rx = Some(rx);
-                if let Err(e) = remote.send(&make(req), Vec::new()) {
+                if let Err(e) = remote.send(&make(req), body) {
                     lock(&remote.pending).remove(&req);
                     awaiting.rx = None;
                     return Err(e);
@@ -383,6 +402,14 @@ impl HostClient {
         }
         counted.armed = false;
         Ok(())
+    }
+
+    /// Counts the first handle to new object `obj` and opens it at the host without waiting:
+    /// applied at once in the root, and elsewhere sent ahead of anything this process sends
+    /// later (its answer is not waited for: a new object is not closed).
+    pub(crate) fn open_new(&self, obj: ObjectId, spec: Spec) {
+        lock(&self.held).entry(obj).or_default().handles += 1;
+        let _ = self.post(HostReq::Open { req: 0, obj, spec }, None);
     }
 
     /// Counts one more handle to `obj` without asking the host. Returns `false` (and counts
