@@ -6,8 +6,13 @@ use multiprocessing::{entry, Dict, Error, List, Manager, Namespace, Process, Que
 
 #[entry]
 async fn write_keys(d: Dict<u64, String>, from: u64, count: u64) {
+    // Half answered, half not: a `set` is applied before the entry's result is reported.
     for k in from..from + count {
-        d.insert(k, format!("v{k}")).await.expect("insert");
+        if k % 2 == 0 {
+            d.insert(k, format!("v{k}")).await.expect("insert");
+        } else {
+            d.set(k, format!("v{k}")).await.expect("set");
+        }
     }
 }
 

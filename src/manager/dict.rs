@@ -65,6 +65,22 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
         self.proxy.value(DictOp::Insert, &[&k, &v]).await
     }
 
+    /// Sets `key` to `value` without waiting for the root's answer (Python's `d[key] = value`,
+    /// which returns nothing): one message instead of a round trip. This process's later
+    /// operations see it (they are applied in order), and a child's entry reports its result
+    /// only after the root has applied it; a process killed right after `set` may lose it.
+    ///
+    /// # Errors
+    /// `Encode` when the key or value does not encode; `Closed` when the root is gone;
+    /// `NotLaunched` outside a launch.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the entry is sent in the poll that completes, or not at all.
+    pub async fn set(&self, key: K, value: V) -> Result<()> {
+        let (k, v) = (encode_value(KEY, &key)?, encode_value(VALUE, &value)?);
+        self.proxy.post(DictOp::Insert, &[&k, &v]).await
+    }
+
     /// The value at `key`, if any.
     ///
     /// # Errors

@@ -48,6 +48,14 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
         self.ask_found(op, parts).await.map(|(answer, _)| answer)
     }
 
+    /// Sends `op` with `parts` without waiting for an answer (the host gives none to a request
+    /// numbered 0). Later requests of this process are applied after it, and a process
+    /// reports an entry's result only once the root has applied what it sent.
+    pub(crate) async fn post(&self, op: impl Into<Op>, parts: &[&[u8]]) -> Result<()> {
+        let body = join_parts(parts.iter().copied());
+        self.handle.post_item(op, body, None).await
+    }
+
     /// As [`Proxy::ask`], with the value a `Found` answer carries.
     pub(crate) async fn ask_found(
         &self,
