@@ -21,6 +21,8 @@ use crate::protocol::{
     decode_head, encode_head, Answer, HostReply, HostReq, ObjectId, Spec, Up, PROTOCOL_VERSION,
 };
 use crate::transport::auth::AuthKey;
+use crate::transport::frame::FrameReader;
+use crate::transport::local::RecvHalf;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::HashMap;
 use std::path::Path;
@@ -144,9 +146,15 @@ impl HostClient {
             version: PROTOCOL_VERSION,
             pid: std::process::id(),
         })?;
-        let Conn { mut reader, writer } =
+        let Conn { reader, writer } =
             Conn::connect_with(socket, key, Some(&attach), max_frame).await?;
         let (out, _writer) = spawn_writer(writer);
+        Ok(Self::over(reader, out))
+    }
+
+    /// The client of a host reached over `reader` and `out`, an authenticated connection whose
+    /// `Attach` was sent: requests go out through `out`, and a task reads the answers.
+    pub(crate) fn over(mut reader: FrameReader<RecvHalf>, out: Outbox) -> Arc<Self> {
         let client = Arc::new(HostClient::new(Route::Remote(Remote {
             out,
             pending: Mutex::default(),
@@ -175,7 +183,7 @@ impl HostClient {
                 }
             }
         });
-        Ok(client)
+        client
     }
 
     /// An answer (or notice) from the root.

@@ -77,8 +77,21 @@ impl<S: Copy + Into<Spec>> Handle<S> {
     /// so a copy sent to another process that uses and drops it before this one is used does
     /// not free it (a manager's objects hold nothing that would keep them alive otherwise).
     pub(crate) fn new_in(spec: S, client: &Arc<HostClient>) -> Self {
-        let handle = Handle::new(spec);
-        client.open_new(handle.id, spec.into());
+        Self::open_in(spec, new_id(), client)
+    }
+
+    /// A handle to object `id` (made as `spec` if the host has no such object), counted by
+    /// `client` at once as [`Handle::new_in`] does. Two processes that name the same id reach
+    /// the same object: how a manager's named objects are shared.
+    pub(crate) fn open_in(spec: S, id: ObjectId, client: &Arc<HostClient>) -> Self {
+        if !client.open_another(id) {
+            client.open_new(id, spec.into());
+        }
+        let handle = Handle {
+            id,
+            spec,
+            client: OnceCell::new(),
+        };
         let _ = handle.client.set(Arc::clone(client));
         handle
     }

@@ -49,6 +49,13 @@ impl<K, V> Dict<K, V> {
             _types: PhantomData,
         }
     }
+
+    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+        Dict {
+            proxy: Proxy::by_name(DictSpec, "dict", name, client),
+            _types: PhantomData,
+        }
+    }
 }
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {

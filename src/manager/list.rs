@@ -30,6 +30,13 @@ impl<T> List<T> {
             _types: PhantomData,
         }
     }
+
+    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+        List {
+            proxy: Proxy::by_name(ListSpec, "list", name, client),
+            _types: PhantomData,
+        }
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> List<T> {

@@ -25,8 +25,9 @@ pub use list::List;
 pub use namespace::Namespace;
 
 use crate::error::Result;
-use crate::hub::HostClient;
+use crate::hub::{connect_remote, HostClient, ServedHost};
 use crate::queue::Queue;
+use crate::transport::auth::AuthKey;
 use std::sync::Arc;
 
 /// The maker of shared dicts, lists and namespaces: Python's `multiprocessing.Manager()`.
@@ -85,8 +86,89 @@ impl Manager {
         Namespace::new(&self.client)
     }
 
-    /// A new, unbounded queue: the crate's own [`Queue`] (hosted the same way).
+    /// A new, unbounded queue: the crate's own [`Queue`] (hosted by the root, as the
+    /// manager's objects are). A queue is always the local tree's, also from a manager made by
+    /// [`Manager::connect`].
     pub fn queue<T>(&self) -> Queue<T> {
         Queue::new()
+    }
+
+    /// The dict named `name` at this manager's host, made empty if it is new: every process
+    /// that names it (with the same types) reaches the same dict. This is how clients of a
+    /// remote manager ([`Manager::connect`]) share objects, as Python's `BaseManager.register`
+    /// shares them; it lives while any process holds a proxy to it.
+    pub fn dict_named<K, V>(&self, name: &str) -> Dict<K, V> {
+        Dict::named(name, &self.client)
+    }
+
+    /// The list named `name`, as [`Manager::dict_named`] finds a dict.
+    pub fn list_named<T>(&self, name: &str) -> List<T> {
+        List::named(name, &self.client)
+    }
+
+    /// The namespace named `name`, as [`Manager::dict_named`] finds a dict.
+    pub fn namespace_named(&self, name: &str) -> Namespace {
+        Namespace::named(name, &self.client)
+    }
+
+    /// Serves a new set of objects at `address` (a TCP `host:port`, `:0` for a free port; or a
+    /// Unix socket path if it contains `/`) to processes on any host that connect with
+    /// [`Manager::connect`] and the same `authkey` (Python's `BaseManager(address,
+    /// authkey).get_server()`). The objects live in this process; the server's own
+    /// [`ManagerServer::manager`] reaches them in-process.
+    ///
+    /// A client without the key is refused and learns nothing (both sides prove the key with
+    /// an HMAC challenge; the key never crosses). A client that leaves or dies mid-call loses
+    /// nothing that was acknowledged, and the others are served on. Messages are not
+    /// encrypted: over TCP, keep to networks you trust.
+    ///
+    /// # Errors
+    /// `Io` when the address is taken or cannot be resolved.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: nothing is bound unless the future completes.
+    pub async fn serve(address: &str, authkey: &[u8]) -> Result<ManagerServer> {
+        let host = ServedHost::bind(address, AuthKey::derive(authkey)).await?;
+        Ok(ManagerServer { host })
+    }
+
+    /// Connects to a manager served at `address` with `authkey` (Python's
+    /// `BaseManager(address, authkey).connect()`). Objects made with the returned manager live
+    /// at the server; share them by name ([`Manager::dict_named`]). Proxies from it are for
+    /// this process: another process connects for itself. Works in any tokio runtime, also
+    /// outside `#[process_main]`.
+    ///
+    /// # Errors
+    /// `Authentication` when the server refuses the key (or cannot prove it holds it);
+    /// `Io` when nobody listens there; `Timeout` when the handshake does not finish in 10 s.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a cancelled connect leaves nothing behind.
+    pub async fn connect(address: &str, authkey: &[u8]) -> Result<Manager> {
+        Ok(Manager {
+            client: connect_remote(address, &AuthKey::derive(authkey)).await?,
+        })
+    }
+}
+
+/// A manager serving its objects to other hosts, made by [`Manager::serve`]. Dropping it stops
+/// accepting new clients; the objects live while any proxy to them does.
+#[derive(Debug)]
+pub struct ManagerServer {
+    host: ServedHost,
+}
+
+impl ManagerServer {
+    /// The address clients connect to: `ip:port` as bound (with the real port when `:0` was
+    /// asked for), or the socket's path.
+    pub fn address(&self) -> &str {
+        self.host.address()
+    }
+
+    /// A manager of the served objects for this process (in-process, no connection).
+    pub fn manager(&self) -> Manager {
+        Manager {
+            client: Arc::clone(self.host.client()),
+        }
     }
 }

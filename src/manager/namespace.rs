@@ -29,6 +29,12 @@ impl Namespace {
         }
     }
 
+    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+        Namespace {
+            proxy: Proxy::by_name(DictSpec, "namespace", name, client),
+        }
+    }
+
     /// Sets field `name` to `value`.
     ///
     /// # Errors

@@ -33,6 +33,20 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
         }
     }
 
+    /// A proxy to the object of this kind named `name` at `client`'s host, made there if it is
+    /// new: everyone who names it reaches the same object.
+    pub(crate) fn by_name(
+        spec: S,
+        kind: &'static str,
+        name: &str,
+        client: &Arc<HostClient>,
+    ) -> Self {
+        Proxy {
+            handle: Handle::open_in(spec, name_id(kind, name), client),
+            kind,
+        }
+    }
+
     /// `e`, naming this proxy when the error is about the object.
     pub(crate) fn named(&self, e: Error) -> Error {
         let at = |m: String| format!("{} {:#018x}: {m}", self.kind, self.handle.id());
@@ -125,6 +139,21 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
             self.kind
         ))
     }
+}
+
+/// The id of the object of `kind` named `name`: a digest, so ids made from names keep apart
+/// from each other and (being 64 random-looking bits) from the random ids of unnamed objects.
+fn name_id(kind: &str, name: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"multiprocessing manager object\0")
+        .chain_update(kind.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(name.as_bytes())
+        .finalize();
+    let mut id = [0; 8];
+    id.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(id)
 }
 
 impl<S: Copy> Clone for Proxy<S> {
