@@ -405,14 +405,22 @@ pub(crate) enum ManagedReply {
 
 /// Joins byte strings into one message body: each part after its length (4 bytes, little
 /// endian), so the host can split keys from values without knowing their types.
-pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+///
+/// # Errors
+/// `InvalidArgument` for a part of 4 GiB or more.
+pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     for part in parts {
-        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        let len = u32::try_from(part.len()).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "a manager key, value or item of {} bytes (the most is 4 GiB)",
+                part.len()
+            ))
+        })?;
         body.extend_from_slice(&len.to_le_bytes());
         body.extend_from_slice(part);
     }
-    body
+    Ok(body)
 }
 
 /// Splits a body made by [`join_parts`]; `None` if it is cut short.

@@ -29,6 +29,10 @@ const VALUE: &str = "a manager dict value";
 ///
 /// `d[k] += 1` from many processes is [`Dict::fetch_add`], done by the host in one step.
 ///
+/// A copy on its way (an entry argument of a child not yet running, an item in a queue) does
+/// not hold the dict: a proxy counts from its first use in its process. Keep one until the
+/// receiver has used its copy, or the dict may be freed and the receiver find a new, empty one.
+///
 /// ```no_run
 /// # async fn demo() -> multiprocessing::Result<()> {
 /// let m = multiprocessing::Manager::start().await?;

@@ -66,7 +66,7 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
     /// numbered 0). Later requests of this process are applied after it, and a process
     /// reports an entry's result only once the root has applied what it sent.
     pub(crate) async fn post(&self, op: impl Into<Op>, parts: &[&[u8]]) -> Result<()> {
-        let body = join_parts(parts.iter().copied());
+        let body = join_parts(parts.iter().copied())?;
         self.handle.post_item(op, body, None).await
     }
 
@@ -78,7 +78,7 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
     ) -> Result<(Answer, Found)> {
         let reply = self
             .handle
-            .call_with(op, join_parts(parts.iter().copied()))
+            .call_with(op, join_parts(parts.iter().copied())?)
             .await
             .map_err(|e| self.named(e))?;
         let found = match (reply.answer, reply.body) {

@@ -322,7 +322,7 @@ mod tests {
     use crate::protocol::{join_parts, OpReply};
 
     fn body(parts: &[&[u8]]) -> Option<Body> {
-        Some(join_parts(parts.iter().copied()).into_shared())
+        Some(join_parts(parts.iter().copied()).unwrap().into_shared())
     }
 
     fn enc<T: serde::Serialize>(v: T) -> Vec<u8> {
