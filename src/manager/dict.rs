@@ -1,7 +1,7 @@
 //! [`Dict`]: a proxy to a dict hosted by the manager.
 
 use super::proxy::{self, Proxy};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hub::HostClient;
 use crate::protocol::{encode_value, DictOp, DictSpec, IntKind};
 use serde::de::DeserializeOwned;
@@ -239,7 +239,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
         let value = self.proxy.value(DictOp::GetOrInsert, &[&k, &v]).await?;
         value.ok_or_else(|| {
             self.proxy
-                .named(crate::Error::Lookup("no value came back".into()))
+                .named(Error::Lookup("no value came back".into()))
         })
     }
 }
@@ -269,7 +269,7 @@ impl<K: Serialize + DeserializeOwned, V: Integer + Serialize + DeserializeOwned>
             .await?;
         sum.ok_or_else(|| {
             self.proxy
-                .named(crate::Error::Lookup("no sum came back".into()))
+                .named(Error::Lookup("no sum came back".into()))
         })
     }
 }
