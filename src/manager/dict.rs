@@ -238,8 +238,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
         let (k, v) = (encode_value(KEY, &key)?, encode_value(VALUE, &default)?);
         let value = self.proxy.value(DictOp::GetOrInsert, &[&k, &v]).await?;
         value.ok_or_else(|| {
-            self.proxy
-                .named(Error::Lookup("no value came back".into()))
+            Error::Protocol("the manager host answered get_or_insert without a value".into())
         })
     }
 }
@@ -268,8 +267,7 @@ impl<K: Serialize + DeserializeOwned, V: Integer + Serialize + DeserializeOwned>
             .value(DictOp::FetchAdd { delta, int }, &[&k])
             .await?;
         sum.ok_or_else(|| {
-            self.proxy
-                .named(Error::Lookup("no sum came back".into()))
+            Error::Protocol("the manager host answered fetch_add without a value".into())
         })
     }
 }

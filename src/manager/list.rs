@@ -143,7 +143,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
             index: index as u64,
         };
         let item = self.proxy.value(op, &[]).await?;
-        item.ok_or_else(|| self.proxy.named(Error::Lookup("no item came back".into())))
+        item.ok_or_else(|| {
+            Error::Protocol("the manager host answered remove without an item".into())
+        })
     }
 
     /// Reverses the list in place.
