@@ -7,13 +7,14 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe
+cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench queue -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench pipe -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe $quick > "$out/python.jsonl"
+cargo bench -q --bench manager -- $quick >> "$out/ours.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,manager $quick > "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
@@ -56,6 +57,9 @@ pairs = [
     ("pipe_bytes_1MiB_throughput", "pipe_bytes_1MiB_throughput", 1, "pipe 500 x 1 MiB send_bytes"),
     ("pipe_small_msgs_throughput", "pipe_small_msgs_throughput", 10, "pipe 200k small messages"),
     ("pipe_child_to_child_small_msgs", None, None, "pipe small msgs, child -> child (direct)"),
+    ("manager_dict_set_get", "manager_dict_set_get", 5, "manager dict set+get from a child"),
+    ("manager_dict_insert_get", "manager_dict_set_get", None, "manager dict insert (answered)+get from a child"),
+    ("manager_dict_get_pipelined", None, None, "manager dict gets, 256 in flight from one child"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)

@@ -157,6 +157,10 @@ pub enum Error {
         #[serde(with = "io_on_the_wire")]
         std::io::Error,
     ),
+    /// A manager proxy found no such key, field or index (Python's `KeyError`, `AttributeError`
+    /// and `IndexError`); the message names the proxy and what was looked up.
+    #[error("lookup failed: {0}")]
+    Lookup(String),
 }
 
 thread_local! {

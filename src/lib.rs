@@ -25,6 +25,7 @@ mod process;
 mod start;
 // Layer 6: user-facing modules over the layers above.
 pub mod connection;
+pub mod manager;
 mod pool;
 mod queue;
 // Layer 7: what the macros expand to.
@@ -33,6 +34,7 @@ mod launch;
 pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
 pub use error::{Error, Location, PutTimeoutError, Result, SendError, TryPutError};
+pub use manager::{Dict, List, Manager, ManagerServer, Namespace};
 pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};
 pub use pool::{PoolStats, Replacements};
 pub use process::{

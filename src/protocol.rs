@@ -84,6 +84,8 @@ pub(crate) type ObjectId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Spec {
     Queue(QueueSpec),
+    Dict(DictSpec),
+    List(ListSpec),
 }
 
 /// What a queue is.
@@ -98,6 +100,26 @@ pub(crate) struct QueueSpec {
 impl From<QueueSpec> for Spec {
     fn from(spec: QueueSpec) -> Self {
         Spec::Queue(spec)
+    }
+}
+
+/// What a manager's dict (or namespace) is: nothing beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DictSpec;
+
+/// What a manager's list is: nothing beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ListSpec;
+
+impl From<DictSpec> for Spec {
+    fn from(spec: DictSpec) -> Self {
+        Spec::Dict(spec)
+    }
+}
+
+impl From<ListSpec> for Spec {
+    fn from(spec: ListSpec) -> Self {
+        Spec::List(spec)
     }
 }
 
@@ -146,12 +168,30 @@ impl HostReq {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum Op {
     Queue(QueueOp),
+    Dict(DictOp),
+    List(ListOp),
 }
 
 impl Op {
-    /// Whether the message carries a body (an item) after its header.
+    /// Whether the message carries a body (an item) after its header. Every dict and list
+    /// operation does (the parts of [`join_parts`], empty when it needs none).
     pub(crate) fn has_body(&self) -> bool {
-        matches!(self, Op::Queue(QueueOp::Put | QueueOp::Requeue { .. }))
+        matches!(
+            self,
+            Op::Queue(QueueOp::Put | QueueOp::Requeue { .. }) | Op::Dict(_) | Op::List(_)
+        )
+    }
+}
+
+impl From<DictOp> for Op {
+    fn from(op: DictOp) -> Self {
+        Op::Dict(op)
+    }
+}
+
+impl From<ListOp> for Op {
+    fn from(op: ListOp) -> Self {
+        Op::List(op)
     }
 }
 
@@ -186,6 +226,78 @@ pub(crate) enum QueueOp {
     Join,
 }
 
+/// What a process does to a manager's dict. The body holds the parts named (see
+/// [`join_parts`]): keys and values as the postcard bytes of the user's types, which the host
+/// compares and stores as bytes and never decodes (only `FetchAdd` reads a value, as an
+/// integer). Answers: `Found` (the value in the body) or `Missing`; `Items` (a postcard `Vec`
+/// in the body); `Value` for counts and yes/no; `Done`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum DictOp {
+    /// Parts: key, value. Answered with the value it replaced (`Found`) or `Missing`.
+    Insert,
+    /// Part: key. `Found` or `Missing`.
+    Get,
+    /// Part: key. The value taken out (`Found`) or `Missing`.
+    Remove,
+    /// Part: key. `Value` 1 or 0.
+    ContainsKey,
+    /// `Value`: how many entries.
+    Len,
+    /// `Items`: the keys, in insertion order.
+    Keys,
+    /// `Items`: the values, in insertion order.
+    Values,
+    /// `Items`: `(key, value)` pairs, in insertion order.
+    Items,
+    /// Parts: key, value, key, value, …; `Done`.
+    Update,
+    /// `Done`.
+    Clear,
+    /// Parts: key, value. The value now at the key (`Found`): the one there, or this one,
+    /// inserted.
+    GetOrInsert,
+    /// Part: key. Adds `delta` to the integer at the key (0 when missing) and answers the new
+    /// value (`Found`); fails with `NotAnInteger` or `Overflow`, leaving the value as it was.
+    FetchAdd { delta: i64, int: IntKind },
+}
+
+/// The integer type of a `FetchAdd`, which is all the host needs to read and write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IntKind {
+    pub(crate) signed: bool,
+    /// 8, 16, 32, 64 (`usize`/`isize` travel as 64).
+    pub(crate) bits: u8,
+}
+
+/// What a process does to a manager's list. Items are postcard bytes, as in a dict.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum ListOp {
+    /// Part: item. `Done`.
+    Push,
+    /// Parts: items. `Done`.
+    Extend,
+    /// The last item (`Found`) or `Missing`.
+    Pop,
+    /// `Found` or `Missing`.
+    Get { index: u64 },
+    /// Part: item. `Done`, or fails with `OutOfRange`.
+    Set { index: u64 },
+    /// Part: item, inserted before `index` (at the end when `index` is past it, as Python's
+    /// `insert` does). `Done`.
+    Insert { index: u64 },
+    /// The item taken out (`Found`), or fails with `OutOfRange`.
+    Remove { index: u64 },
+    /// `Done`.
+    Reverse,
+    /// `Value`: how many items.
+    Len,
+    /// `Items { version }`: every item, and the list's version (bumped by every change).
+    Snapshot,
+    /// Parts: items. Replaces every item if the list is still at `version` (`Value` 1), else
+    /// changes nothing (`Value` 0): how a sort done by the caller stays atomic.
+    Replace { version: u64 },
+}
+
 /// Why a hosted-object operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum HostError {
@@ -193,6 +305,17 @@ pub(crate) enum HostError {
     Full,
     Timeout,
     Closed,
+    /// A list has no item at `index` (it holds `len`).
+    OutOfRange {
+        index: u64,
+        len: u64,
+    },
+    /// A dict's value is not an integer of the kind a `FetchAdd` named.
+    NotAnInteger,
+    /// A `FetchAdd` would leave its integer type's range.
+    Overflow,
+    /// The request's parts do not split as its operation says.
+    Malformed,
 }
 
 impl From<HostError> for Error {
@@ -202,6 +325,19 @@ impl From<HostError> for Error {
             HostError::Full => Error::Full,
             HostError::Timeout => Error::Timeout,
             HostError::Closed => Error::Closed,
+            HostError::OutOfRange { index, len } => Error::Lookup(format!(
+                "list index {index} is out of range (the list holds {len} items)"
+            )),
+            HostError::NotAnInteger => Error::InvalidArgument(
+                "fetch_add: the value at this key is not an integer of the dict's value type"
+                    .into(),
+            ),
+            HostError::Overflow => Error::InvalidArgument(
+                "fetch_add: the sum does not fit the dict's value type".into(),
+            ),
+            HostError::Malformed => {
+                Error::Protocol("the manager host could not split a request's parts".into())
+            }
         }
     }
 }
@@ -232,7 +368,13 @@ pub(crate) enum Answer {
 impl Answer {
     /// Whether the message carries a body (an item) after its header.
     pub(crate) fn has_body(&self) -> bool {
-        matches!(self, Answer::Op(OpReply::Queue(QueueReply::Item { .. })))
+        matches!(
+            self,
+            Answer::Op(
+                OpReply::Queue(QueueReply::Item { .. })
+                    | OpReply::Managed(ManagedReply::Found | ManagedReply::Items { .. })
+            )
+        )
     }
 }
 
@@ -240,6 +382,61 @@ impl Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum OpReply {
     Queue(QueueReply),
+    Managed(ManagedReply),
+}
+
+impl From<ManagedReply> for OpReply {
+    fn from(reply: ManagedReply) -> Self {
+        OpReply::Managed(reply)
+    }
+}
+
+/// What a manager's dict or list answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ManagedReply {
+    /// The value (in the body).
+    Found,
+    /// No such key or item.
+    Missing,
+    /// Several keys, values, pairs or items (in the body, as a postcard `Vec` of them), and
+    /// for a list its version.
+    Items { version: u64 },
+}
+
+/// Joins byte strings into one message body: each part after its length (4 bytes, little
+/// endian), so the host can split keys from values without knowing their types.
+///
+/// # Errors
+/// `InvalidArgument` for a part of 4 GiB or more.
+pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    for part in parts {
+        let len = u32::try_from(part.len()).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "a manager key, value or item of {} bytes (the most is 4 GiB)",
+                part.len()
+            ))
+        })?;
+        body.extend_from_slice(&len.to_le_bytes());
+        body.extend_from_slice(part);
+    }
+    Ok(body)
+}
+
+/// Splits a body made by [`join_parts`]; `None` if it is cut short.
+pub(crate) fn split_parts(mut body: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut parts = Vec::new();
+    while !body.is_empty() {
+        let (len, rest) = body.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let (part, rest) = rest.split_at(len);
+        parts.push(part);
+        body = rest;
+    }
+    Some(parts)
 }
 
 impl From<QueueReply> for OpReply {

@@ -35,6 +35,8 @@ fn may_use(module: &str) -> Option<Vec<&'static str>> {
         "start" => up_to_hub(),
         "process" => [up_to_hub(), vec!["start"]].concat(),
         "pool" | "actor" => up_to_start(),
+        // A manager also makes the crate's own queues (and, later, locks and events).
+        "manager" => [up_to_hub(), vec!["queue", "sync"]].concat(),
         m if HUB_USERS.contains(&m) => up_to_hub(),
         "launch" => [up_to_start(), vec!["pool", "actor"], HUB_USERS.to_vec()].concat(),
         _ => return None,

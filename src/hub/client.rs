@@ -21,6 +21,8 @@ use crate::protocol::{
     decode_head, encode_head, Answer, HostReply, HostReq, ObjectId, Spec, Up, PROTOCOL_VERSION,
 };
 use crate::transport::auth::AuthKey;
+use crate::transport::frame::FrameReader;
+use crate::transport::local::RecvHalf;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::HashMap;
 use std::path::Path;
@@ -144,9 +146,15 @@ impl HostClient {
             version: PROTOCOL_VERSION,
             pid: std::process::id(),
         })?;
-        let Conn { mut reader, writer } =
+        let Conn { reader, writer } =
             Conn::connect_with(socket, key, Some(&attach), max_frame).await?;
         let (out, _writer) = spawn_writer(writer);
+        Ok(Self::over(reader, out))
+    }
+
+    /// The client of a host reached over `reader` and `out`, an authenticated connection whose
+    /// `Attach` was sent: requests go out through `out`, and a task reads the answers.
+    pub(crate) fn over(mut reader: FrameReader<RecvHalf>, out: Outbox) -> Arc<Self> {
         let client = Arc::new(HostClient::new(Route::Remote(Remote {
             out,
             pending: Mutex::default(),
@@ -175,7 +183,7 @@ impl HostClient {
                 }
             }
         });
-        Ok(client)
+        client
     }
 
     /// An answer (or notice) from the root.
@@ -272,6 +280,24 @@ impl HostClient {
         spec: Option<Spec>,
         make: impl FnOnce(u64) -> HostReq,
     ) -> Result<Reply> {
+        self.call_with(obj, spec, Vec::new(), make).await
+    }
+
+    /// [`HostClient::call`] for a request with a body (the parts of a manager's operation).
+    /// Many may be in flight at once from one process: answers are matched by request number.
+    ///
+    /// # Errors
+    /// `Closed` when the root is gone.
+    ///
+    /// # Cancel safety
+    /// As [`HostClient::call`].
+    pub(super) async fn call_with(
+        &self,
+        obj: ObjectId,
+        spec: Option<Spec>,
+        body: Vec<u8>,
+        make: impl FnOnce(u64) -> HostReq,
+    ) -> Result<Reply> {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let mut awaiting = Awaiting {
             client: self,
@@ -288,7 +314,8 @@ impl HostClient {
                     awaiting.rx = Some(rx);
                     Box::new(tx)
                 };
-                if let Some(reply) = store.handle(ROOT, make(req), None, &mut channel) {
+                let body = (!body.is_empty()).then(|| body.into_shared());
+                if let Some(reply) = store.handle(ROOT, make(req), body, &mut channel) {
                     return Ok(reply);
                 }
             }
@@ -302,7 +329,7 @@ impl HostClient {
                     pending.insert(req, Pending { obj, spec, tx });
                 }
                 awaiting.rx = Some(rx);
-                if let Err(e) = remote.send(&make(req), Vec::new()) {
+                if let Err(e) = remote.send(&make(req), body) {
                     lock(&remote.pending).remove(&req);
                     awaiting.rx = None;
                     return Err(e);
@@ -383,6 +410,14 @@ impl HostClient {
         }
         counted.armed = false;
         Ok(())
+    }
+
+    /// Counts the first handle to new object `obj` and opens it at the host without waiting:
+    /// applied at once in the root, and elsewhere sent ahead of anything this process sends
+    /// later (its answer is not waited for: a new object is not closed).
+    pub(crate) fn open_new(&self, obj: ObjectId, spec: Spec) {
+        lock(&self.held).entry(obj).or_default().handles += 1;
+        let _ = self.post(HostReq::Open { req: 0, obj, spec }, None);
     }
 
     /// Counts one more handle to `obj` without asking the host. Returns `false` (and counts

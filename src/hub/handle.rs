@@ -73,6 +73,29 @@ impl<S: Copy + Into<Spec>> Handle<S> {
         }
     }
 
+    /// A handle to a new object, counted by `client` at once: the object exists from now on,
+    /// so a copy sent to another process that uses and drops it before this one is used does
+    /// not free it (a manager's objects hold nothing that would keep them alive otherwise).
+    pub(crate) fn new_in(spec: S, client: &Arc<HostClient>) -> Self {
+        Self::open_in(spec, new_id(), client)
+    }
+
+    /// A handle to object `id` (made as `spec` if the host has no such object), counted by
+    /// `client` at once as [`Handle::new_in`] does. Two processes that name the same id reach
+    /// the same object: how a manager's named objects are shared.
+    pub(crate) fn open_in(spec: S, id: ObjectId, client: &Arc<HostClient>) -> Self {
+        if !client.open_another(id) {
+            client.open_new(id, spec.into());
+        }
+        let handle = Handle {
+            id,
+            spec,
+            client: OnceCell::new(),
+        };
+        let _ = handle.client.set(Arc::clone(client));
+        handle
+    }
+
     /// The object's id.
     pub(crate) fn id(&self) -> ObjectId {
         self.id
@@ -111,10 +134,21 @@ impl<S: Copy + Into<Spec>> Handle<S> {
     /// Cancel-safe: dropped before the answer, the request is cancelled, and what an answer
     /// that came meanwhile carries (an item, granted room) goes back to the object.
     pub(crate) async fn call(&self, op: impl Into<Op>) -> Result<Reply> {
+        self.call_with(op, Vec::new()).await
+    }
+
+    /// [`Handle::call`] with `body` after the operation's header (a manager's parts).
+    ///
+    /// # Errors
+    /// As [`Handle::call`].
+    ///
+    /// # Cancel safety
+    /// As [`Handle::call`].
+    pub(crate) async fn call_with(&self, op: impl Into<Op>, body: Vec<u8>) -> Result<Reply> {
         let client = self.client().await?;
         let (obj, op) = (self.id, op.into());
         let reply = client
-            .call(obj, Some(self.spec.into()), |req| HostReq::Op {
+            .call_with(obj, Some(self.spec.into()), body, |req| HostReq::Op {
                 req,
                 obj,
                 op,

@@ -16,12 +16,14 @@ mod client;
 mod context;
 mod handle;
 mod objects;
+mod remote;
 mod serve;
 
 pub(crate) use client::HostClient;
 pub(crate) use context::{current_host, max_frame, set_current, set_max_frame, HubContext};
 pub(crate) use handle::Handle;
 pub(crate) use objects::Store;
+pub(crate) use remote::{connect as connect_remote, ServedHost};
 
 use crate::error::{Error, Result};
 use crate::protocol::{decode_head, Up, PROTOCOL_VERSION};

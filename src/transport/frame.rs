@@ -413,6 +413,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// A reader that first decodes `leftover`: bytes a handshake read past its end.
+    pub(crate) fn with_leftover(inner: R, leftover: Vec<u8>, max_frame: usize) -> Self {
+        FrameReader {
+            inner,
+            decoder: Decoder::new(leftover, READ_BUF_SIZE, max_frame),
+        }
+    }
+
     /// Changes the frame limit (the handshake runs with a tiny one).
     pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
         self.decoder.set_max_frame(max_frame);

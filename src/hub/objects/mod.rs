@@ -24,6 +24,7 @@
 //! with no I/O, unit-tested without processes. A new kind is a new file, a variant of
 //! [`Spec`], [`Op`] and `OpReply` in `protocol`, and an arm in [`Object`].
 
+mod manager;
 mod queue;
 
 use super::lock;
@@ -212,12 +213,16 @@ pub(crate) trait Hosted {
 #[derive(Debug)]
 enum Object {
     Queue(queue::QueueState),
+    Dict(manager::DictState),
+    List(manager::ListState),
 }
 
 impl Object {
     fn new(spec: Spec) -> Self {
         match spec {
             Spec::Queue(spec) => Object::Queue(queue::QueueState::new(spec)),
+            Spec::Dict(_) => Object::Dict(manager::DictState::default()),
+            Spec::List(_) => Object::List(manager::ListState::default()),
         }
     }
 
@@ -226,18 +231,25 @@ impl Object {
     fn revive(op: &Op) -> Option<Self> {
         match op {
             Op::Queue(op) => queue::QueueState::revive(op).map(Object::Queue),
+            Op::Dict(_) | Op::List(_) => None,
         }
     }
 
     fn apply(&mut self, caller: &mut Caller<'_>, op: Op, body: Option<Body>) -> Outcome {
         match (self, op) {
             (Object::Queue(q), Op::Queue(op)) => q.apply(caller, op, body),
+            (Object::Dict(d), Op::Dict(op)) => d.apply(op, body),
+            (Object::List(l), Op::List(op)) => l.apply(op, body),
+            // An id names one object of one kind: this is a confused peer.
+            _ => Outcome::Answer(Reply::failed(HostError::Malformed)),
         }
     }
 
     fn hosted(&mut self) -> &mut dyn Hosted {
         match self {
             Object::Queue(q) => q,
+            Object::Dict(d) => d,
+            Object::List(l) => l,
         }
     }
 }
