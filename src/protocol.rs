@@ -84,6 +84,18 @@ pub(crate) type ObjectId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Spec {
     Queue(QueueSpec),
+    /// A lock: one word in a lock arena of the root's (see `hub/objects/lock.rs`).
+    Lock(LockSpec),
+}
+
+/// What a lock is: nothing to choose (every lock is a word in one of the root's arenas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockSpec;
+
+impl From<LockSpec> for Spec {
+    fn from(spec: LockSpec) -> Self {
+        Spec::Lock(spec)
+    }
 }
 
 /// What a queue is.
@@ -146,6 +158,7 @@ impl HostReq {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum Op {
     Queue(QueueOp),
+    Lock(LockOp),
 }
 
 impl Op {
@@ -153,6 +166,24 @@ impl Op {
     pub(crate) fn has_body(&self) -> bool {
         matches!(self, Op::Queue(QueueOp::Put | QueueOp::Requeue { .. }))
     }
+}
+
+impl From<LockOp> for Op {
+    fn from(op: LockOp) -> Self {
+        Op::Lock(op)
+    }
+}
+
+/// What a process asks of a lock. Acquiring and releasing never come here: they are atomic
+/// operations on the lock's word.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum LockOp {
+    /// Where the lock's word is; `pid` is the asking process, whose locks the host releases
+    /// when its connection ends. Answered `Word`.
+    Locate { pid: u32 },
+    /// A descriptor of lock arena `arena`; answered `Arena` with the descriptor's ticket in
+    /// the body.
+    Arena { arena: u32 },
 }
 
 impl From<QueueOp> for Op {
@@ -232,7 +263,10 @@ pub(crate) enum Answer {
 impl Answer {
     /// Whether the message carries a body (an item) after its header.
     pub(crate) fn has_body(&self) -> bool {
-        matches!(self, Answer::Op(OpReply::Queue(QueueReply::Item { .. })))
+        matches!(
+            self,
+            Answer::Op(OpReply::Queue(QueueReply::Item { .. }) | OpReply::Lock(LockReply::Arena))
+        )
     }
 }
 
@@ -240,6 +274,22 @@ impl Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum OpReply {
     Queue(QueueReply),
+    Lock(LockReply),
+}
+
+/// What a lock answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum LockReply {
+    /// The lock's word is word `index` of lock arena `arena`.
+    Word { arena: u32, index: u32 },
+    /// The arena's descriptor ticket is in the body.
+    Arena,
+}
+
+impl From<LockReply> for OpReply {
+    fn from(reply: LockReply) -> Self {
+        OpReply::Lock(reply)
+    }
 }
 
 impl From<QueueReply> for OpReply {

@@ -15,12 +15,14 @@
 mod client;
 mod context;
 mod handle;
+mod lock_word;
 mod objects;
 mod serve;
 
 pub(crate) use client::HostClient;
 pub(crate) use context::{current_host, max_frame, set_current, set_max_frame, HubContext};
 pub(crate) use handle::Handle;
+pub(crate) use lock_word::{Held, LockWord};
 pub(crate) use objects::Store;
 
 use crate::error::{Error, Result};

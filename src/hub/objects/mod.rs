@@ -24,7 +24,10 @@
 //! with no I/O, unit-tested without processes. A new kind is a new file, a variant of
 //! [`Spec`], [`Op`] and `OpReply` in `protocol`, and an arm in [`Object`].
 
+mod lock;
 mod queue;
+
+pub(crate) use lock::arena as lock_arena;
 
 use super::lock;
 use crate::protocol::{Answer, HostError, HostReq, ObjectId, Op, OpReply, Spec, Wait};
@@ -212,12 +215,14 @@ pub(crate) trait Hosted {
 #[derive(Debug)]
 enum Object {
     Queue(queue::QueueState),
+    Lock(lock::LockState),
 }
 
 impl Object {
     fn new(spec: Spec) -> Self {
         match spec {
             Spec::Queue(spec) => Object::Queue(queue::QueueState::new(spec)),
+            Spec::Lock(_) => Object::Lock(lock::LockState::new()),
         }
     }
 
@@ -226,18 +231,24 @@ impl Object {
     fn revive(op: &Op) -> Option<Self> {
         match op {
             Op::Queue(op) => queue::QueueState::revive(op).map(Object::Queue),
+            // A lock operation comes only from a process holding a handle.
+            Op::Lock(_) => None,
         }
     }
 
     fn apply(&mut self, caller: &mut Caller<'_>, op: Op, body: Option<Body>) -> Outcome {
         match (self, op) {
             (Object::Queue(q), Op::Queue(op)) => q.apply(caller, op, body),
+            (Object::Lock(l), Op::Lock(op)) => l.apply(caller, op, body),
+            // A confused peer named an object of another kind.
+            _ => Outcome::Answer(Reply::failed(crate::protocol::HostError::Closed)),
         }
     }
 
     fn hosted(&mut self) -> &mut dyn Hosted {
         match self {
             Object::Queue(q) => q,
+            Object::Lock(l) => l,
         }
     }
 }
