@@ -7,13 +7,14 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe
+cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench shm
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench queue -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench pipe -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe $quick > "$out/python.jsonl"
+cargo bench -q --bench shm -- $quick >> "$out/ours.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,lock $quick > "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
@@ -56,6 +57,10 @@ pairs = [
     ("pipe_bytes_1MiB_throughput", "pipe_bytes_1MiB_throughput", 1, "pipe 500 x 1 MiB send_bytes"),
     ("pipe_small_msgs_throughput", "pipe_small_msgs_throughput", 10, "pipe 200k small messages"),
     ("pipe_child_to_child_small_msgs", None, None, "pipe small msgs, child -> child (direct)"),
+    ("lock_contended_counter", "lock_contended_counter", 3, "2 procs x 100k locked counter increments"),
+    ("value_fetch_add_counter", "lock_contended_counter", 20, "2 procs x 100k Value::fetch_add vs Python's locked counter"),
+    ("lock_uncontended", "lock_uncontended", 2, "uncontended Lock acquire+release pairs"),
+    ("pool_apply_len_100MiB_shared_bytes", "pool_apply_len_100MiB", 4, "100 MiB as SharedBytes to a pool worker"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)

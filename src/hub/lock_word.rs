@@ -106,6 +106,9 @@ static MAPPED: Mutex<Option<HashMap<u32, Shared>>> = Mutex::new(None);
 struct Place {
     segment: Shared,
     index: usize,
+    /// This process's pid, as the word records it (`getpid` is a syscall, which the
+    /// uncontended path must not make). A place is made in the process that uses it.
+    pid: u32,
 }
 
 impl Place {
@@ -116,21 +119,21 @@ impl Place {
 
 /// A held lock word; dropping it releases the word.
 #[derive(Debug)]
-pub(crate) struct Held {
-    place: Place,
+pub(crate) struct Held<'a> {
+    word: &'a AtomicU32,
     poisoned: bool,
 }
 
-impl Held {
+impl Held<'_> {
     /// Whether the previous holder died holding the word.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned
     }
 }
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
-        unlock(self.place.word());
+        unlock(self.word);
     }
 }
 
@@ -167,6 +170,7 @@ impl LockWord {
                 Ok(Place {
                     segment,
                     index: index as usize,
+                    pid,
                 })
             })
             .await
@@ -208,25 +212,24 @@ impl LockWord {
 
     /// Takes the lock if it is free now; never waits for it (the first call on a handle may
     /// ask the host where the word is).
-    pub(crate) async fn try_acquire(&self) -> Result<Option<Held>> {
+    pub(crate) async fn try_acquire(&self) -> Result<Option<Held<'_>>> {
         let place = self.place().await?;
-        Ok(
-            try_lock(place.word(), std::process::id(), false).map(|poisoned| Held {
-                place: place.clone(),
-                poisoned,
-            }),
-        )
+        let word = place.word();
+        Ok(try_lock(word, place.pid, false).map(|poisoned| Held { word, poisoned }))
     }
 
     /// Takes the lock, waiting as long as it takes. Cancel-safe (see the module docs).
-    pub(crate) async fn acquire(&self) -> Result<Held> {
+    pub(crate) async fn acquire(&self) -> Result<Held<'_>> {
+        // The uncontended path: one compare-and-swap once the word is known.
+        if let Some(place) = self.place.get() {
+            let word = place.word();
+            if let Some(poisoned) = try_lock(word, place.pid, false) {
+                return Ok(Held { word, poisoned });
+            }
+        }
         let place = self.place().await?;
-        let word = place.word();
-        let pid = std::process::id();
-        let held = |poisoned| Held {
-            place: place.clone(),
-            poisoned,
-        };
+        let (word, pid) = (place.word(), place.pid);
+        let held = |poisoned| Held { word, poisoned };
         for look in 0..LOOKS {
             if let Some(poisoned) = try_lock(word, pid, false) {
                 return Ok(held(poisoned));

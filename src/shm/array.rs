@@ -152,7 +152,7 @@ impl<T: Plain> Array<T> {
 #[clippy::has_significant_drop]
 pub struct ArrayGuard<'a, T: Plain> {
     array: &'a Array<T>,
-    held: Held,
+    held: Held<'a>,
 }
 
 impl<T: Plain> ArrayGuard<'_, T> {

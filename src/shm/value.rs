@@ -129,7 +129,7 @@ impl<T: Plain + std::fmt::Debug> std::fmt::Debug for Value<T> {
 #[clippy::has_significant_drop]
 pub struct ValueGuard<'a, T: Plain> {
     value: &'a Value<T>,
-    held: Held,
+    held: Held<'a>,
 }
 
 impl<T: Plain> ValueGuard<'_, T> {

@@ -40,11 +40,11 @@ impl Default for Lock {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 #[clippy::has_significant_drop]
 #[derive(Debug)]
-pub struct LockGuard {
-    held: Held,
+pub struct LockGuard<'a> {
+    held: Held<'a>,
 }
 
-impl LockGuard {
+impl LockGuard<'_> {
     /// Whether the previous holder died holding the lock (and the hub released it). Only the
     /// first guard after such a death says so.
     pub fn is_poisoned(&self) -> bool {
@@ -66,7 +66,7 @@ impl Lock {
     ///
     /// # Errors
     /// `NotLaunched` outside a launch; `Closed` when the root's hub is gone.
-    pub async fn acquire(&self) -> Result<LockGuard> {
+    pub async fn acquire(&self) -> Result<LockGuard<'_>> {
         Ok(LockGuard {
             held: self.0.acquire().await?,
         })
@@ -79,7 +79,7 @@ impl Lock {
     ///
     /// # Errors
     /// `Timeout` when the lock was not free in time; otherwise as [`Lock::acquire`].
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard> {
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
         tokio::time::timeout(timeout, self.acquire())
             .await
             .map_err(|_| Error::Timeout)?
@@ -93,7 +93,7 @@ impl Lock {
     ///
     /// # Errors
     /// As [`Lock::acquire`].
-    pub async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+    pub async fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
         Ok(self.0.try_acquire().await?.map(|held| LockGuard { held }))
     }
 }
