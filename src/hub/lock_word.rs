@@ -318,6 +318,7 @@ impl<'de> Deserialize<'de> for LockWord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::segment::Segment;
 
     #[test]
     fn a_word_is_taken_once_and_a_dead_holder_poisons_it() {
