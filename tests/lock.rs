@@ -143,3 +143,17 @@ async fn tasks_of_one_process_exclude_each_other() {
     }
     assert_eq!(counter.load(), 2_000);
 }
+
+fn send_sync<T: Send + Sync>() {}
+fn send<T: Send>(_: &T) {}
+
+#[test]
+fn locks_guards_and_their_futures_are_send() {
+    send_sync::<Lock>();
+    send_sync::<multiprocessing::sync::LockGuard<'static>>();
+    let lock = Lock::new();
+    // Built, never polled: only their types matter here.
+    send(&lock.acquire());
+    send(&lock.acquire_timeout(Duration::from_secs(1)));
+    send(&lock.try_acquire());
+}

@@ -166,3 +166,28 @@ async fn a_pool_task_takes_shared_bytes() {
     assert_eq!(pool.apply(length, bytes.clone()).await.unwrap(), 10 << 20);
     assert_eq!(pool.apply(length, bytes).await.unwrap(), 10 << 20);
 }
+
+fn send_sync<T: Send + Sync>() {}
+fn send<T: Send>(_: &T) {}
+
+#[test]
+fn handles_guards_and_futures_are_send_and_sync() {
+    send_sync::<SharedMemory>();
+    send_sync::<SharedBytes>();
+    send_sync::<multiprocessing::shm::SharedBytesMut>();
+    send_sync::<Value<u64>>();
+    send_sync::<Array<f32>>();
+    send_sync::<multiprocessing::shm::ValueGuard<'static, u64>>();
+    send_sync::<multiprocessing::shm::ArrayGuard<'static, [u8; 4]>>();
+    let v = Value::new(1u8).unwrap();
+    let a = Array::<i16>::new(2).unwrap();
+    // Built, never polled: only their types matter here.
+    send(&v.lock());
+    send(&a.lock());
+}
+
+#[test]
+#[should_panic(expected = "out of range")]
+fn an_index_out_of_range_panics() {
+    Array::<u32>::new(3).unwrap().get(3);
+}
