@@ -46,9 +46,7 @@ impl SharedBytes {
     /// # Errors
     /// `Io` when the kernel refuses the memory.
     pub fn copy_from_slice(bytes: &[u8]) -> Result<SharedBytes> {
-        let mut buf = SharedBytes::with_capacity(bytes.len())?;
-        buf.copy_from_slice(bytes);
-        Ok(buf.freeze())
+        Ok(SharedBytes(Shared::new(Segment::create_from(bytes)?)))
     }
 
     /// A zero-filled buffer of `len` bytes to write in place, then [`SharedBytesMut::freeze`].
