@@ -162,3 +162,44 @@ impl Hosted for LockState {
             .is_none_or(|slot| slot.word().load(std::sync::atomic::Ordering::Acquire) == 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::objects::Waiter;
+    use crate::protocol::{Answer, OpReply};
+    use std::sync::atomic::Ordering::SeqCst;
+
+    #[test]
+    fn a_dead_holder_poisons_the_word_which_keeps_its_lock() {
+        let mut state = LockState::new();
+        let mut nobody = || -> Box<dyn Waiter> { unreachable!("a lock never waits") };
+        let mut caller = Caller {
+            owner: 3,
+            req: 1,
+            waiter: &mut nobody,
+            ended: None,
+        };
+        let Outcome::Answer(reply) = state.apply(&mut caller, LockOp::Locate { pid: 4242 }, None)
+        else {
+            panic!("a locate is answered at once");
+        };
+        assert!(matches!(
+            reply.answer,
+            Answer::Op(OpReply::Lock(LockReply::Word { .. }))
+        ));
+        let segment = state.slot.as_ref().unwrap().segment.clone();
+        let word = segment.word(state.slot.as_ref().unwrap().index as usize);
+        // Process 4242 (owner 3) holds the lock, someone sleeps on it.
+        word.store(4242 | lock_word::WAITERS, SeqCst);
+        assert!(!state.is_idle());
+        // Another owner going away changes nothing.
+        state.owner_gone(5);
+        assert_eq!(word.load(SeqCst), 4242 | lock_word::WAITERS);
+        state.owner_gone(3);
+        assert_eq!(word.load(SeqCst), lock_word::POISONED);
+        assert!(!state.is_idle(), "the poison waits for the next holder");
+        word.store(0, SeqCst);
+        assert!(state.is_idle());
+    }
+}
