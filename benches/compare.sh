@@ -7,14 +7,15 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager
+cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench queue -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench pipe -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench manager -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,manager $quick > "$out/python.jsonl"
+cargo bench -q --bench shm -- $quick >> "$out/ours.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,manager,lock $quick > "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
@@ -60,6 +61,10 @@ pairs = [
     ("manager_dict_set_get", "manager_dict_set_get", 5, "manager dict set+get from a child"),
     ("manager_dict_insert_get", "manager_dict_set_get", None, "manager dict insert (answered)+get from a child"),
     ("manager_dict_get_pipelined", None, None, "manager dict gets, 256 in flight from one child"),
+    ("lock_contended_counter", "lock_contended_counter", 3, "2 procs x 100k locked counter increments"),
+    ("value_fetch_add_counter", "lock_contended_counter", 20, "2 procs x 100k Value::fetch_add vs Python's locked counter"),
+    ("lock_uncontended", "lock_uncontended", 2, "uncontended Lock acquire+release pairs"),
+    ("pool_apply_len_100MiB_shared_bytes", "pool_apply_len_100MiB", 4, "100 MiB as SharedBytes to a pool worker"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)

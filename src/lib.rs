@@ -28,6 +28,8 @@ pub mod connection;
 pub mod manager;
 mod pool;
 mod queue;
+pub mod shm;
+pub mod sync;
 // Layer 7: what the macros expand to.
 mod launch;
 
@@ -42,7 +44,9 @@ pub use process::{
     ProcessInfo,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use shm::{Array, SharedBytes, SharedMemory, Value};
 pub use start::{get_start_method, set_start_method, StartMethod};
+pub use sync::Lock;
 
 #[cfg(feature = "macros")]
 pub use multiprocessing_macros::{entry, process_main, test};

@@ -86,6 +86,18 @@ pub(crate) enum Spec {
     Queue(QueueSpec),
     Dict(DictSpec),
     List(ListSpec),
+    /// A lock: one word in a lock arena of the root's (see `hub/objects/lock.rs`).
+    Lock(LockSpec),
+}
+
+/// What a lock is: nothing to choose (every lock is a word in one of the root's arenas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockSpec;
+
+impl From<LockSpec> for Spec {
+    fn from(spec: LockSpec) -> Self {
+        Spec::Lock(spec)
+    }
 }
 
 /// What a queue is.
@@ -170,6 +182,7 @@ pub(crate) enum Op {
     Queue(QueueOp),
     Dict(DictOp),
     List(ListOp),
+    Lock(LockOp),
 }
 
 impl Op {
@@ -193,6 +206,24 @@ impl From<ListOp> for Op {
     fn from(op: ListOp) -> Self {
         Op::List(op)
     }
+}
+
+impl From<LockOp> for Op {
+    fn from(op: LockOp) -> Self {
+        Op::Lock(op)
+    }
+}
+
+/// What a process asks of a lock. Acquiring and releasing never come here: they are atomic
+/// operations on the lock's word.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum LockOp {
+    /// Where the lock's word is; `pid` is the asking process, whose locks the host releases
+    /// when its connection ends. Answered `Word`.
+    Locate { pid: u32 },
+    /// A descriptor of lock arena `arena`; answered `Arena` with the descriptor's ticket in
+    /// the body.
+    Arena { arena: u32 },
 }
 
 impl From<QueueOp> for Op {
@@ -373,6 +404,7 @@ impl Answer {
             Answer::Op(
                 OpReply::Queue(QueueReply::Item { .. })
                     | OpReply::Managed(ManagedReply::Found | ManagedReply::Items { .. })
+                    | OpReply::Lock(LockReply::Arena)
             )
         )
     }
@@ -383,6 +415,7 @@ impl Answer {
 pub(crate) enum OpReply {
     Queue(QueueReply),
     Managed(ManagedReply),
+    Lock(LockReply),
 }
 
 impl From<ManagedReply> for OpReply {
@@ -437,6 +470,21 @@ pub(crate) fn split_parts(mut body: &[u8]) -> Option<Vec<&[u8]>> {
         body = rest;
     }
     Some(parts)
+}
+
+/// What a lock answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum LockReply {
+    /// The lock's word is word `index` of lock arena `arena`.
+    Word { arena: u32, index: u32 },
+    /// The arena's descriptor ticket is in the body.
+    Arena,
+}
+
+impl From<LockReply> for OpReply {
+    fn from(reply: LockReply) -> Self {
+        OpReply::Lock(reply)
+    }
 }
 
 impl From<QueueReply> for OpReply {

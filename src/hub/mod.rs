@@ -15,6 +15,7 @@
 mod client;
 mod context;
 mod handle;
+mod lock_word;
 mod objects;
 mod remote;
 mod serve;
@@ -22,6 +23,7 @@ mod serve;
 pub(crate) use client::HostClient;
 pub(crate) use context::{current_host, max_frame, set_current, set_max_frame, HubContext};
 pub(crate) use handle::Handle;
+pub(crate) use lock_word::{Held, LockWord};
 pub(crate) use objects::Store;
 pub(crate) use remote::{connect as connect_remote, ServedHost};
 

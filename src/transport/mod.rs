@@ -10,6 +10,7 @@ pub(crate) mod auth;
 pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod local;
+pub(crate) mod segment;
 pub(crate) mod socket;
 pub(crate) mod tcp;
 

@@ -25,7 +25,10 @@
 //! [`Spec`], [`Op`] and `OpReply` in `protocol`, and an arm in [`Object`].
 
 mod manager;
+mod lock;
 mod queue;
+
+pub(crate) use lock::arena as lock_arena;
 
 use super::lock;
 use crate::protocol::{Answer, HostError, HostReq, ObjectId, Op, OpReply, Spec, Wait};
@@ -215,6 +218,7 @@ enum Object {
     Queue(queue::QueueState),
     Dict(manager::DictState),
     List(manager::ListState),
+    Lock(lock::LockState),
 }
 
 impl Object {
@@ -223,6 +227,7 @@ impl Object {
             Spec::Queue(spec) => Object::Queue(queue::QueueState::new(spec)),
             Spec::Dict(_) => Object::Dict(manager::DictState::default()),
             Spec::List(_) => Object::List(manager::ListState::default()),
+            Spec::Lock(_) => Object::Lock(lock::LockState::new()),
         }
     }
 
@@ -232,6 +237,8 @@ impl Object {
         match op {
             Op::Queue(op) => queue::QueueState::revive(op).map(Object::Queue),
             Op::Dict(_) | Op::List(_) => None,
+            // A lock operation comes only from a process holding a handle.
+            Op::Lock(_) => None,
         }
     }
 
@@ -240,6 +247,7 @@ impl Object {
             (Object::Queue(q), Op::Queue(op)) => q.apply(caller, op, body),
             (Object::Dict(d), Op::Dict(op)) => d.apply(op, body),
             (Object::List(l), Op::List(op)) => l.apply(op, body),
+            (Object::Lock(l), Op::Lock(op)) => l.apply(caller, op, body),
             // An id names one object of one kind: this is a confused peer.
             _ => Outcome::Answer(Reply::failed(HostError::Malformed)),
         }
@@ -250,6 +258,7 @@ impl Object {
             Object::Queue(q) => q,
             Object::Dict(d) => d,
             Object::List(l) => l,
+            Object::Lock(l) => l,
         }
     }
 }

@@ -1,0 +1,29 @@
+//! Cross-process synchronization: [`Lock`] now; `RLock`, `Semaphore`, `Event`, `Condition` and
+//! `Barrier` are to stand on the same lock word and the same death notice.
+//!
+//! Use these to order work between *processes*. Inside one process, `tokio::sync` is cheaper
+//! and has more shapes; these cost the same when uncontended (an atomic operation on a word in
+//! shared memory) but a contended wait is a futex sleep on a blocking-pool thread.
+//!
+//! # Compared with `tokio::sync`
+//! - A [`Lock`] guards nothing by itself (as Python's `Lock`): it orders processes around data
+//!   that lives elsewhere, in shared memory (`Value`, `Array`, `SharedMemory`) or in a file.
+//!   `Value::lock()` / `Array::lock()` give a guard that derefs to the data.
+//! - Hand-off is not FIFO: a newcomer may take a lock just released before the sleeper that was
+//!   woken for it (as `std::sync::Mutex` on Linux). No sleeper is forgotten.
+//!
+//! # Owner death and poisoning
+//! A lock's word names the process that holds it. When a process dies (its connection to the
+//! root's hub ends), the hub releases every lock it held and marks each poisoned; the next
+//! acquire gets a guard whose [`LockGuard::is_poisoned`] is `true`, once, so the program can
+//! repair what the dead process left half-written. Python's `Lock` stays held forever there
+//! (cpython#88304). The release comes as soon as the hub hears of the death, which for a killed
+//! process is at once (its socket closes with it).
+//!
+//! # How it works
+//! `src/sync/README.md` and `src/hub/lock_word.rs` describe the word, the waiting and the
+//! hub's part.
+
+mod lock;
+
+pub use lock::{Lock, LockGuard};
