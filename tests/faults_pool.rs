@@ -5,6 +5,9 @@
 //! end on time and whose pool still terminates.
 
 use futures::StreamExt;
+mod faults_common;
+
+use faults_common::{alive, signal};
 use multiprocessing::{entry, Error, Pool};
 use std::time::{Duration, Instant};
 
@@ -29,13 +32,6 @@ fn nap(ms: u64) -> u64 {
     ms
 }
 
-fn sigkill(pid: u32) {
-    // SAFETY: kill(2) on a worker of our own pool; a pid that already exited yields ESRCH.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
-}
-
 /// SIGKILLs a worker of `pool` `kills` times, `every` apart, while the work runs; returns
 /// how many kills it made.
 async fn chaos(pool: &Pool, kills: usize, every: Duration) -> usize {
@@ -46,7 +42,7 @@ async fn chaos(pool: &Pool, kills: usize, every: Duration) -> usize {
             break;
         };
         if let Some(&pid) = pids.get(round % pids.len().max(1)) {
-            sigkill(pid);
+            signal(&[pid], libc::SIGKILL);
             made += 1;
         }
     }
@@ -203,27 +199,6 @@ async fn exit_3_in_the_middle_of_a_task_is_worker_lost_and_the_rest_go_on() {
         }
     }
     assert_eq!(pool.apply(exit_3_on, 8).await.unwrap(), 8);
-}
-
-fn signal(pids: &[u32], sig: libc::c_int) {
-    for &pid in pids {
-        // SAFETY: kill(2) on the workers of our own pool.
-        unsafe {
-            libc::kill(pid as libc::pid_t, sig);
-        }
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 #[multiprocessing::test]

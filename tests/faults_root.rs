@@ -6,6 +6,9 @@
 //! `root_holding_queues_pipes_and_a_pool`, which writes its descendants' pids and its run
 //! directory to files and waits to be killed; then for `next_launch`, which only starts.
 
+mod faults_common;
+
+use faults_common::{alive, signal};
 use multiprocessing::{entry, pipe, Connection, Pool, Process, Queue};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,19 +59,6 @@ async fn root_holding_queues_pipes_and_a_pool() {
 #[ignore = "run by `sigkill_of_a_busy_root_leaves_nothing_and_its_run_dir_is_reclaimed`"]
 async fn next_launch() {
     assert!(multiprocessing::__private::testing::run_dir().is_ok());
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            // A zombie waiting for init to reap it is dead for our purposes.
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 fn run_ignored(test: &str, report: &str) -> std::process::Command {
@@ -126,12 +116,7 @@ fn sigkill_of_a_busy_root_leaves_nothing_and_its_run_dir_is_reclaimed() {
     }
     let took = killed.elapsed();
     let survivors: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
-    for &p in &survivors {
-        // SAFETY: kill(2) on a pid this test started; leaves nothing behind if it fails.
-        unsafe {
-            libc::kill(p as libc::pid_t, libc::SIGKILL);
-        }
-    }
+    signal(&survivors, libc::SIGKILL);
     assert!(survivors.is_empty(), "outlived the root: {survivors:?}");
     assert!(took < Duration::from_secs(1), "descendants took {took:?}");
 
