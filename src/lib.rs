@@ -28,7 +28,7 @@ mod launch;
 
 pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
-pub use error::{Error, Location, PutTimeoutError, Result, SendError, TryPutError};
+pub use error::{Error, Location, PutError, PutTimeoutError, Result, SendError, TryPutError};
 pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessBuilder,
