@@ -11,6 +11,10 @@
 //! pool is terminated. The launch's own helpers (fork server, spare) go when `main` returns.
 //! (Shared memory, locks and actors join the soak once they land.)
 
+#[path = "../tests/faults_common/mod.rs"]
+mod faults_common;
+
+use faults_common::alive;
 use futures::stream::{FuturesUnordered, StreamExt};
 use multiprocessing::{entry, process_main, Error, Pool, Process, Queue};
 use std::time::{Duration, Instant};
@@ -68,19 +72,6 @@ fn rss_kib() -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     pages * 4
-}
-
-/// Whether `pid` runs (a zombie not yet reaped counts as gone).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 fn seconds_arg() -> u64 {
