@@ -14,8 +14,8 @@ for target in frame_decoder message_decoder handshake; do
   log=$(mktemp)
   cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=4096 \
     >"$log" 2>&1 || { tail -40 "$log"; rm -f "$log"; exit 1; }
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
-  [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+  # libFuzzer ends with "Done <n> runs in <s> second(s)".
+  execs=$(grep -o 'Done [0-9]* runs' "$log" | grep -o '[0-9]*' || true)
   echo "$target: ${execs:-?} executions in ${secs} s"
   rm -f "$log"
 done
