@@ -37,7 +37,8 @@ async fn producer(q: Queue<Option<u64>>, n: u64) -> multiprocessing::Result<()> 
         q.put(Some(i * i)).await?;
         println!("produced {}", i * i);
     }
-    q.put(None).await
+    q.put(None).await?;
+    Ok(())
 }
 
 #[entry]

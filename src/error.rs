@@ -350,27 +350,83 @@ impl<T> From<PutTimeoutError<T>> for Error {
     }
 }
 
-/// A value that could not be sent because the other end is closed; the value comes back.
+/// Why `Queue::put` (and `SimpleQueue::put`) did not put the item; the item comes back, as
+/// tokio's `mpsc::Sender::send` gives back what it could not send.
 #[derive(thiserror::Error)]
-#[error("the other end is closed")]
-pub struct SendError<T>(pub T);
+pub enum PutError<T> {
+    /// The queue was closed.
+    #[error("the queue is closed")]
+    Closed(T),
+    /// Something else went wrong: the item could not be encoded, or the root process that
+    /// hosts the queue is unreachable.
+    #[error("{1}")]
+    Failed(T, Error),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Closed(t) | PutError::Failed(t, _) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
+        }
+    }
+}
+
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Closed(_) => Error::Closed,
+            PutError::Failed(_, e) => e,
+        }
+    }
+}
+
+/// Why `Connection::send` did not send the value; the value comes back, as tokio's
+/// `mpsc::Sender::send` gives back what it could not send.
+#[derive(thiserror::Error)]
+pub enum SendError<T> {
+    /// The other end is closed (Python's `BrokenPipeError`).
+    #[error("the other end is closed")]
+    Closed(T),
+    /// Something else went wrong: the value could not be encoded, this is the receiving end of a
+    /// simplex pipe, or the socket failed.
+    #[error("{1}")]
+    Failed(T, Error),
+}
 
 impl<T> SendError<T> {
     /// The value that was not sent.
     pub fn into_inner(self) -> T {
-        self.0
+        match self {
+            SendError::Closed(t) | SendError::Failed(t, _) => t,
+        }
     }
 }
 
 impl<T> fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SendError(..)")
+        match self {
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
+        }
     }
 }
 
 impl<T> From<SendError<T>> for Error {
-    fn from(_: SendError<T>) -> Self {
-        Error::Closed
+    fn from(e: SendError<T>) -> Self {
+        match e {
+            SendError::Closed(_) => Error::Closed,
+            SendError::Failed(_, e) => e,
+        }
     }
 }
 

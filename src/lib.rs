@@ -35,7 +35,7 @@ mod launch;
 
 pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
-pub use error::{Error, Location, PutTimeoutError, Result, SendError, TryPutError};
+pub use error::{Error, Location, PutError, PutTimeoutError, Result, SendError, TryPutError};
 pub use manager::{Dict, List, Manager, ManagerServer, Namespace};
 pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};
 pub use pool::{PoolStats, Replacements};
@@ -103,6 +103,92 @@ pub mod __private {
         /// `NotLaunched` outside a launch; `Io` if the hub cannot bind.
         pub fn hub_socket() -> Result<PathBuf> {
             Context::current()?.hub_socket()
+        }
+
+        /// The decoders a peer's bytes reach first, callable on any bytes: for the hostile-input
+        /// tests and the fuzz targets (`fuzz/`). None of them may panic, hang or allocate more
+        /// than its limits allow, whatever the bytes.
+        pub mod decode {
+            use crate::error::{Error, Result};
+            use crate::protocol::{decode_head, Down, HostReply, HostReq, Up};
+            use crate::transport::auth::{self, AuthKey, HANDSHAKE_MAX_FRAME};
+            use crate::transport::frame::{Decoder, FrameReader, FrameWriter};
+
+            /// Feeds `bytes` to a frame decoder `chunk` bytes at a time, with a limit of
+            /// `max_frame`; returns the lengths of the whole messages it gave.
+            ///
+            /// # Errors
+            /// `FrameTooLarge` or `Protocol` as the decoder reports them.
+            pub fn frames(bytes: &[u8], max_frame: usize, chunk: usize) -> Result<Vec<usize>> {
+                let mut decoder = Decoder::new(Vec::new(), 64, max_frame);
+                let mut lengths = Vec::new();
+                for piece in bytes.chunks(chunk.max(1)) {
+                    let mut rest = piece;
+                    while !rest.is_empty() {
+                        let (buf, room) = decoder.read_space();
+                        let n = rest.len().min(room);
+                        buf.extend_from_slice(&rest[..n]);
+                        decoder.filled(n);
+                        rest = &rest[n..];
+                        while let Some(m) = decoder.next_message()? {
+                            lengths.push(m.len());
+                        }
+                    }
+                }
+                Ok(lengths)
+            }
+
+            /// Decodes `bytes` as the head of each protocol message kind (`Up`, `Down`,
+            /// `HostReq`, `HostReply`); returns which of them accepted it, in that order.
+            pub fn message(bytes: &[u8]) -> [bool; 4] {
+                [
+                    decode_head::<Up>(bytes).is_ok(),
+                    decode_head::<Down>(bytes).is_ok(),
+                    decode_head::<HostReq>(bytes).is_ok(),
+                    decode_head::<HostReply>(bytes).is_ok(),
+                ]
+            }
+
+            /// Runs the server (`client == false`) or client side of the handshake, with the key
+            /// `[7; 32]`, against a peer that sends `peer_bytes` and then closes.
+            ///
+            /// # Errors
+            /// What the handshake reports: `Authentication` for any bytes that do not prove the
+            /// key; `Io` if the runtime cannot be built.
+            pub fn handshake(peer_bytes: &[u8], client: bool) -> Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+                    let (r, w) = tokio::io::split(ours);
+                    let (mut their_r, mut their_w) = tokio::io::split(theirs);
+                    let mut reader = FrameReader::new(r, HANDSHAKE_MAX_FRAME);
+                    reader.set_max_message(HANDSHAKE_MAX_FRAME);
+                    let mut writer = FrameWriter::new(w, HANDSHAKE_MAX_FRAME);
+                    let key = AuthKey([7; 32]);
+                    let peer = async {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = their_w.write_all(peer_bytes).await;
+                        let _ = their_w.shutdown().await;
+                    };
+                    // Whatever we write is read and thrown away, so no write can block.
+                    let mut sink = tokio::io::sink();
+                    let sink = tokio::io::copy(&mut their_r, &mut sink);
+                    let ours = async move {
+                        let r = if client {
+                            auth::client(&mut reader, &mut writer, &key, None).await
+                        } else {
+                            auth::server(&mut reader, &mut writer, &key).await
+                        };
+                        // Both halves gone closes our end, which ends the sink.
+                        drop((reader, writer));
+                        r
+                    };
+                    let (r, _, _) = tokio::join!(ours, peer, sink);
+                    r.and_then(|()| Err(Error::Protocol("accepted bytes without the key".into())))
+                })
+            }
         }
 
         /// An authenticated connection to `socket`, whose key is the run's key, or `key` if given.

@@ -7,7 +7,7 @@
 //! process connects that process to the root (once per process). See `src/hub/objects/queue.rs`
 //! for the delivery rules.
 
-use crate::error::{Error, PutTimeoutError, Result, TryPutError};
+use crate::error::{Error, PutError, PutTimeoutError, Result, TryPutError};
 use crate::hub::{Handle, HostClient};
 use crate::protocol::{
     decode_value, encode_value, Answer, OpReply, QueueOp, QueueReply, QueueSpec, Wait,
@@ -237,16 +237,25 @@ impl<T> Default for Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts an item at the back, waiting for room if the queue is bounded and full.
     ///
+    /// The item is sent to the root without waiting for an answer: a process that ends with
+    /// `std::process::exit` right after a `put` can lose the item (as `os._exit` can in Python);
+    /// any later answered operation on the queue (`len`, `get`, …) or returning from the entry
+    /// makes sure it arrived.
+    ///
     /// # Errors
-    /// [`Error::Closed`] if the queue was closed; [`Error::Encode`] if the item cannot be
-    /// encoded; `Io`/`Closed` if the root is unreachable.
+    /// [`PutError::Closed`] with the item if the queue was closed; [`PutError::Failed`] with the
+    /// item if it cannot be encoded or the root is unreachable. Each converts into [`Error`]
+    /// with `?` (`Closed` into [`Error::Closed`]).
     ///
     /// # Cancel safety
     /// Cancel-safe: if dropped before the item is sent, the item is not put, and room reserved
     /// for it meanwhile goes back to the queue.
-    pub async fn put(&self, item: T) -> Result<()> {
-        let bytes = encode_value("a queue item", &item)?;
-        self.handle.put_encoded(bytes, Wait::Forever).await
+    pub async fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        match self.put_waiting(item, Wait::Forever).await {
+            Ok(()) => Ok(()),
+            Err((item, Error::Closed)) => Err(PutError::Closed(item)),
+            Err((item, e)) => Err(PutError::Failed(item, e)),
+        }
     }
 
     /// As [`Queue::put`], giving up after `timeout` if no room comes free.
@@ -262,15 +271,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         item: T,
         timeout: Duration,
     ) -> std::result::Result<(), PutTimeoutError<T>> {
-        let bytes = match encode_value("a queue item", &item) {
-            Ok(bytes) => bytes,
-            Err(e) => return Err(PutTimeoutError::Failed(item, e)),
-        };
-        match self.handle.put_encoded(bytes, wait_for(timeout)).await {
+        match self.put_waiting(item, wait_for(timeout)).await {
             Ok(()) => Ok(()),
-            Err(Error::Timeout) => Err(PutTimeoutError::Timeout(item)),
-            Err(Error::Closed) => Err(PutTimeoutError::Closed(item)),
-            Err(e) => Err(PutTimeoutError::Failed(item, e)),
+            Err((item, Error::Timeout)) => Err(PutTimeoutError::Timeout(item)),
+            Err((item, Error::Closed)) => Err(PutTimeoutError::Closed(item)),
+            Err((item, e)) => Err(PutTimeoutError::Failed(item, e)),
         }
     }
 
@@ -284,15 +289,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Cancel safety
     /// Cancel-safe, as [`Queue::put`].
     pub async fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
+        match self.put_waiting(item, Wait::No).await {
+            Ok(()) => Ok(()),
+            Err((item, Error::Full)) => Err(TryPutError::Full(item)),
+            Err((item, Error::Closed)) => Err(TryPutError::Closed(item)),
+            Err((item, e)) => Err(TryPutError::Failed(item, e)),
+        }
+    }
+
+    /// The puts' one path: the item comes back with the error when it was not put.
+    async fn put_waiting(&self, item: T, wait: Wait) -> std::result::Result<(), (T, Error)> {
         let bytes = match encode_value("a queue item", &item) {
             Ok(bytes) => bytes,
-            Err(e) => return Err(TryPutError::Failed(item, e)),
+            Err(e) => return Err((item, e)),
         };
-        match self.handle.put_encoded(bytes, Wait::No).await {
+        match self.handle.put_encoded(bytes, wait).await {
             Ok(()) => Ok(()),
-            Err(Error::Full) => Err(TryPutError::Full(item)),
-            Err(Error::Closed) => Err(TryPutError::Closed(item)),
-            Err(e) => Err(TryPutError::Failed(item, e)),
+            Err(e) => Err((item, e)),
         }
     }
 
@@ -487,11 +500,11 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// Puts an item at the back.
     ///
     /// # Errors
-    /// As [`Queue::put`].
+    /// As [`Queue::put`]: the item comes back inside the error.
     ///
     /// # Cancel safety
     /// Cancel-safe.
-    pub async fn put(&self, item: T) -> Result<()> {
+    pub async fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         self.0.put(item).await
     }
 

@@ -3,7 +3,7 @@
 //! nothing, closing, and a JoinableQueue that gives back what a killed consumer had taken.
 
 use futures::{SinkExt, StreamExt};
-use multiprocessing::{entry, Error, JoinableQueue, Pool, Process, Queue, SimpleQueue};
+use multiprocessing::{entry, Error, JoinableQueue, Pool, Process, PutError, Queue, SimpleQueue};
 use serde_bytes::ByteBuf;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -208,9 +208,10 @@ async fn close_is_for_everyone_and_gets_drain_first() {
     q.put(1).await.unwrap();
     q.put(2).await.unwrap();
     q.close().await.unwrap();
-    assert!(matches!(q.put(3).await, Err(Error::Closed)));
+    // The item that was not put comes back.
+    assert!(matches!(q.put(3).await, Err(PutError::Closed(3))));
     let child = Process::spawn(put_after_close, q.clone()).await.unwrap();
-    assert_eq!(child.join().await.unwrap(), "closed");
+    assert_eq!(child.join().await.unwrap(), "the queue is closed");
     assert_eq!(q.get().await.unwrap(), 1);
     assert_eq!(q.get().await.unwrap(), 2);
     assert!(matches!(q.get().await, Err(Error::Closed)));
@@ -352,7 +353,10 @@ async fn outside_a_launch_a_queue_says_so() {
     .join()
     .unwrap()
     .unwrap_err();
-    assert!(matches!(err, Error::NotLaunched(_)), "{err}");
+    assert!(
+        matches!(err, PutError::Failed(1, Error::NotLaunched(_))),
+        "{err}"
+    );
 }
 
 #[multiprocessing::test]

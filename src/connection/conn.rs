@@ -5,7 +5,7 @@ use super::socket::{
     WRITE_THROUGH_GAP,
 };
 use crate::buffers::Buffer;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SendError};
 use crate::transport::fd::{self, Ticket};
 use crate::transport::frame::{FrameCursor, Header};
 use serde::de::DeserializeOwned;
@@ -599,16 +599,26 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// Once polled, the message is sent whole even if the future is dropped.
     ///
     /// # Errors
-    /// [`Error::Closed`] when the other end is gone (the value is dropped);
-    /// [`Error::Encode`] when the value cannot be encoded; [`Error::InvalidArgument`] on the
-    /// receiving end of a simplex pipe; `Io` outside a tokio runtime.
-    pub async fn send(&self, value: T) -> Result<()> {
+    /// [`SendError::Closed`] with the value when the other end is gone (a value that `send`
+    /// already buffered meets a gone reader later: the next `send` or [`flush`](Self::flush)
+    /// then fails with `Closed`); [`SendError::Failed`] with the value when it cannot be encoded
+    /// ([`Error::Encode`]), on the receiving end of a simplex pipe ([`Error::InvalidArgument`]),
+    /// or with `Io` outside a tokio runtime. Each converts into [`Error`] with `?`.
+    pub async fn send(&self, value: T) -> std::result::Result<(), SendError<T>> {
+        match self.send_ref(&value).await {
+            Ok(()) => Ok(()),
+            Err(Error::Closed) => Err(SendError::Closed(value)),
+            Err(e) => Err(SendError::Failed(value, e)),
+        }
+    }
+
+    /// Encodes `value` and writes (or buffers) it; the caller keeps the value.
+    async fn send_ref(&self, value: &T) -> Result<()> {
         self.check_send()?;
         let mut bytes = Vec::with_capacity(32);
         bytes.extend_from_slice(&[0; 4]);
-        let bytes = postcard::to_extend(&value, bytes)
+        let bytes = postcard::to_extend(value, bytes)
             .map_err(|e| Error::encode("a value sent on a Connection", e))?;
-        drop(value);
         let len = bytes.len() - 4;
         if bytes.len() < DIRECT_WRITE && len <= self.inner.max_frame {
             let mut bytes = bytes;
