@@ -4,6 +4,7 @@
 //! `#[multiprocessing::process_main]`, `#[multiprocessing::test]`. Generated code names only
 //! `::multiprocessing::__private::*` and public items.
 
+mod actor;
 mod attr;
 mod entry;
 mod process_main;
@@ -32,6 +33,20 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn entry(args: TokenStream, item: TokenStream) -> TokenStream {
     entry::expand(args.into(), item.into()).into()
+}
+
+/// Turns a serde struct's inherent `impl` block into a process actor.
+///
+/// Keeps the impl as written and adds, for `impl Counter`: `CounterRef` (a cloneable,
+/// serializable reference whose async methods mirror each `pub` method taking `&self` or
+/// `&mut self`, plus a `<method>_nowait` form of each), `Counter::spawn(self)`,
+/// `Counter::builder(self)` and `CounterRef::lookup(name)`. Methods may be sync or `async`;
+/// arguments and results must be owned and `Serialize + DeserializeOwned`. Private methods,
+/// associated functions and methods marked `#[actor(skip)]` are not messages. The type cannot
+/// be generic: its process finds it by name.
+#[proc_macro_attribute]
+pub fn actor(args: TokenStream, item: TokenStream) -> TokenStream {
+    actor::expand(args.into(), item.into()).into()
 }
 
 /// Marks an `async fn main`: like `#[tokio::main]`, plus the child bootstrap.
