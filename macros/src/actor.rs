@@ -175,6 +175,94 @@ fn widest(methods: &[Method]) -> TokenStream {
     }
 }
 
+/// The lifecycle methods every reference gets, by name (a message of the same name wins).
+fn helpers(krate: &Path, ty: &Type, vis: &TokenStream) -> Vec<(&'static str, TokenStream)> {
+    vec![
+        (
+            "stop",
+            quote! {
+            /// Lets the actor finish the calls queued before this one, then ends it and returns
+            /// its final state; see [`ActorRef::stop`](#krate::ActorRef::stop).
+            ///
+            /// # Cancel safety
+            /// Once sent, the actor stops whether or not this is awaited.
+            ///
+            /// # Errors
+            /// `ActorStopped` if it had ended already; `ProcessDied` if it died meanwhile.
+            // Generic, with the one impl of `RefOf` pinning `S` to the state type: naming the
+            // state type in the future's type would not compile where the struct is less
+            // visible than its `pub` methods (a common shape).
+            #vis async fn stop<S: #krate::Actor>(&self) -> #krate::Result<S>
+            where
+                Self: #krate::__private::RefOf<S>,
+            {
+                #krate::__private::RefOf::<S>::actor_ref(self).stop().await
+            }
+            },
+        ),
+        (
+            "kill",
+            quote! {
+            /// Ends the actor now; see [`ActorRef::kill`](#krate::ActorRef::kill).
+            ///
+            /// # Cancel safety
+            /// Cancel-safe: once the request has left, the actor ends.
+            ///
+            /// # Errors
+            /// None in practice; an actor that is gone already is not an error.
+            #vis async fn kill(&self) -> #krate::Result<()> {
+                self.0.kill().await
+            }
+            },
+        ),
+        (
+            "detach",
+            quote! {
+            /// Keeps the actor alive when no reference is left; see
+            /// [`ActorRef::detach`](#krate::ActorRef::detach).
+            ///
+            /// # Cancel safety
+            /// Cancel-safe.
+            ///
+            /// # Errors
+            /// `ActorStopped` when the actor has ended.
+            #vis async fn detach(&self) -> #krate::Result<()> {
+                self.0.detach().await
+            }
+            },
+        ),
+        (
+            "monitor",
+            quote! {
+            /// A future that resolves with how the actor ended; see
+            /// [`ActorRef::monitor`](#krate::ActorRef::monitor).
+            #vis fn monitor(&self) -> #krate::BoxFuture<#krate::ActorExit> {
+                self.0.monitor()
+            }
+            },
+        ),
+        (
+            "pid",
+            quote! {
+            /// The pid of the process serving the actor, as of this process's last connection
+            /// to it.
+            #vis fn pid(&self) -> ::core::option::Option<u32> {
+                self.0.pid()
+            }
+            },
+        ),
+        (
+            "as_actor_ref",
+            quote! {
+            /// The untyped-by-name reference inside.
+            #vis fn as_actor_ref(&self) -> &#krate::ActorRef<#ty> {
+                &self.0
+            }
+            },
+        ),
+    ]
+}
+
 fn generate(krate: &Path, imp: &ItemImpl, methods: &[Method]) -> TokenStream {
     let ty = &imp.self_ty;
     let Type::Path(type_path) = &**ty else {
@@ -244,13 +332,17 @@ fn generate(krate: &Path, imp: &ItemImpl, methods: &[Method]) -> TokenStream {
             },
         });
     }
+    // As visible as the most visible message: a reference no caller can name is no use.
+    let vis = widest(methods);
+    let taken: Vec<String> = methods.iter().map(|m| m.sig.ident.to_string()).collect();
+    let helpers = helpers(krate, ty, &vis)
+        .into_iter()
+        .filter(|(name, _)| !taken.iter().any(|t| t == name))
+        .map(|(_, tokens)| tokens);
     let ref_doc = format!(
-        "A reference to a [`{0}`] actor: its async methods run in the actor's process. Clone it, serialize it, hand it to any process of the run. Made by `{0}::spawn`, `{0}::builder`, or [`{1}::lookup`].",
+        "A reference to a `{0}` actor: its async methods run in the actor's process. Clone it, serialize it, hand it to any process of the run. Made by `{0}::spawn`, `{0}::builder`, or [`{1}::lookup`].",
         last.ident, ref_ty
     );
-    // As visible as the most visible message: a `pub` method on a private type would not
-    // compile, and a reference no caller can name is no use.
-    let vis = widest(methods);
     quote! {
         #imp
 
@@ -258,9 +350,8 @@ fn generate(krate: &Path, imp: &ItemImpl, methods: &[Method]) -> TokenStream {
         #[derive(Clone, Debug)]
         #vis struct #ref_ty(#krate::ActorRef<#ty>);
 
-        impl ::core::ops::Deref for #ref_ty {
-            type Target = #krate::ActorRef<#ty>;
-            fn deref(&self) -> &Self::Target {
+        impl #krate::__private::RefOf<#ty> for #ref_ty {
+            fn actor_ref(&self) -> &#krate::ActorRef<#ty> {
                 &self.0
             }
         }
@@ -296,6 +387,8 @@ fn generate(krate: &Path, imp: &ItemImpl, methods: &[Method]) -> TokenStream {
             }
 
             #(#client_methods)*
+
+            #(#helpers)*
         }
 
         impl #ty {

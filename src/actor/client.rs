@@ -79,6 +79,8 @@ pub(crate) struct Client {
     owed: Mutex<Owed>,
     /// The supervisor, in the process that spawned the actor.
     watch: Option<Arc<Watch>>,
+    /// Itself, for the task that reconnects when a link ends.
+    me: Weak<Client>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,7 +102,8 @@ impl Client {
         if let Some(client) = all.get(&addr.path).and_then(Weak::upgrade) {
             return client;
         }
-        let client = Arc::new(Client {
+        let client = Arc::new_cyclic(|me| Client {
+            me: me.clone(),
             credits: Arc::new(Semaphore::new(addr.mailbox as usize)),
             link: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -186,7 +189,23 @@ impl Client {
             send(&link.outbox, &ToActor::Arrived(owed.arrivals), Vec::new());
         }
         *lock(&self.link) = Some(Arc::clone(&link));
+        self.reconnect_after(&link);
         Ok(link)
+    }
+
+    /// When `link` ends while this process still holds references, connects again at once:
+    /// a restarted actor counts this process among its holders even if it makes no call
+    /// (otherwise the last other client leaving would end it). An actor gone for good refuses
+    /// the connection, and that is the end of it.
+    fn reconnect_after(&self, link: &Link) {
+        let mut ended = link.ended.clone();
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let _ = ended.wait_for(|e| *e).await;
+            if let Some(client) = me.upgrade() {
+                let _ = client.connect().await;
+            }
+        });
     }
 
     /// Connects now if not connected: proves the actor serves.

@@ -39,9 +39,11 @@
 //!
 //! # What `#[actor]` makes
 //! On `impl Counter { .. }` it keeps the impl as it is (still ordinary Rust) and adds
-//! `CounterRef`, a newtype over [`ActorRef<Counter>`] (it derefs to it, so `stop`, `kill`,
-//! `monitor` and `detach` need no import), with one async method per `pub` method taking `&self`
-//! or `&mut self`, plus `<method>_nowait` for each; `Counter::spawn(self)` and
+//! `CounterRef`, a newtype over [`ActorRef<Counter>`] with one async method per method taking
+//! `&self` or `&mut self` that is visible outside the impl (`pub`, `pub(crate)`, ..), plus
+//! `<method>_nowait` for each, and `stop`, `kill`, `monitor`, `detach` and `pid` (no trait to
+//! import; a message method of the same name takes precedence, and `as_actor_ref()` still
+//! reaches these); the reference is as visible as the most visible message; `Counter::spawn(self)` and
 //! `Counter::builder(self)` (an [`ActorBuilder`]); and `CounterRef::lookup(name)`. Private
 //! methods and methods marked `#[actor(skip)]` are left out. The child finds the type by its
 //! registered name, as it finds an `#[entry]`: no code crosses the wire.
@@ -138,6 +140,13 @@ impl std::fmt::Debug for Handled<'_> {
     }
 }
 
+/// Implemented by the generated reference of actor `A`: lets its methods name `A` generically.
+#[doc(hidden)]
+pub trait RefOf<A> {
+    /// The reference inside.
+    fn actor_ref(&self) -> &ActorRef<A>;
+}
+
 /// Decodes a handler's arguments (for the generated code).
 #[doc(hidden)]
 pub fn decode_args<T: DeserializeOwned>(args: &[u8]) -> Result<T> {
@@ -217,7 +226,7 @@ pub enum ActorExit {
 }
 
 /// A reference to an actor of type `A`, usable from any process of the run. The generated
-/// `ARef` type wraps one and derefs to it.
+/// `<Type>Ref` wraps one and forwards to it.
 pub struct ActorRef<A> {
     client: Arc<Client>,
     _actor: PhantomData<fn() -> A>,
