@@ -330,7 +330,16 @@ impl Client {
         let Ok(link) = self.link().await else {
             return Ok(());
         };
-        send(&link.outbox, &ToActor::Kill, Vec::new());
+        match &self.watch {
+            // The supervisor's process signals: it ends the actor even in a long method.
+            Some(watch) => {
+                watch.killed.store(true, Ordering::SeqCst);
+                crate::start::send_signal(link.pid, libc::SIGKILL);
+            }
+            None => {
+                send(&link.outbox, &ToActor::Kill, Vec::new());
+            }
+        }
         let mut ended = link.ended.clone();
         let _ = ended.wait_for(|e| *e).await;
         Ok(())

@@ -288,7 +288,9 @@ impl<A> ActorRef<A> {
     }
 
     /// Ends the actor now: queued calls are dropped and calls in flight fail. Resolves once its
-    /// process is gone (at once if it was gone already). It is not restarted.
+    /// process is gone (at once if it was gone already). It is not restarted. In the process
+    /// that spawned it this is a SIGKILL; elsewhere it is a message, served as soon as the method
+    /// running now (if any) returns.
     ///
     /// # Cancel safety
     /// Cancel-safe: once the request has left, the actor ends whether or not this is awaited.

@@ -1,12 +1,14 @@
 //! The actor's process: its socket, its mailbox, and the loop that runs one message at a time.
 //!
 //! The actor runs as an ordinary child entry (registered by `#[actor]` under the type's name)
-//! that never returns until the actor ends. Its state lives on the child's call thread, which
-//! drives the mailbox loop (so neither the state nor an async method's future need be `Send`,
-//! and a long synchronous method blocks only this thread). Connections are accepted and read
-//! on the child's runtime; each reader puts its client's messages into the bounded mailbox in
-//! the order they came, waiting when it is full. Counts of connected processes and of
-//! references in transit decide when no reference is left.
+//! that never returns until the actor ends. It runs on the child's call thread, on a
+//! single-threaded runtime of its own that drives the actor's sockets too, so a call crosses
+//! no thread in this process (and neither the state nor an async method's future need be
+//! `Send`). Each connection's reader puts its client's messages into the bounded mailbox in the
+//! order they came, waiting when it is full; the mailbox loop runs them one at a time. A long
+//! synchronous method holds up the readers meanwhile, which is only backpressure (and a `Kill`
+//! message waits for it: the spawning process kills by signal instead). Counts of connected
+//! processes and of references in transit decide when no reference is left.
 
 use super::budget::Budget;
 use super::wire::{End, FromActor, Init, ToActor};
@@ -73,7 +75,13 @@ enum Control {
 /// `Io` when the listening socket cannot be taken; `Decode` when the state does not decode;
 /// `NotLaunched` without a child context.
 pub(super) fn run<A: Actor>(init: Init) -> Result<End> {
-    let runtime = tokio::runtime::Handle::current();
+    // Everything the actor does happens on this one thread, with a runtime of its own: its
+    // sockets' readiness, the readers, the mailbox loop, the handlers and the writers. A call
+    // then crosses no thread inside the actor's process (a wake-up across CPUs costs tens of
+    // microseconds on a small VM, more than the rest of a call).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve::<A>(init))
 }
 

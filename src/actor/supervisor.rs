@@ -54,6 +54,8 @@ pub(crate) struct Watch {
     /// The last incarnation that died: pid, exit code, signal.
     death: watch::Sender<Option<Death>>,
     exit: watch::Sender<Option<ActorExit>>,
+    /// Set by `kill` before it signals the process: its death is then not a crash.
+    pub(super) killed: std::sync::atomic::AtomicBool,
 }
 
 impl Watch {
@@ -162,6 +164,7 @@ pub(super) async fn spawn<A: Actor>(value: &A, options: Options) -> Result<Arc<C
     let watch = Arc::new(Watch {
         death: watch::channel(None).0,
         exit: watch::channel(None).0,
+        killed: std::sync::atomic::AtomicBool::new(false),
     });
     tokio::spawn(supervise(
         process,
@@ -213,7 +216,7 @@ async fn supervise(
         watch
             .death
             .send_replace(Some((process.pid(), exitcode, signal)));
-        if exitcode == Some(EXIT_KILLED) {
+        if exitcode == Some(EXIT_KILLED) || watch.killed.load(std::sync::atomic::Ordering::SeqCst) {
             break ActorExit::Killed;
         }
         if let Some(r) = recipe.as_ref().filter(|_| budget.allow()) {
