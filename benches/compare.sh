@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm
+cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm --bench actor
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
@@ -15,12 +15,14 @@ cargo bench -q --bench queue -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench pipe -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench manager -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench shm -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,manager,lock $quick > "$out/python.jsonl"
+cargo bench -q --bench actor -- $quick >> "$out/ours.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,manager,lock,actor_proxy $quick > "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pipe -- $quick >> "$out/ours_pinned.jsonl"
-PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 ../shared/bench/bench_mp.py --only spawn,pool_apply_latency,pipe $quick > "$out/python_pinned.jsonl"
+taskset -c 0 cargo bench -q --bench actor -- $quick >> "$out/ours_pinned.jsonl"
+PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 ../shared/bench/bench_mp.py --only spawn,pool_apply_latency,pipe,actor_proxy $quick > "$out/python_pinned.jsonl"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
@@ -65,6 +67,9 @@ pairs = [
     ("value_fetch_add_counter", "lock_contended_counter", 20, "2 procs x 100k Value::fetch_add vs Python's locked counter"),
     ("lock_uncontended", "lock_uncontended", 2, "uncontended Lock acquire+release pairs"),
     ("pool_apply_len_100MiB_shared_bytes", "pool_apply_len_100MiB", 4, "100 MiB as SharedBytes to a pool worker"),
+    ("actor_calls_sequential", "actor_proxy_calls_1thread", 2, "actor sequential calls vs BaseManager proxy (round trip <= 0.5x)"),
+    ("actor_calls_sequential_grandchild", "actor_proxy_calls_1thread", 2, "actor sequential calls from a grandchild (direct)"),
+    ("actor_calls_pipelined", "actor_proxy_calls_4thread", 25, "actor 10k calls in flight vs proxy, 4 client threads"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)

@@ -322,7 +322,7 @@ pub(crate) fn install_panic_hook() {
 }
 
 /// The error for a panic caught on this thread: its message, and where it happened.
-fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
     let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -147,6 +147,26 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The actor was stopped, was killed, or died past its restart budget: it takes no more calls.
+    #[error("the actor has stopped; it takes no more calls")]
+    ActorStopped,
+    /// No actor of this run is registered under this name (or it has a different type).
+    #[error("no actor named `{name}` is running in this run{}", note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    NoSuchActor {
+        /// The name that was looked up.
+        name: String,
+        /// What was found instead, if anything.
+        note: Option<String>,
+    },
+    /// An actor is already registered under this name; names are unique in a run until the
+    /// actor ends.
+    #[error(
+        "an actor named `{name}` is already running; pick another name or stop that actor first"
+    )]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+    },
     /// The peer broke the wire protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),

@@ -24,6 +24,7 @@ mod hub;
 mod process;
 mod start;
 // Layer 6: user-facing modules over the layers above.
+mod actor;
 pub mod connection;
 pub mod manager;
 mod pool;
@@ -33,6 +34,7 @@ pub mod sync;
 // Layer 7: what the macros expand to.
 mod launch;
 
+pub use actor::{Actor, ActorBuilder, ActorExit, ActorRef, Restart, DEFAULT_MAILBOX};
 pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
 pub use error::{Error, Location, PutError, PutTimeoutError, Result, SendError, TryPutError};
@@ -49,7 +51,7 @@ pub use start::{get_start_method, set_start_method, StartMethod};
 pub use sync::Lock;
 
 #[cfg(feature = "macros")]
-pub use multiprocessing_macros::{entry, process_main, test};
+pub use multiprocessing_macros::{actor, entry, process_main, test};
 
 /// Sets the largest frame a connection accepts, in bytes (default 16 MiB; clamped to
 /// 1 KiB ..= 1 GiB − 1). It bounds the memory a peer can make us allocate per read, not the size
@@ -68,12 +70,19 @@ pub fn set_max_frame_size(bytes: usize) {
 /// Not public API: the seam between the macros and the library. It changes in patch releases.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::actor::{
+        assert_serde as actor_assert_serde, decode_args as actor_decode_args,
+        encode_result as actor_encode_result, invoke as actor_invoke,
+        invoke_batch as actor_invoke_batch, unknown_method as actor_unknown_method,
+        Handled as ActorHandled, RefOf,
+    };
     pub use crate::entry::{
         invoke_async, invoke_batch_async, invoke_batch_sync, invoke_sync, BatchArgs, EntryRecord,
         Invocation, RegisteredRun, ENTRIES,
     };
     pub use crate::launch::{main, test, Body, LaunchLocal, LaunchSend, RuntimeConfig};
     pub use linkme;
+    pub use serde;
 
     /// Hooks for this crate's own tests of the transport (hostile peers, malformed frames).
     pub mod testing {
@@ -82,6 +91,12 @@ pub mod __private {
         use crate::transport::auth::AuthKey;
         use crate::transport::Conn;
         use std::path::{Path, PathBuf};
+
+        /// Inside an actor method: the pid of the process whose call it serves (from the
+        /// connection's peer credentials); `None` elsewhere.
+        pub fn actor_caller_pid() -> Option<u32> {
+            crate::actor::caller_pid()
+        }
 
         /// The private directory of the current launch.
         ///

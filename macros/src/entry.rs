@@ -7,7 +7,7 @@ use syn::spanned::Spanned;
 use syn::{FnArg, Item, ItemFn, ItemImpl, Path, ReturnType, Type};
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let krate = match crate_path(args) {
+    let krate = match crate_path(args, "entry") {
         Ok(k) => k,
         Err(e) => return with_error(item, e),
     };
@@ -29,19 +29,20 @@ fn first_token(item: &Item) -> TokenStream {
     item.to_token_stream().into_iter().take(2).collect()
 }
 
-fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
+pub(crate) fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
     let e = e.into_compile_error();
     quote!(#item #e)
 }
 
-fn crate_path(args: TokenStream) -> syn::Result<Path> {
+/// The `crate = "path"` argument of attribute `name`, or the default path.
+pub(crate) fn crate_path(args: TokenStream, name: &str) -> syn::Result<Path> {
     let args = attr::parse(args, &["crate"])?;
     match args.into_iter().next() {
         Some(arg) => match arg.value {
             syn::Lit::Str(s) => s.parse(),
             other => Err(syn::Error::new_spanned(
                 other,
-                "`crate` takes a string: #[entry(crate = \"path::to::multiprocessing\")]",
+                format!("`crate` takes a string: #[{name}(crate = \"path::to::multiprocessing\")]"),
             )),
         },
         None => Ok(attr::default_crate()),
@@ -113,7 +114,7 @@ fn borrowed(ty: &Type, what: &str) -> Option<syn::Error> {
     })
 }
 
-fn find_borrow(ty: &Type, found: &mut Option<(Span, &'static str)>) {
+pub(crate) fn find_borrow(ty: &Type, found: &mut Option<(Span, &'static str)>) {
     if found.is_some() {
         return;
     }

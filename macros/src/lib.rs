@@ -8,6 +8,7 @@
 //! `mp = { package = "async-multiprocessing" }`). Every attribute also takes
 //! `crate = "path::to::multiprocessing"`, for a library reached through a facade crate.
 
+mod actor;
 mod attr;
 mod entry;
 mod process_main;
@@ -36,6 +37,20 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn entry(args: TokenStream, item: TokenStream) -> TokenStream {
     entry::expand(args.into(), item.into()).into()
+}
+
+/// Turns a serde struct's inherent `impl` block into a process actor.
+///
+/// Keeps the impl as written and adds, for `impl Counter`: `CounterRef` (a cloneable,
+/// serializable reference whose async methods mirror each `pub` method taking `&self` or
+/// `&mut self`, plus a `<method>_nowait` form of each), `Counter::spawn(self)`,
+/// `Counter::builder(self)` and `CounterRef::lookup(name)`. Methods may be sync or `async`;
+/// arguments and results must be owned and `Serialize + DeserializeOwned`. Private methods,
+/// associated functions and methods marked `#[actor(skip)]` are not messages. The type cannot
+/// be generic: its process finds it by name.
+#[proc_macro_attribute]
+pub fn actor(args: TokenStream, item: TokenStream) -> TokenStream {
+    actor::expand(args.into(), item.into()).into()
 }
 
 /// Marks an `async fn main`: like `#[tokio::main]`, plus the child bootstrap.

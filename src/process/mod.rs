@@ -310,7 +310,7 @@ impl ProcessBuilder {
         self.start(T::NAME, body).await
     }
 
-    async fn start<R>(self, entry: &'static str, body: Vec<u8>) -> Result<Process<R>> {
+    pub(crate) async fn start<R>(self, entry: &'static str, body: Vec<u8>) -> Result<Process<R>> {
         let ctx = Context::current()?;
         let name = self.name.unwrap_or_else(|| ctx.next_child_name());
         let daemon = self.daemon.unwrap_or(ctx.identity().daemon);

@@ -1,0 +1,254 @@
+//! The parent's side of an actor: makes its socket, starts its process, restarts it per policy,
+//! and records how it ended.
+//!
+//! The socket is bound here and handed to each incarnation as a descriptor. With
+//! [`Restart::OnCrash`] this process keeps its own copy open for the actor's whole life, so a
+//! client that connects while a dead incarnation is being replaced waits in the socket's backlog
+//! and is served by the next one; with [`Restart::Never`] it keeps none, so a connection to a
+//! dead actor is refused at once. When the actor ends for good, the socket file and the name are
+//! removed and its exit is written beside the socket for monitors in other processes.
+
+use super::budget::Budget;
+use super::client::{Addr, Client};
+use super::names::{self, NameGuard};
+use super::server::EXIT_KILLED;
+use super::wire::{End, Init};
+use super::{Actor, ActorExit, Restart, DEFAULT_MAILBOX};
+use crate::error::{Error, Result};
+use crate::process::{Process, ProcessBuilder};
+use crate::protocol::{decode_value, encode_value};
+use crate::start::{Context, StartMethod};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the builder collected.
+#[derive(Debug, Clone)]
+pub(super) struct Options {
+    pub(super) name: Option<String>,
+    pub(super) mailbox: u32,
+    pub(super) restart: Restart,
+    pub(super) start_method: Option<StartMethod>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: None,
+            mailbox: DEFAULT_MAILBOX,
+            restart: Restart::Never,
+            start_method: None,
+        }
+    }
+}
+
+/// How one incarnation died: its pid, exit code and signal.
+type Death = (u32, Option<i32>, Option<i32>);
+
+/// What the supervisor tells the clients of its own process.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    /// The last incarnation that died: pid, exit code, signal.
+    death: watch::Sender<Option<Death>>,
+    exit: watch::Sender<Option<ActorExit>>,
+    /// Set by `kill` before it signals the process: its death is then not a crash.
+    pub(super) killed: std::sync::atomic::AtomicBool,
+}
+
+impl Watch {
+    /// What became of incarnation `pid`, once the supervisor knows: how it died, or `None` if
+    /// the actor ended on its own terms (stopped, or ended by a panic).
+    pub(super) async fn fate_of(&self, pid: u32) -> Option<(Option<i32>, Option<i32>)> {
+        let mut deaths = self.death.subscribe();
+        let mut exit = self.exit.subscribe();
+        tokio::select! {
+            biased;
+            seen = deaths.wait_for(|d| d.is_some_and(|d| d.0 == pid)) => {
+                seen.ok().and_then(|d| *d).map(|(_, code, signal)| (code, signal))
+            }
+            _ = exit.wait_for(Option::is_some) => None,
+        }
+    }
+
+    /// How the actor ended, once it has.
+    pub(super) async fn exit(&self) -> ActorExit {
+        let mut rx = self.exit.subscribe();
+        let exit = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|e| e.clone());
+        // The sender lives in this `Watch`: the wait ends only with a value.
+        exit.unwrap_or(ActorExit::Died {
+            exitcode: None,
+            signal: None,
+        })
+    }
+}
+
+/// Where the exit of the actor at `socket` is written.
+pub(super) fn exit_path(socket: &Path) -> PathBuf {
+    socket.with_extension("exit")
+}
+
+/// Waits for the exit file of an actor supervised elsewhere.
+pub(super) async fn read_exit(path: &Path) -> ActorExit {
+    loop {
+        if let Ok(bytes) = std::fs::read(path) {
+            if let Ok(exit) = decode_value("an actor's exit", &bytes) {
+                return exit;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Everything an incarnation is started from.
+struct Recipe {
+    entry: &'static str,
+    listener: UnixListener,
+    state: Vec<u8>,
+    options: Options,
+}
+
+impl Recipe {
+    async fn start(&self) -> Result<Process<Result<End>>> {
+        let init = Init {
+            listener: crate::transport::fd::offer(self.listener.as_fd())?,
+            mailbox: self.options.mailbox,
+            restart: self.options.restart,
+            state: self.state.clone(),
+        };
+        let mut builder = ProcessBuilder::default().daemon(true);
+        if let Some(method) = self.options.start_method {
+            builder = builder.start_method(method);
+        }
+        builder
+            .start(self.entry, encode_value("an actor's start", &init)?)
+            .await
+    }
+}
+
+/// Starts actor `value` and returns this process's client of it, connected.
+///
+/// # Errors
+/// As `ActorBuilder::spawn`.
+pub(super) async fn spawn<A: Actor>(value: &A, options: Options) -> Result<Arc<Client>> {
+    let ctx = Context::current()?;
+    let token = crate::transport::auth::random_token()?;
+    let addr = Addr {
+        path: ctx.run_dir().join(format!("actor-{token:016x}.sock")),
+        mailbox: options.mailbox,
+        actor: A::NAME.to_owned(),
+    };
+    let name = match &options.name {
+        Some(n) => Some(names::claim(ctx.run_dir(), n, &addr)?),
+        None => None,
+    };
+    let recipe = Recipe {
+        entry: A::NAME,
+        listener: UnixListener::bind(&addr.path)?,
+        state: encode_value("the actor's state", value)?,
+        options,
+    };
+    let process = match recipe.start().await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&addr.path);
+            return Err(e);
+        }
+    };
+    let watch = Arc::new(Watch {
+        death: watch::channel(None).0,
+        exit: watch::channel(None).0,
+        killed: std::sync::atomic::AtomicBool::new(false),
+    });
+    tokio::spawn(supervise(
+        process,
+        recipe,
+        Arc::clone(&watch),
+        addr.path.clone(),
+        name,
+    ));
+    let client = Client::spawned(addr, watch);
+    client.connect().await?;
+    Ok(client)
+}
+
+/// Waits for each incarnation to end and restarts it per policy; records the end.
+async fn supervise(
+    mut process: Process<Result<End>>,
+    recipe: Recipe,
+    watch: Arc<Watch>,
+    socket: PathBuf,
+    name: Option<NameGuard>,
+) {
+    // With no restarts to come, nobody but the actor's process holds its socket.
+    let mut recipe = match recipe.options.restart {
+        Restart::Never => {
+            drop(recipe.listener);
+            None
+        }
+        Restart::OnCrash { .. } => Some(recipe),
+    };
+    let mut budget = Budget::new(
+        recipe
+            .as_ref()
+            .map_or(Restart::Never, |r| r.options.restart),
+    );
+    let exit = loop {
+        let ended = process.join().await;
+        let (exitcode, signal) = match ended {
+            Ok(Ok(End::Stopped)) => break ActorExit::Stopped,
+            Ok(Ok(End::Panicked(e))) => break panicked(e.into()),
+            Err(e @ Error::Panicked { .. }) => break panicked(e),
+            Err(Error::ProcessDied {
+                exitcode, signal, ..
+            }) => (exitcode, signal),
+            Ok(Err(e)) | Err(e) => {
+                tracing::warn!(target: "multiprocessing::actor", "actor process {} failed: {e}", process.pid());
+                (process.exitcode(), None)
+            }
+        };
+        watch
+            .death
+            .send_replace(Some((process.pid(), exitcode, signal)));
+        if exitcode == Some(EXIT_KILLED) || watch.killed.load(std::sync::atomic::Ordering::SeqCst) {
+            break ActorExit::Killed;
+        }
+        if let Some(r) = recipe.as_ref().filter(|_| budget.allow()) {
+            match r.start().await {
+                Ok(p) => {
+                    process = p;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "multiprocessing::actor", "could not restart an actor: {e}");
+                }
+            }
+        }
+        break ActorExit::Died { exitcode, signal };
+    };
+    // Closes this process's copy of the socket: clients waiting in its backlog are refused.
+    recipe = None;
+    drop(recipe);
+    let _ = std::fs::remove_file(&socket);
+    drop(name);
+    if let Ok(bytes) = encode_value("an actor's exit", &exit) {
+        let _ = std::fs::write(exit_path(&socket), bytes);
+    }
+    watch.exit.send_replace(Some(exit));
+}
+
+fn panicked(e: Error) -> ActorExit {
+    match e {
+        Error::Panicked { message, location } => ActorExit::Panicked { message, location },
+        other => ActorExit::Panicked {
+            message: other.to_string(),
+            location: None,
+        },
+    }
+}
