@@ -24,8 +24,8 @@
 //! with no I/O, unit-tested without processes. A new kind is a new file, a variant of
 //! [`Spec`], [`Op`] and `OpReply` in `protocol`, and an arm in [`Object`].
 
-mod manager;
 mod lock;
+mod manager;
 mod queue;
 
 pub(crate) use lock::arena as lock_arena;
