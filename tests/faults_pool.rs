@@ -32,6 +32,12 @@ fn nap(ms: u64) -> u64 {
     ms
 }
 
+/// The most tasks one worker holds at once (the pool's `MAX_DEPTH`). A kill costs the tasks the
+/// worker had started by the time the parent handled its exit: usually the one it ran, but with
+/// short tasks held ahead also one it had started since, or one whose reply was still unread.
+/// Never a task of another worker, so a kill costs at most what one worker held.
+const HELD_AT_MOST: usize = 64;
+
 /// SIGKILLs a worker of `pool` `kills` times, `every` apart, while the work runs; returns
 /// how many kills it made.
 async fn chaos(pool: &Pool, kills: usize, every: Duration) -> usize {
@@ -80,7 +86,10 @@ async fn sigkill_during_1000_apply_async_each_task_is_value_or_worker_lost() {
     let (ok, lost) = tally((0..1000).zip(outcomes.iter()));
     eprintln!("apply_async x1000, {kills} kills: ok={ok} worker_lost={lost}");
     assert_eq!(ok + lost, 1000, "every task answered exactly once");
-    assert!(lost <= kills, "{lost} tasks lost to {kills} kills");
+    assert!(
+        lost <= kills * HELD_AT_MOST,
+        "{lost} tasks lost to {kills} kills"
+    );
 }
 
 #[multiprocessing::test]
@@ -139,7 +148,10 @@ async fn sigkill_during_imap_and_imap_unordered_counts_add_up() {
         );
         let (ok, lost) = tally(results.iter().map(|(x, r)| (*x, r)));
         assert_eq!(ok + lost, 400);
-        assert!(lost <= kills);
+        assert!(
+            lost <= kills * HELD_AT_MOST,
+            "{lost} tasks lost to {kills} kills (ordered: {ordered})"
+        );
         // Every item that did not fail came back once.
         let mut seen: Vec<u64> = results
             .iter()
