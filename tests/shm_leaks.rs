@@ -6,10 +6,12 @@
 //! The outer tests run this binary again to execute the ignored `leak_root`, which reports its
 //! pid and its children's in a file and waits for a go-ahead (or a SIGKILL). Before it ends,
 //! the outer test checks that every one of them does map the memory (so the count after the end
-//! means something); afterwards it counts `memfd:multiprocessing` entries in every process's
-//! maps and descriptors on the machine.
+//! means something); afterwards it counts `memfd:multiprocessing` entries in the maps and
+//! descriptors of every process left in the root's process group (the whole tree: the root, its
+//! children, fork server and spares), so tests running beside it do not count.
 
 use multiprocessing::{entry, Process, SharedMemory, Value};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -86,18 +88,25 @@ fn memfds_of(pid: &str) -> usize {
 }
 
 /// Every process on the machine (but this one) that maps or holds a segment of this crate.
-fn holders() -> Vec<(String, usize)> {
-    let me = std::process::id().to_string();
+fn holders(group: u32) -> Vec<(String, usize)> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()) && *name != me)
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| process_group(pid) == Some(group))
         .map(|pid| {
             let n = memfds_of(&pid);
             (pid, n)
         })
         .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`, after the parenthesised name).
+fn process_group(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn dev_shm() -> Vec<String> {
@@ -115,7 +124,11 @@ fn run(mode: &str) {
     let base: PathBuf = std::env::temp_dir().join(format!("mp-leak-{mode}-{}", std::process::id()));
     let path = base.to_string_lossy().into_owned();
     let shm_before = dev_shm();
+    // The root leads a process group of its own, which every process of its tree inherits (the
+    // crate never changes it): that is how the check below finds the tree's processes, and only
+    // them, even after the root is gone and while other tests map segments of their own.
     let mut root = std::process::Command::new(std::env::current_exe().unwrap())
+        .process_group(0)
         .args([
             "--exact",
             "leak_root",
@@ -157,7 +170,7 @@ fn run(mode: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let survivors: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
-    let left = holders();
+    let left = holders(root.id());
     for suffix in ["", ".go"] {
         let _ = std::fs::remove_file(format!("{path}{suffix}"));
     }
@@ -176,8 +189,8 @@ fn run(mode: &str) {
     assert_eq!(dev_shm(), shm_before, "/dev/shm changed");
 }
 
-/// One test for the three endings, run one after the other: each checks every process on the
-/// machine, so two roots of this file must not run at once.
+/// One test for the three endings, run one after the other, each root in a process group of
+/// its own.
 #[test]
 fn no_segment_outlives_a_root_that_exits_panics_or_is_sigkilled() {
     for mode in ["exit", "panic", "kill"] {
