@@ -7,31 +7,20 @@
 //! link ends, the calls still waiting learn it at once; the next call connects again (to the
 //! same socket, which a restarted actor keeps), or learns that the actor has stopped.
 
-use super::supervisor::Watch;
+use super::watch::Watch;
+use super::wire::Addr;
 use super::wire::{FromActor, ToActor};
 use super::ActorExit;
 use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{decode_head, encode_head};
 use crate::start::Context;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
-
-/// Where an actor is, as a reference carries it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Addr {
-    /// Its socket in the run directory.
-    pub(super) path: PathBuf,
-    /// Its mailbox size: the credits of each client process.
-    pub(super) mailbox: u32,
-    /// Its type's registered name.
-    pub(super) actor: String,
-}
 
 /// A reply as the call receives it: the whole message and where the value starts.
 type Reply = std::result::Result<(Vec<u8>, usize), RemoteError>;
@@ -315,10 +304,10 @@ impl Client {
                 }
             }
             None => {
-                let path = super::supervisor::exit_path(&self.addr.path);
+                let path = super::watch::exit_path(&self.addr.path);
                 let exit = tokio::time::timeout(
                     Duration::from_millis(500),
-                    super::supervisor::read_exit(&path),
+                    super::watch::read_exit(&path),
                 );
                 match exit.await {
                     Ok(ActorExit::Died { exitcode, signal }) => died(exitcode, signal),
@@ -364,8 +353,8 @@ impl Client {
                 Box::pin(async move { watch.exit().await })
             }
             None => {
-                let path = super::supervisor::exit_path(&self.addr.path);
-                Box::pin(async move { super::supervisor::read_exit(&path).await })
+                let path = super::watch::exit_path(&self.addr.path);
+                Box::pin(async move { super::watch::read_exit(&path).await })
             }
         }
     }

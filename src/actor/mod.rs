@@ -85,12 +85,13 @@ mod client;
 mod names;
 mod server;
 mod supervisor;
+mod watch;
 mod wire;
 
 use crate::error::{Error, Location, Result};
 use crate::protocol::{decode_value, encode_value};
 use crate::start::StartMethod;
-use client::{Addr, Client};
+use client::Client;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -98,6 +99,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use wire::Addr;
 
 pub(crate) use server::caller_pid;
 

@@ -5,7 +5,7 @@
 //! address. The supervisor removes the file when the actor ends; the run directory goes with
 //! the launch.
 
-use super::client::Addr;
+use super::wire::Addr;
 use crate::error::{Error, Result};
 use crate::protocol::{decode_value, encode_value};
 use crate::start::Context;

@@ -9,20 +9,21 @@
 //! removed and its exit is written beside the socket for monitors in other processes.
 
 use super::budget::Budget;
-use super::client::{Addr, Client};
+use super::client::Client;
 use super::names::{self, NameGuard};
 use super::server::EXIT_KILLED;
+use super::watch::{exit_path, Watch};
+use super::wire::Addr;
 use super::wire::{End, Init};
 use super::{Actor, ActorExit, Restart, DEFAULT_MAILBOX};
 use crate::error::{Error, Result};
 use crate::process::{Process, ProcessBuilder};
-use crate::protocol::{decode_value, encode_value};
+use crate::protocol::encode_value;
 use crate::start::{Context, StartMethod};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// What the builder collected.
@@ -42,67 +43,6 @@ impl Default for Options {
             restart: Restart::Never,
             start_method: None,
         }
-    }
-}
-
-/// How one incarnation died: its pid, exit code and signal.
-type Death = (u32, Option<i32>, Option<i32>);
-
-/// What the supervisor tells the clients of its own process.
-#[derive(Debug)]
-pub(crate) struct Watch {
-    /// The last incarnation that died: pid, exit code, signal.
-    death: watch::Sender<Option<Death>>,
-    exit: watch::Sender<Option<ActorExit>>,
-    /// Set by `kill` before it signals the process: its death is then not a crash.
-    pub(super) killed: std::sync::atomic::AtomicBool,
-}
-
-impl Watch {
-    /// What became of incarnation `pid`, once the supervisor knows: how it died, or `None` if
-    /// the actor ended on its own terms (stopped, or ended by a panic).
-    pub(super) async fn fate_of(&self, pid: u32) -> Option<(Option<i32>, Option<i32>)> {
-        let mut deaths = self.death.subscribe();
-        let mut exit = self.exit.subscribe();
-        tokio::select! {
-            biased;
-            seen = deaths.wait_for(|d| d.is_some_and(|d| d.0 == pid)) => {
-                seen.ok().and_then(|d| *d).map(|(_, code, signal)| (code, signal))
-            }
-            _ = exit.wait_for(Option::is_some) => None,
-        }
-    }
-
-    /// How the actor ended, once it has.
-    pub(super) async fn exit(&self) -> ActorExit {
-        let mut rx = self.exit.subscribe();
-        let exit = rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|e| e.clone());
-        // The sender lives in this `Watch`: the wait ends only with a value.
-        exit.unwrap_or(ActorExit::Died {
-            exitcode: None,
-            signal: None,
-        })
-    }
-}
-
-/// Where the exit of the actor at `socket` is written.
-pub(super) fn exit_path(socket: &Path) -> PathBuf {
-    socket.with_extension("exit")
-}
-
-/// Waits for the exit file of an actor supervised elsewhere.
-pub(super) async fn read_exit(path: &Path) -> ActorExit {
-    loop {
-        if let Ok(bytes) = std::fs::read(path) {
-            if let Ok(exit) = decode_value("an actor's exit", &bytes) {
-                return exit;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -6,6 +6,18 @@
 
 use crate::error::RemoteError;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where an actor is, as a reference carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Addr {
+    /// Its socket in the run directory.
+    pub(super) path: PathBuf,
+    /// Its mailbox size: the credits of each client process.
+    pub(super) mailbox: u32,
+    /// Its type's registered name.
+    pub(super) actor: String,
+}
 
 /// Client → actor.
 #[derive(Debug, Serialize, Deserialize)]

@@ -34,6 +34,7 @@
 
 use super::handle::Handle;
 use super::objects::lock_arena;
+use super::objects::word::{try_lock, unlock, HOLDER, WAITERS};
 use crate::error::{Error, Result};
 use crate::protocol::{Answer, LockOp, LockReply, LockSpec, OpReply};
 use crate::transport::segment::{futex_wait, futex_wake, Shared};
@@ -43,60 +44,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use tokio::sync::OnceCell;
 
-/// The holder's pid.
-pub(crate) const HOLDER: u32 = (1 << 30) - 1;
-/// Someone may sleep on the word.
-pub(crate) const WAITERS: u32 = 1 << 30;
-/// The last holder died holding it.
-pub(crate) const POISONED: u32 = 1 << 31;
-
 /// Spins of the CPU between two looks at a contended word, and how many looks before sleeping.
 const SPINS: u32 = 64;
 const LOOKS: u32 = 8;
-
-/// Makes a word free and unpoisoned (for a word given to a new lock).
-pub(crate) fn reset(word: &AtomicU32) {
-    word.store(0, Ordering::SeqCst);
-}
-
-/// Releases `word` if process `pid` (which is gone) holds it, marks it poisoned and wakes every
-/// sleeper. Returns whether it did.
-pub(crate) fn release_dead(word: &AtomicU32, pid: u32) -> bool {
-    let mut cur = word.load(Ordering::Acquire);
-    while cur & HOLDER == pid & HOLDER && pid != 0 {
-        match word.compare_exchange(cur, POISONED, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                futex_wake(word, i32::MAX);
-                return true;
-            }
-            Err(now) => cur = now,
-        }
-    }
-    false
-}
-
-/// Takes `word` for `pid` if it is free; `Some(poisoned)` if taken. A caller that has slept on
-/// the word keeps the waiters bit set (`contended`), so the sleepers behind it are still woken.
-fn try_lock(word: &AtomicU32, pid: u32, contended: bool) -> Option<bool> {
-    let mut cur = word.load(Ordering::Relaxed);
-    loop {
-        if cur & HOLDER != 0 {
-            return None;
-        }
-        let waiters = if contended { WAITERS } else { cur & WAITERS };
-        match word.compare_exchange_weak(cur, pid | waiters, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return Some(cur & POISONED != 0),
-            Err(now) => cur = now,
-        }
-    }
-}
-
-/// Releases `word`, waking one sleeper if there may be one.
-fn unlock(word: &AtomicU32) {
-    if word.swap(0, Ordering::Release) & WAITERS != 0 {
-        futex_wake(word, 1);
-    }
-}
 
 /// The arenas this process has mapped, by number (a process belongs to one root).
 static MAPPED: Mutex<Option<HashMap<u32, Shared>>> = Mutex::new(None);
@@ -312,26 +262,5 @@ impl<'de> Deserialize<'de> for LockWord {
             handle: Handle::deserialize(d)?,
             place: OnceCell::new(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transport::segment::Segment;
-
-    #[test]
-    fn a_word_is_taken_once_and_a_dead_holder_poisons_it() {
-        let seg = Segment::create(4).unwrap();
-        let word = seg.word(0);
-        assert_eq!(try_lock(word, 7, false), Some(false));
-        assert_eq!(try_lock(word, 8, false), None);
-        assert!(!release_dead(word, 8));
-        assert!(release_dead(word, 7));
-        assert_eq!(try_lock(word, 8, false), Some(true));
-        unlock(word);
-        assert_eq!(try_lock(word, 8, false), Some(false));
-        unlock(word);
-        assert_eq!(word.load(Ordering::Relaxed), 0);
     }
 }

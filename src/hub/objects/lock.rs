@@ -4,7 +4,7 @@
 //! [`ARENA_WORDS`] words that the root makes and keeps mapped. A lock object hands its word's
 //! place to each process that asks (`Locate`), and the arena's descriptor to a process that has
 //! not mapped that arena yet (`Arena`). From then on the process acquires and releases with
-//! atomic operations on the word (`hub/lock_word.rs`); nothing about it comes here.
+//! atomic operations on the word (`word.rs`); nothing about it comes here.
 //!
 //! What does come here is death. `Locate` says which pid the asking process has, so when a
 //! process's connection ends the host knows its pid, and if the word names that pid as its
@@ -16,10 +16,10 @@
 //! A word is given back to its arena when the lock object goes (its last handle, in any
 //! process, is released), so a long run that makes and drops locks reuses a few arenas.
 
+use super::word as lock_word;
 use super::{Body, Caller, Hosted, Outcome, Owner, Reply, Waiting};
 use crate::buffers::IntoShared;
 use crate::hub::lock;
-use crate::hub::lock_word;
 use crate::protocol::{LockOp, LockReply};
 use crate::transport::segment::{Segment, Shared};
 use std::collections::HashMap;

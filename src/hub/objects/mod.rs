@@ -27,6 +27,7 @@
 mod lock;
 mod manager;
 mod queue;
+pub(crate) mod word;
 
 pub(crate) use lock::arena as lock_arena;
 
