@@ -216,7 +216,14 @@ async fn exit_3_in_the_middle_of_a_task_is_worker_lost_and_the_rest_go_on() {
 #[multiprocessing::test]
 async fn a_sigstopped_worker_times_out_on_time_and_terminate_still_works() {
     let pool = Pool::new(2).await.unwrap();
-    let pids = pool.worker_pids().await.unwrap();
+    // The second worker may still be starting when `new` returns: stop both, or the task runs.
+    let mut pids = pool.worker_pids().await.unwrap();
+    let up = Instant::now() + Duration::from_secs(10);
+    while pids.len() < 2 && Instant::now() < up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        pids = pool.worker_pids().await.unwrap();
+    }
+    assert_eq!(pids.len(), 2, "both workers start");
     assert_eq!(pool.apply(nap, 1).await.unwrap(), 1);
     signal(&pids, libc::SIGSTOP);
     // Both workers are stopped: the task hangs, and only the timeouts can end the waits.
