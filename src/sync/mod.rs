@@ -24,6 +24,8 @@
 //! `src/sync/README.md` and `src/hub/lock_word.rs` describe the word, the waiting and the
 //! hub's part.
 
+mod event;
 mod lock;
 
+pub use event::Event;
 pub use lock::{Lock, LockGuard};
