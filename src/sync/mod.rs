@@ -26,6 +26,8 @@
 
 mod event;
 mod lock;
+mod semaphore;
 
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
