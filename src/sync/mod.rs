@@ -26,8 +26,10 @@
 
 mod event;
 mod lock;
+mod rlock;
 mod semaphore;
 
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
+pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphorePermit};
