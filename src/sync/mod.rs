@@ -24,12 +24,14 @@
 //! `src/sync/README.md` and `src/hub/lock_word.rs` describe the word, the waiting and the
 //! hub's part.
 
+mod barrier;
 mod condition;
 mod event;
 mod lock;
 mod rlock;
 mod semaphore;
 
+pub use barrier::{Barrier, BarrierWaitResult};
 pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
