@@ -282,4 +282,79 @@ mod tests {
         word.store(0, SeqCst);
         assert!(state.is_idle());
     }
+
+    fn locate(state: &mut LockState, owner: Owner, pid: u32) -> LockReply {
+        let mut nobody = || -> Box<dyn Waiter> { unreachable!("a lock never waits") };
+        let mut caller = Caller {
+            owner,
+            req: 1,
+            waiter: &mut nobody,
+            ended: None,
+        };
+        match state.apply(&mut caller, LockOp::Locate { pid }, None) {
+            Outcome::Answer(Reply {
+                answer: Answer::Op(OpReply::Lock(reply)),
+                ..
+            }) => reply,
+            other => panic!("a locate is answered at once, not {other:?}"),
+        }
+    }
+
+    fn own_word(reply: LockReply) -> (Shared, usize) {
+        let LockReply::Words {
+            own_arena,
+            own_index,
+            ..
+        } = reply
+        else {
+            panic!("a semaphore or barrier gives each process a word of its own");
+        };
+        (arena(own_arena).unwrap(), own_index as usize)
+    }
+
+    #[test]
+    fn a_dead_holders_permits_come_back_poisoned() {
+        let mut state = LockState::sync(SyncSpec::Semaphore {
+            value: 3,
+            bounded: false,
+        });
+        let (seg, own) = own_word(locate(&mut state, 3, 4242));
+        // The same owner asking again gets the same word of its own.
+        assert_eq!(own_word(locate(&mut state, 3, 4242)).1, own);
+        let main = state.slot.as_ref().unwrap().segment.clone();
+        let word = main.word(state.slot.as_ref().unwrap().index as usize);
+        assert_eq!(word.load(SeqCst), 3);
+        assert!(state.is_idle());
+        // Process 4242 took two permits.
+        word.store(1, SeqCst);
+        seg.word(own).store(2, SeqCst);
+        assert!(!state.is_idle());
+        state.owner_gone(5);
+        assert_eq!(word.load(SeqCst), 1);
+        state.owner_gone(3);
+        assert_eq!(word.load(SeqCst), 3 | lock_word::POISONED);
+        assert!(!state.is_idle(), "the poison waits for the next acquirer");
+    }
+
+    #[test]
+    fn a_dead_waiter_breaks_its_round_of_a_barrier_only() {
+        let mut state = LockState::sync(SyncSpec::Barrier { parties: 3 });
+        let (seg_a, own_a) = own_word(locate(&mut state, 3, 100));
+        let (seg_b, own_b) = own_word(locate(&mut state, 4, 101));
+        assert_ne!((seg_a.word(own_a) as *const _), (seg_b.word(own_b) as *const _));
+        let main = state.slot.as_ref().unwrap().segment.clone();
+        let word = main.word(state.slot.as_ref().unwrap().index as usize);
+        // Owner 3 waited in round 0, which completed: now round 1, one party in it (owner 4).
+        seg_a.word(own_a).store(1, SeqCst);
+        seg_b.word(own_b).store(2, SeqCst);
+        word.store((1 << 15) | 1, SeqCst);
+        state.owner_gone(3);
+        assert_eq!(word.load(SeqCst), (1 << 15) | 1, "round 0 is over");
+        state.owner_gone(4);
+        assert_eq!(
+            word.load(SeqCst),
+            (1 << 15) | 1 | lock_word::BARRIER_BROKEN
+        );
+        assert!(!state.is_idle());
+    }
 }
