@@ -52,7 +52,10 @@ async fn wait_broken(barrier: Barrier) -> bool {
 async fn until_waiting(barrier: &Barrier, n: u32) {
     let start = Instant::now();
     while barrier.n_waiting().await.unwrap() < n {
-        assert!(start.elapsed() < Duration::from_secs(30), "the parties never came");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the parties never came"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -79,7 +82,10 @@ async fn a_killed_party_breaks_the_barrier_for_the_others() {
     assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
     assert!(barrier.is_broken().await.unwrap());
     let joined = doomed.join().await;
-    assert!(matches!(joined, Err(Error::ProcessDied { .. })), "{joined:?}");
+    assert!(
+        matches!(joined, Err(Error::ProcessDied { .. })),
+        "{joined:?}"
+    );
     // Reset makes it whole again.
     barrier.reset().await.unwrap();
     assert!(!barrier.is_broken().await.unwrap());

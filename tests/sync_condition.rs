@@ -67,14 +67,20 @@ async fn wait_once(cond: Condition, waiting: Value<u32>) -> multiprocessing::Res
 }
 
 /// Spawns a `wait_once` child and returns once it is waiting (it released the lock in `wait`).
-async fn waiting_child(cond: &Condition, waiting: &Value<u32>) -> Process<multiprocessing::Result<bool>> {
+async fn waiting_child(
+    cond: &Condition,
+    waiting: &Value<u32>,
+) -> Process<multiprocessing::Result<bool>> {
     let before = waiting.load_atomic();
     let child = Process::spawn(wait_once, (cond.clone(), waiting.clone()))
         .await
         .unwrap();
     let start = Instant::now();
     while waiting.load_atomic() == before {
-        assert!(start.elapsed() < Duration::from_secs(30), "the child never waited");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the child never waited"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // The child counted itself with the lock held: once we hold it, the child is in `wait`.
@@ -105,7 +111,10 @@ async fn a_killed_waiter_does_not_swallow_a_notify() {
     let survivor = waiting_child(&cond, &waiting).await;
     doomed.kill();
     let joined = doomed.join().await;
-    assert!(matches!(joined, Err(Error::ProcessDied { .. })), "{joined:?}");
+    assert!(
+        matches!(joined, Err(Error::ProcessDied { .. })),
+        "{joined:?}"
+    );
     // Holding the lock is holding the condition: the one notify goes to the live waiter.
     let guard = cond.acquire().await.unwrap();
     assert!(lock.try_acquire().await.unwrap().is_none());
@@ -122,7 +131,10 @@ async fn wait_timeout_returns_within_50_ms_of_its_deadline() {
     let cond = Condition::new();
     let guard = cond.acquire().await.unwrap();
     let start = Instant::now();
-    let (guard, woken) = guard.wait_timeout(Duration::from_millis(100)).await.unwrap();
+    let (guard, woken) = guard
+        .wait_timeout(Duration::from_millis(100))
+        .await
+        .unwrap();
     let waited = start.elapsed();
     assert!(!woken);
     assert!(waited >= Duration::from_millis(100), "{waited:?}");

@@ -23,7 +23,10 @@ async fn a_set_wakes_waiters_in_four_processes() {
     }
     let start = Instant::now();
     while waiting.load() < 4 {
-        assert!(start.elapsed() < Duration::from_secs(30), "children never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "children never started"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // Give the children time to fall asleep on the word (not needed for correctness).
@@ -31,7 +34,10 @@ async fn a_set_wakes_waiters_in_four_processes() {
     assert!(!go.is_set().await.unwrap());
     go.set().await.unwrap();
     for c in children {
-        assert!(c.join().await.unwrap(), "a waiter timed out: the set did not wake it");
+        assert!(
+            c.join().await.unwrap(),
+            "a waiter timed out: the set did not wake it"
+        );
     }
     assert!(go.is_set().await.unwrap());
 }

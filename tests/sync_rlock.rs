@@ -37,9 +37,15 @@ async fn reentry_counts_levels_and_holds_until_the_outermost_goes() {
         // Still held at depth 2, after an await.
         tokio::task::yield_now().await;
         assert!(!free_for_another_process(&lock).await);
-        assert!(lock.try_acquire().await.unwrap().is_none(), "another owner waits");
+        assert!(
+            lock.try_acquire().await.unwrap().is_none(),
+            "another owner waits"
+        );
     }
-    assert!(!free_for_another_process(&lock).await, "depth 1 still holds it");
+    assert!(
+        !free_for_another_process(&lock).await,
+        "depth 1 still holds it"
+    );
     drop(outer);
     assert!(free_for_another_process(&lock).await);
     let again = lock.try_acquire().await.unwrap().expect("free again");
@@ -84,7 +90,10 @@ async fn a_killed_holder_leaves_it_poisoned_not_held() {
         .unwrap();
     let start = Instant::now();
     while holding.load_atomic() == 0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "the child never held");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the child never held"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let guard = lock.acquire_timeout(Duration::from_secs(2)).await.unwrap();
@@ -93,7 +102,10 @@ async fn a_killed_holder_leaves_it_poisoned_not_held() {
     drop(guard);
     assert!(!lock.acquire().await.unwrap().is_poisoned());
     let joined = child.join().await;
-    assert!(matches!(joined, Err(Error::ProcessDied { .. })), "{joined:?}");
+    assert!(
+        matches!(joined, Err(Error::ProcessDied { .. })),
+        "{joined:?}"
+    );
 }
 
 fn send_sync<T: Send + Sync>() {}

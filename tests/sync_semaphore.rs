@@ -58,7 +58,11 @@ async fn a_bounded_release_past_its_bound_is_an_error() {
     let plain = Semaphore::new(0);
     plain.release().await.unwrap();
     assert_eq!(plain.value().await.unwrap(), 1);
-    let _p = plain.try_acquire().await.unwrap().expect("the released permit");
+    let _p = plain
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("the released permit");
     assert!(plain.try_acquire().await.unwrap().is_none());
 }
 
@@ -80,7 +84,10 @@ async fn take_and_die(sem: Semaphore, n: u32, holding: Value<u32>) {
 async fn wait_for(flag: &Value<u32>) {
     let start = Instant::now();
     while flag.load_atomic() == 0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "the child never held");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the child never held"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -109,7 +116,10 @@ async fn permits_of_a_killed_holder_come_back_poisoned() {
     drop((first, second, third));
     assert_eq!(sem.value().await.unwrap(), 3);
     let joined = child.join().await;
-    assert!(matches!(joined, Err(Error::ProcessDied { .. })), "{joined:?}");
+    assert!(
+        matches!(joined, Err(Error::ProcessDied { .. })),
+        "{joined:?}"
+    );
 }
 
 #[multiprocessing::test]
@@ -122,7 +132,11 @@ async fn acquire_timeout_returns_within_50_ms_of_its_deadline() {
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
     assert!(waited >= Duration::from_millis(100), "{waited:?}");
     assert!(waited < Duration::from_millis(150), "{waited:?}");
-    assert_eq!(sem.value().await.unwrap(), 0, "the timed-out acquire took nothing");
+    assert_eq!(
+        sem.value().await.unwrap(),
+        0,
+        "the timed-out acquire took nothing"
+    );
 }
 
 #[multiprocessing::test]

@@ -87,9 +87,11 @@ struct Arrived<'a> {
 impl Drop for Arrived<'_> {
     fn drop(&mut self) {
         let mut cur = self.word.load(Ordering::Acquire);
-        while barrier_gen(cur) == self.gen && cur & BARRIER_BROKEN == 0 && cur & BARRIER_COUNT > 0
-        {
-            match self.word.compare_exchange(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+        while barrier_gen(cur) == self.gen && cur & BARRIER_BROKEN == 0 && cur & BARRIER_COUNT > 0 {
+            match self
+                .word
+                .compare_exchange(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break,
                 Err(now) => cur = now,
             }

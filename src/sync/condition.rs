@@ -7,7 +7,7 @@ use crate::hub::{park, Held, LockWord, Place, SyncWord};
 use crate::protocol::SyncSpec;
 use crate::transport::segment::futex_wake;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -25,7 +25,9 @@ use tokio::time::Instant;
 /// A waiter reads the counter and sets its waiters bit while it still holds the lock, then
 /// sleeps only while the counter is unchanged; a notify (which holds the lock) bumps the
 /// counter, so a notify that comes between the release and the sleep makes the sleep return at
-/// once. A waiter sleeps in the kernel (`FUTEX_WAIT` on a blocking-pool thread), so a waiter
+/// once. The notifier wakes the sleepers when it releases the lock (by dropping its guard or
+/// waiting), so they find the lock free; should it die in between, the waiters see the moved
+/// counter within a second (their sleep is bounded for that case). A waiter sleeps in the kernel (`FUTEX_WAIT` on a blocking-pool thread), so a waiter
 /// that dies is no longer counted by the kernel, and `notify(n)` wakes `n` live ones; a waiter
 /// that stopped waiting (timed out, dropped) passes on a wake-up it took.
 ///
@@ -84,8 +86,17 @@ impl Default for Condition {
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,
     counter: &'a Place,
-    held: Held<'a>,
+    /// The lock; `None` only while waiting.
+    held: Option<Held<'a>>,
     poisoned: bool,
+    /// Sleepers to wake once the lock is released (see [`ConditionGuard::notify`]).
+    wake: AtomicI32,
+}
+
+impl Drop for ConditionGuard<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Condition {
@@ -128,7 +139,8 @@ impl Condition {
             cond: self,
             counter,
             poisoned: held.is_poisoned(),
-            held,
+            held: Some(held),
+            wake: AtomicI32::new(0),
         })
     }
 }
@@ -139,7 +151,9 @@ impl<'a> ConditionGuard<'a> {
         self.poisoned
     }
 
-    /// Wakes up to `n` waiters (see the type's "Fairness").
+    /// Wakes up to `n` waiters (see the type's "Fairness"). The notification counts at once;
+    /// the sleepers are woken when this guard releases the lock (dropped, or waiting), so they
+    /// do not wake only to find the lock still held.
     pub fn notify(&self, n: usize) {
         self.bump(false, i32::try_from(n).unwrap_or(i32::MAX));
     }
@@ -166,7 +180,20 @@ impl<'a> ConditionGuard<'a> {
             }
         }
         if cur & WAITERS != 0 {
-            futex_wake(word, n);
+            let _ = self
+                .wake
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                    Some(w.saturating_add(n))
+                });
+        }
+    }
+
+    /// Releases the lock, then wakes the sleepers notified meanwhile.
+    fn release(&mut self) {
+        drop(self.held.take());
+        let n = self.wake.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            futex_wake(self.counter.word(), n);
         }
     }
 
@@ -242,16 +269,11 @@ impl<'a> ConditionGuard<'a> {
 
     /// The wait: announce it while the lock is held, release, sleep while the counter is
     /// unchanged (until `deadline`), retake the lock. The flag says whether it was woken.
-    async fn sleep(self, deadline: Option<Instant>) -> Result<(ConditionGuard<'a>, bool)> {
-        let ConditionGuard {
-            cond,
-            counter,
-            held,
-            poisoned,
-        } = self;
+    async fn sleep(mut self, deadline: Option<Instant>) -> Result<(ConditionGuard<'a>, bool)> {
+        let counter = self.counter;
         let word = counter.word();
         let seen = word.fetch_or(WAITERS, Ordering::AcqRel) | WAITERS;
-        drop(held);
+        self.release();
         let mut woken = true;
         while word.load(Ordering::Acquire) == seen {
             let parked = park(counter, seen);
@@ -267,13 +289,9 @@ impl<'a> ConditionGuard<'a> {
                 }
             }
         }
-        let held = cond.lock.acquire().await?;
-        let guard = ConditionGuard {
-            cond,
-            counter,
-            poisoned: poisoned || held.is_poisoned(),
-            held,
-        };
-        Ok((guard, woken))
+        let held = self.cond.lock.acquire().await?;
+        self.poisoned |= held.is_poisoned();
+        self.held = Some(held);
+        Ok((self, woken))
     }
 }

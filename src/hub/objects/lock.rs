@@ -123,8 +123,10 @@ impl LockState {
             ..LockState::new()
         };
         if let (SyncSpec::Semaphore { value, .. }, Some(slot)) = (kind, &state.slot) {
-            slot.word()
-                .store(value.min(lock_word::COUNT), std::sync::atomic::Ordering::Release);
+            slot.word().store(
+                value.min(lock_word::COUNT),
+                std::sync::atomic::Ordering::Release,
+            );
         }
         state
     }
@@ -341,7 +343,10 @@ mod tests {
         let mut state = LockState::sync(SyncSpec::Barrier { parties: 3 });
         let (seg_a, own_a) = own_word(locate(&mut state, 3, 100));
         let (seg_b, own_b) = own_word(locate(&mut state, 4, 101));
-        assert_ne!((seg_a.word(own_a) as *const _), (seg_b.word(own_b) as *const _));
+        assert_ne!(
+            (seg_a.word(own_a) as *const _),
+            (seg_b.word(own_b) as *const _)
+        );
         let main = state.slot.as_ref().unwrap().segment.clone();
         let word = main.word(state.slot.as_ref().unwrap().index as usize);
         // Owner 3 waited in round 0, which completed: now round 1, one party in it (owner 4).
@@ -351,10 +356,7 @@ mod tests {
         state.owner_gone(3);
         assert_eq!(word.load(SeqCst), (1 << 15) | 1, "round 0 is over");
         state.owner_gone(4);
-        assert_eq!(
-            word.load(SeqCst),
-            (1 << 15) | 1 | lock_word::BARRIER_BROKEN
-        );
+        assert_eq!(word.load(SeqCst), (1 << 15) | 1 | lock_word::BARRIER_BROKEN);
         assert!(!state.is_idle());
     }
 }
