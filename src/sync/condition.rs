@@ -54,7 +54,7 @@ use tokio::time::Instant;
 ///     tokio::spawn(async move {
 ///         let guard = cond.acquire().await?;
 ///         let _guard = guard.wait_for(|| ready.load() == 1).await?;
-///         multiprocessing::Result::Ok(())
+///         Ok::<(), multiprocessing::Error>(())
 ///     })
 /// };
 /// {
