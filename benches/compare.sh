@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm --bench actor
+cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm --bench actor --bench sync
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
@@ -16,7 +16,9 @@ cargo bench -q --bench pipe -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench manager -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench shm -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench actor -- $quick >> "$out/ours.jsonl"
+cargo bench -q --bench sync -- $quick >> "$out/ours.jsonl"
 python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,manager,lock,actor_proxy $quick > "$out/python.jsonl"
+python3 benches/sync_mp.py $quick >> "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
@@ -66,6 +68,9 @@ pairs = [
     ("lock_contended_counter", "lock_contended_counter", 3, "2 procs x 100k locked counter increments"),
     ("value_fetch_add_counter", "lock_contended_counter", 20, "2 procs x 100k Value::fetch_add vs Python's locked counter"),
     ("lock_uncontended", "lock_uncontended", 2, "uncontended Lock acquire+release pairs"),
+    ("event_set_wake_latency", "event_set_wake_latency", 1, "Event set -> wake across 2 processes"),
+    ("semaphore_uncontended", "semaphore_uncontended", 2, "uncontended Semaphore acquire+release pairs"),
+    ("condition_pingpong", "condition_pingpong", 1, "Condition ping-pong between 2 processes"),
     ("pool_apply_len_100MiB_shared_bytes", "pool_apply_len_100MiB", 4, "100 MiB as SharedBytes to a pool worker"),
     ("actor_calls_sequential", "actor_proxy_calls_1thread", 2, "actor sequential calls vs BaseManager proxy (round trip <= 0.5x)"),
     ("actor_calls_sequential_grandchild", "actor_proxy_calls_1thread", 2, "actor sequential calls from a grandchild (direct)"),

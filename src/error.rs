@@ -181,6 +181,11 @@ pub enum Error {
     /// and `IndexError`); the message names the proxy and what was looked up.
     #[error("lookup failed: {0}")]
     Lookup(String),
+    /// A barrier was broken while this party waited at it, or before it came (Python's
+    /// `BrokenBarrierError`): a party died while waiting, a wait timed out, or someone called
+    /// `abort`/`reset`. It stays broken until `reset`.
+    #[error("the barrier is broken (a party died or timed out, or it was aborted or reset)")]
+    BrokenBarrier,
 }
 
 thread_local! {

@@ -49,6 +49,7 @@ pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, SharedBytes, SharedMemory, Value};
 pub use start::{get_start_method, set_start_method, StartMethod};
 pub use sync::Lock;
+pub use sync::{Barrier, BoundedSemaphore, Condition, Event, RLock, Semaphore};
 
 #[cfg(feature = "macros")]
 pub use multiprocessing_macros::{actor, entry, process_main, test};

@@ -88,6 +88,29 @@ pub(crate) enum Spec {
     List(ListSpec),
     /// A lock: one word in a lock arena of the root's (see `hub/objects/lock.rs`).
     Lock(LockSpec),
+    /// Another synchronization primitive, also a word in a lock arena.
+    Sync(SyncSpec),
+}
+
+/// What a synchronization primitive other than a lock is: each is a word in a lock arena (see
+/// `hub/objects/word.rs` for each layout); semaphores and barriers also give every process
+/// that uses them a word of its own, where it records what the host must undo at its death.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SyncSpec {
+    /// An event: a flag and a generation.
+    Event,
+    /// A (bounded) semaphore with `value` permits at first.
+    Semaphore { value: u32, bounded: bool },
+    /// A condition's notification counter (its lock is a lock of its own).
+    Condition,
+    /// A barrier of `parties`.
+    Barrier { parties: u32 },
+}
+
+impl From<SyncSpec> for Spec {
+    fn from(spec: SyncSpec) -> Self {
+        Spec::Sync(spec)
+    }
 }
 
 /// What a lock is: nothing to choose (every lock is a word in one of the root's arenas).
@@ -479,6 +502,14 @@ pub(crate) enum LockReply {
     Word { arena: u32, index: u32 },
     /// The arena's descriptor ticket is in the body.
     Arena,
+    /// The word is word `index` of arena `arena`, and the asking process's own word (see
+    /// [`SyncSpec`]) is word `own_index` of arena `own_arena`.
+    Words {
+        arena: u32,
+        index: u32,
+        own_arena: u32,
+        own_index: u32,
+    },
 }
 
 impl From<LockReply> for OpReply {

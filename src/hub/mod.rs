@@ -23,7 +23,8 @@ mod serve;
 pub(crate) use client::HostClient;
 pub(crate) use context::{current_host, max_frame, set_current, set_max_frame, HubContext};
 pub(crate) use handle::Handle;
-pub(crate) use lock_word::{Held, LockWord};
+pub(crate) use lock_word::{mark_waiting, park, take, Held, LockWord, Place, SyncWord};
+pub(crate) use objects::word as sync_word;
 pub(crate) use objects::Store;
 pub(crate) use remote::{connect as connect_remote, ServedHost};
 

@@ -58,6 +58,11 @@ impl Lock {
         Lock(LockWord::new())
     }
 
+    /// The lock's word (a condition waits on it).
+    pub(crate) fn word(&self) -> &LockWord {
+        &self.0
+    }
+
     /// Waits until the lock is free and takes it.
     ///
     /// # Cancel safety

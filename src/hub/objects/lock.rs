@@ -15,12 +15,18 @@
 //!
 //! A word is given back to its arena when the lock object goes (its last handle, in any
 //! process, is released), so a long run that makes and drops locks reuses a few arenas.
+//!
+//! The other primitives (`SyncSpec`: events, semaphores, conditions, barriers) are objects of
+//! this same kind, with a word laid out as `word.rs` says. A semaphore or a barrier also gives
+//! each process that locates it a word of its own, where the process records the permits it
+//! holds, or the barrier generation it waits in; at the process's death the host gives those
+//! permits back (and marks the semaphore poisoned), or breaks the barrier.
 
 use super::word as lock_word;
 use super::{Body, Caller, Hosted, Outcome, Owner, Reply, Waiting};
 use crate::buffers::IntoShared;
 use crate::hub::lock;
-use crate::protocol::{LockOp, LockReply};
+use crate::protocol::{HostError, LockOp, LockReply, SyncSpec};
 use crate::transport::segment::{Segment, Shared};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -89,18 +95,55 @@ pub(crate) fn arena(arena: u32) -> Option<Shared> {
     lock(&ARENAS).segments.get(arena as usize).cloned()
 }
 
-/// A lock as the host sees it: where its word is, and the pid of every process that asked.
+/// A lock (or another primitive) as the host sees it: where its word is, the pid of every
+/// process that asked, and each process's own word for the kinds that have them.
 #[derive(Debug)]
 pub(crate) struct LockState {
+    /// `None` for a lock.
+    kind: Option<SyncSpec>,
     slot: Option<Slot>,
     pids: HashMap<Owner, u32>,
+    own: HashMap<Owner, Slot>,
 }
 
 impl LockState {
     pub(crate) fn new() -> Self {
         LockState {
+            kind: None,
             slot: Slot::take(),
             pids: HashMap::new(),
+            own: HashMap::new(),
+        }
+    }
+
+    /// Another primitive than a lock; a semaphore's word starts with its permits.
+    pub(crate) fn sync(kind: SyncSpec) -> Self {
+        let state = LockState {
+            kind: Some(kind),
+            ..LockState::new()
+        };
+        if let (SyncSpec::Semaphore { value, .. }, Some(slot)) = (kind, &state.slot) {
+            slot.word().store(
+                value.min(lock_word::COUNT),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+        state
+    }
+
+    /// Whether each process gets a word of its own.
+    fn has_own(&self) -> bool {
+        matches!(
+            self.kind,
+            Some(SyncSpec::Semaphore { .. } | SyncSpec::Barrier { .. })
+        )
+    }
+
+    /// The word of the whole object as it is when nothing is held or pending.
+    fn at_rest(&self) -> u32 {
+        match self.kind {
+            Some(SyncSpec::Semaphore { value, .. }) => value.min(lock_word::COUNT),
+            _ => 0,
         }
     }
 
@@ -111,18 +154,29 @@ impl LockState {
         _: Option<Body>,
     ) -> Outcome {
         let Some(slot) = &self.slot else {
-            return Outcome::Answer(Reply::failed(crate::protocol::HostError::Closed));
+            return Outcome::Answer(Reply::failed(HostError::Closed));
         };
         match op {
             LockOp::Locate { pid } => {
                 self.pids.insert(caller.owner, pid);
-                Outcome::Answer(Reply::op(
-                    LockReply::Word {
-                        arena: slot.arena,
-                        index: slot.index,
+                let (arena, index) = (slot.arena, slot.index);
+                if !self.has_own() {
+                    return Outcome::Answer(Reply::op(LockReply::Word { arena, index }, None));
+                }
+                let own = match self.own.entry(caller.owner) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => match Slot::take() {
+                        Some(own) => v.insert(own),
+                        None => return Outcome::Answer(Reply::failed(HostError::Closed)),
                     },
-                    None,
-                ))
+                };
+                let words = LockReply::Words {
+                    arena,
+                    index,
+                    own_arena: own.arena,
+                    own_index: own.index,
+                };
+                Outcome::Answer(Reply::op(words, None))
             }
             LockOp::Arena { arena: wanted } => {
                 let ticket = arena(wanted).and_then(|segment| postcard::to_allocvec(&segment).ok());
@@ -130,7 +184,7 @@ impl LockState {
                     Some(bytes) => {
                         Outcome::Answer(Reply::op(LockReply::Arena, Some(bytes.into_shared())))
                     }
-                    None => Outcome::Answer(Reply::failed(crate::protocol::HostError::Closed)),
+                    None => Outcome::Answer(Reply::failed(HostError::Closed)),
                 }
             }
         }
@@ -144,8 +198,25 @@ impl Hosted for LockState {
     }
 
     fn owner_gone(&mut self, owner: Owner) {
-        if let (Some(pid), Some(slot)) = (self.pids.remove(&owner), &self.slot) {
-            lock_word::release_dead(slot.word(), pid);
+        let pid = self.pids.remove(&owner);
+        let own = self.own.remove(&owner);
+        let Some(slot) = &self.slot else { return };
+        let mine = own.map_or(0, |own| {
+            own.word().load(std::sync::atomic::Ordering::Acquire)
+        });
+        match self.kind {
+            None => {
+                if let Some(pid) = pid {
+                    lock_word::release_dead(slot.word(), pid);
+                }
+            }
+            Some(SyncSpec::Semaphore { .. }) if mine > 0 => {
+                lock_word::return_permits(slot.word(), mine);
+            }
+            Some(SyncSpec::Barrier { .. }) if mine > 0 => {
+                lock_word::break_barrier(slot.word(), mine - 1);
+            }
+            Some(_) => {}
         }
     }
 
@@ -157,9 +228,20 @@ impl Hosted for LockState {
         // A word left poisoned (or held) outlives its handles: a handle on its way to another
         // process, or not yet used in the process that made it, still names this lock, and the
         // next holder must hear of the death.
-        self.slot
-            .as_ref()
-            .is_none_or(|slot| slot.word().load(std::sync::atomic::Ordering::Acquire) == 0)
+        // The same holds for a semaphore whose permits are out, a set event and a barrier
+        // with parties in it or broken.
+        self.slot.as_ref().is_none_or(|slot| {
+            let word = slot.word().load(std::sync::atomic::Ordering::Acquire);
+            match self.kind {
+                None => word == 0,
+                Some(SyncSpec::Barrier { .. }) => {
+                    word & (lock_word::BARRIER_COUNT | lock_word::BARRIER_BROKEN) == 0
+                }
+                Some(SyncSpec::Semaphore { .. }) => word & !lock_word::WAITERS == self.at_rest(),
+                Some(SyncSpec::Event) => word & lock_word::EVENT_SET == 0,
+                Some(SyncSpec::Condition) => true,
+            }
+        })
     }
 }
 
@@ -201,5 +283,80 @@ mod tests {
         assert!(!state.is_idle(), "the poison waits for the next holder");
         word.store(0, SeqCst);
         assert!(state.is_idle());
+    }
+
+    fn locate(state: &mut LockState, owner: Owner, pid: u32) -> LockReply {
+        let mut nobody = || -> Box<dyn Waiter> { unreachable!("a lock never waits") };
+        let mut caller = Caller {
+            owner,
+            req: 1,
+            waiter: &mut nobody,
+            ended: None,
+        };
+        match state.apply(&mut caller, LockOp::Locate { pid }, None) {
+            Outcome::Answer(Reply {
+                answer: Answer::Op(OpReply::Lock(reply)),
+                ..
+            }) => reply,
+            other => panic!("a locate is answered at once, not {other:?}"),
+        }
+    }
+
+    fn own_word(reply: LockReply) -> (Shared, usize) {
+        let LockReply::Words {
+            own_arena,
+            own_index,
+            ..
+        } = reply
+        else {
+            panic!("a semaphore or barrier gives each process a word of its own");
+        };
+        (arena(own_arena).unwrap(), own_index as usize)
+    }
+
+    #[test]
+    fn a_dead_holders_permits_come_back_poisoned() {
+        let mut state = LockState::sync(SyncSpec::Semaphore {
+            value: 3,
+            bounded: false,
+        });
+        let (seg, own) = own_word(locate(&mut state, 3, 4242));
+        // The same owner asking again gets the same word of its own.
+        assert_eq!(own_word(locate(&mut state, 3, 4242)).1, own);
+        let main = state.slot.as_ref().unwrap().segment.clone();
+        let word = main.word(state.slot.as_ref().unwrap().index as usize);
+        assert_eq!(word.load(SeqCst), 3);
+        assert!(state.is_idle());
+        // Process 4242 took two permits.
+        word.store(1, SeqCst);
+        seg.word(own).store(2, SeqCst);
+        assert!(!state.is_idle());
+        state.owner_gone(5);
+        assert_eq!(word.load(SeqCst), 1);
+        state.owner_gone(3);
+        assert_eq!(word.load(SeqCst), 3 | lock_word::POISONED);
+        assert!(!state.is_idle(), "the poison waits for the next acquirer");
+    }
+
+    #[test]
+    fn a_dead_waiter_breaks_its_round_of_a_barrier_only() {
+        let mut state = LockState::sync(SyncSpec::Barrier { parties: 3 });
+        let (seg_a, own_a) = own_word(locate(&mut state, 3, 100));
+        let (seg_b, own_b) = own_word(locate(&mut state, 4, 101));
+        assert_ne!(
+            (seg_a.word(own_a) as *const _),
+            (seg_b.word(own_b) as *const _)
+        );
+        let main = state.slot.as_ref().unwrap().segment.clone();
+        let word = main.word(state.slot.as_ref().unwrap().index as usize);
+        // Owner 3 waited in round 0, which completed: now round 1, one party in it (owner 4).
+        seg_a.word(own_a).store(1, SeqCst);
+        seg_b.word(own_b).store(2, SeqCst);
+        word.store((1 << 15) | 1, SeqCst);
+        state.owner_gone(3);
+        assert_eq!(word.load(SeqCst), (1 << 15) | 1, "round 0 is over");
+        state.owner_gone(4);
+        assert_eq!(word.load(SeqCst), (1 << 15) | 1 | lock_word::BARRIER_BROKEN);
+        assert!(!state.is_idle());
     }
 }

@@ -229,6 +229,7 @@ impl Object {
             Spec::Dict(_) => Object::Dict(manager::DictState::default()),
             Spec::List(_) => Object::List(manager::ListState::default()),
             Spec::Lock(_) => Object::Lock(lock::LockState::new()),
+            Spec::Sync(spec) => Object::Lock(lock::LockState::sync(spec)),
         }
     }
 
