@@ -25,6 +25,10 @@ use std::time::Duration;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// How many items a get in a process other than the root may be lent at once: the one it
+/// takes, and the rest kept for the next gets there.
+const PREFETCH: u32 = 256;
+
 fn wait_for(timeout: Duration) -> Wait {
     Wait::Micros(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
 }
@@ -72,15 +76,42 @@ impl QueueHandle {
         self.0.post_item(QueueOp::Put, bytes, granted).await
     }
 
+    /// Takes one item: one lent ahead to this process if there is one, else from the root
+    /// (which lends this process up to [`PREFETCH`] items at once when it has them; see
+    /// `src/hub/README.md`).
     async fn get<T: DeserializeOwned>(&self, wait: Wait) -> Result<T> {
-        let reply = self.0.call(QueueOp::Get { wait }).await?;
-        let Answer::Op(OpReply::Queue(QueueReply::Item { .. })) = reply.answer else {
-            return Err(unexpected("get"));
+        let client = self.client().await?;
+        let obj = self.0.id();
+        let item = match client.take_lent(obj) {
+            Some((_, item)) => item,
+            None => {
+                let lends = client.lends();
+                let op = match lends {
+                    true => QueueOp::Fetch {
+                        wait,
+                        most: PREFETCH,
+                    },
+                    false => QueueOp::Get { wait },
+                };
+                let reply = match self.0.call(op).await {
+                    // A `try_get` held up by items lent elsewhere waited a bounded time.
+                    Err(Error::Timeout) if wait == Wait::No => return Err(Error::Empty),
+                    other => other?,
+                };
+                let Answer::Op(OpReply::Queue(QueueReply::Item { seq })) = reply.answer else {
+                    return Err(unexpected("get"));
+                };
+                if lends {
+                    // In the same poll as the answer: a get dropped before it gives the item
+                    // back instead.
+                    client.took_lent(obj, seq);
+                }
+                reply.body.unwrap_or_default()
+            }
         };
         if self.spec().joinable {
-            self.client().await?.took(self.0.id());
+            client.took(obj);
         }
-        let item = reply.body.unwrap_or_default();
         // Dropping the item after decoding returns its buffer to the pool.
         decode_value("a queue item", &item)
     }
