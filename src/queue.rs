@@ -189,8 +189,16 @@ impl<'de> Deserialize<'de> for QueueHandle {
 /// - **Close** ([`Queue::close`]) closes the queue for everyone: puts fail with
 ///   [`Error::Closed`], gets take what is left and then fail with `Closed`. Items a producer
 ///   had already sent when the close happened are kept, not lost.
-/// - **A consumer that dies** after taking an item takes the item with it, as in Python. Use a
-///   [`JoinableQueue`] to have unfinished items of a dead process put back.
+/// - **Gets in a child** do not ask the root for each item: a process that takes items alone
+///   is lent batches of them ahead (up to 256), and its next gets take those locally. Lent
+///   items still count in [`len`](Queue::len); a get in another process brings back the ones
+///   not taken yet (after one message there and back) rather than waiting on them, so
+///   competing consumers each see every producer's items in order. Details:
+///   `src/hub/README.md`.
+/// - **A consumer that dies** after taking an item takes the item with it, as in Python; items
+///   lent to it and not taken go back to the front of the queue. (Killed in the microseconds
+///   between a get and its notice reaching the root, its last item is delivered again rather
+///   than lost.) Use a [`JoinableQueue`] to have unfinished items of a dead process put back.
 ///
 /// The queue is dropped when no process holds a handle and it holds no item.
 ///
@@ -364,7 +372,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.handle.get(wait_for(timeout)).await
     }
 
-    /// Takes the item at the front if there is one now (Python's `get_nowait`).
+    /// Takes the item at the front if there is one now (Python's `get_nowait`). Items lent
+    /// ahead to another process (see the type's docs) are still in the queue: it waits up to
+    /// 100 ms for them to come back rather than say `Empty`.
     ///
     /// # Errors
     /// [`Error::Empty`] when the queue is empty; `Closed` once closed and empty.

@@ -9,6 +9,10 @@
 //! the process's earlier puts. Only reserving room in a full bounded queue, taking an item, and
 //! the queries wait for an answer.
 //!
+//! Consumers do not wait for the root on every get either: outside the root, a get is lent a
+//! batch of items ahead (`QueueOp::Fetch`), kept in [`Held`], which the next gets take from,
+//! telling the root of each take (`Took`); a `Recall` from the root gives back what is left.
+//!
 //! Abandoned waits give back what they got: a get dropped after its item arrived puts the item
 //! back at the front of the queue, and room granted to a put that gave up goes back to the
 //! queue at once (see `objects::give_back`).

@@ -9,9 +9,16 @@
 //!   taker died) returns to the front even if its room was granted meanwhile; no more room is
 //!   granted until the queue is below capacity again.
 //! - When an owner goes away, its unused reservations and its waiting requests go with it; the
-//!   items it had taken from a joinable queue and not marked done go back to the front.
-//! - A queue is idle (and dropped once no handle is left) when it holds no item, reservation or
-//!   unfinished task. A closed queue is never idle, so that a handle still in transit finds it
+//!   items it had taken from a joinable queue and not marked done, and the items lent to it and
+//!   not taken, go back to the front, in order.
+//! - A `Fetch` (every process but the root) is *lent* its items: they stay in `lent` until a
+//!   `Took` says a get took them or a `GiveBack` returns them. Items beyond the one asked for
+//!   are *prefetched*; while one owner holds any (the lease), a get of any other owner waits
+//!   and the holder is recalled, so no get sees an item overtake an older one. Lent items
+//!   count in `len` and as taken room. See `src/hub/README.md` ("Gets in a child without a
+//!   round trip each").
+//! - A queue is idle (and dropped once no handle is left) when it holds no item, reservation,
+//!   lent item or unfinished task. A closed queue is never idle, so that a handle still in transit finds it
 //!   closed rather than a fresh open queue.
 
 use super::{Body, Caller, Hosted, Outcome, Owner, Reply, Waiters, Waiting};
@@ -64,6 +71,13 @@ pub(crate) struct QueueState {
     joiners: Waiters,
     /// Items each owner took from a joinable queue and has not marked done, oldest first.
     taken: HashMap<Owner, VecDeque<(u64, Body)>>,
+    /// What it lent (boxed: most queues have no consumer outside the root).
+    lending: Box<Lending>,
+}
+
+/// What a queue lent to processes other than the root.
+#[derive(Debug)]
+struct Lending {
     /// Items lent to each owner by `Fetch`es and not yet taken or given back, oldest first.
     lent: HashMap<Owner, VecDeque<Lent>>,
     lent_total: usize,
@@ -94,13 +108,15 @@ impl QueueState {
             reservers: Waiters::default(),
             joiners: Waiters::default(),
             taken: HashMap::new(),
-            lent: HashMap::new(),
-            lent_total: 0,
-            lease: None,
-            fetching: HashMap::new(),
-            recalls: Vec::new(),
-            batch_cap: 1,
-            last_fetcher: None,
+            lending: Box::new(Lending {
+                lent: HashMap::new(),
+                lent_total: 0,
+                lease: None,
+                fetching: HashMap::new(),
+                recalls: Vec::new(),
+                batch_cap: 1,
+                last_fetcher: None,
+            }),
         }
     }
 
@@ -147,7 +163,7 @@ impl QueueState {
                 Outcome::Silent
             }
             QueueOp::Len => Outcome::Answer(Reply::new(Answer::Value(
-                (self.items.len() + self.lent_total) as u64,
+                (self.items.len() + self.lending.lent_total) as u64,
             ))),
             QueueOp::Close => {
                 self.close();
@@ -171,7 +187,9 @@ impl QueueState {
     fn has_room(&self) -> bool {
         match self.spec.capacity {
             None => true,
-            Some(cap) => self.items.len() + self.lent_total + self.reserved_total < cap as usize,
+            Some(cap) => {
+                self.items.len() + self.lending.lent_total + self.reserved_total < cap as usize
+            }
         }
     }
 
@@ -238,7 +256,7 @@ impl QueueState {
         };
         let waiting = caller.waiting(wait);
         if let Some(most) = most {
-            self.fetching.insert((owner, waiting.req()), most);
+            self.lending.fetching.insert((owner, waiting.req()), most);
         }
         self.getters.push(waiting);
         self.settle();
@@ -247,18 +265,19 @@ impl QueueState {
 
     /// A `Fetch` of `owner`: batches grow while one process fetches alone.
     fn note_fetcher(&mut self, owner: Owner) {
-        if self.last_fetcher == Some(owner) {
-            self.batch_cap = self.batch_cap.saturating_mul(2);
+        if self.lending.last_fetcher == Some(owner) {
+            self.lending.batch_cap = self.lending.batch_cap.saturating_mul(2);
         } else {
-            self.batch_cap = 1;
-            self.last_fetcher = Some(owner);
+            self.lending.batch_cap = 1;
+            self.lending.last_fetcher = Some(owner);
         }
     }
 
     /// Whether a get of `owner` must wait for prefetched items to come back: another process
     /// holds them (they come before anything here), or this one does and nothing is here.
     fn blocked(&self, owner: Owner) -> bool {
-        self.lease
+        self.lending
+            .lease
             .is_some_and(|lease| lease.owner != owner || self.items.is_empty())
     }
 
@@ -280,15 +299,15 @@ impl QueueState {
             let Some(w) = self.getters.pop() else {
                 break;
             };
-            let most = self.fetching.remove(&(owner, w.req()));
+            let most = self.lending.fetching.remove(&(owner, w.req()));
             let (reply, out) = self.hand_out(owner, most);
             if w.deliver(reply).is_err() {
                 self.undo(owner, out);
             }
         }
-        if self.closed && self.items.is_empty() && self.lease.is_none() {
+        if self.closed && self.items.is_empty() && self.lending.lease.is_none() {
             for w in self.getters.drain() {
-                self.fetching.remove(&(w.owner, w.req()));
+                self.lending.fetching.remove(&(w.owner, w.req()));
                 let _ = w.deliver(Reply::failed(HostError::Closed));
             }
         }
@@ -297,10 +316,10 @@ impl QueueState {
 
     /// Asks the lease's holder for its prefetched items (once per lease).
     fn recall(&mut self) {
-        if let Some(lease) = &mut self.lease {
+        if let Some(lease) = &mut self.lending.lease {
             if !lease.recalled {
                 lease.recalled = true;
-                self.recalls.push(lease.owner);
+                self.lending.recalls.push(lease.owner);
             }
         }
     }
@@ -314,7 +333,11 @@ impl QueueState {
         }
         let mut bytes = 0;
         let mut n = 0;
-        for (_, item) in self.items.iter().take(most.min(self.batch_cap) as usize) {
+        for (_, item) in self
+            .items
+            .iter()
+            .take(most.min(self.lending.batch_cap) as usize)
+        {
             bytes += item.len();
             if n > 0 && bytes > BATCH_BYTES {
                 break;
@@ -339,7 +362,7 @@ impl QueueState {
             let (seq, item) = out[0].clone();
             return (Reply::op(QueueReply::Item { seq }, Some(item)), out);
         };
-        let lent = self.lent.entry(owner).or_default();
+        let lent = self.lending.lent.entry(owner).or_default();
         for (i, (seq, item)) in out.iter().enumerate() {
             lent.push_back(Lent {
                 seq: *seq,
@@ -347,13 +370,13 @@ impl QueueState {
                 prefetched: i > 0,
             });
         }
-        self.lent_total += n;
+        self.lending.lent_total += n;
         if n == 1 {
             let (seq, item) = out[0].clone();
             return (Reply::op(QueueReply::Item { seq }, Some(item)), out);
         }
-        if self.lease.is_none() {
-            self.lease = Some(Lease {
+        if self.lending.lease.is_none() {
+            self.lending.lease = Some(Lease {
                 owner,
                 recalled: false,
             });
@@ -384,7 +407,7 @@ impl QueueState {
     /// first, and ends the lease when `owner` holds no prefetched item any more.
     fn unlend(&mut self, owner: Owner, seqs: &[u64]) -> Vec<(u64, Body)> {
         let mut back = Vec::new();
-        if let Some(lent) = self.lent.get_mut(&owner) {
+        if let Some(lent) = self.lending.lent.get_mut(&owner) {
             for &seq in seqs {
                 if let Some(i) = lent.iter().position(|l| l.seq == seq) {
                     if let Some(l) = lent.remove(i) {
@@ -392,13 +415,13 @@ impl QueueState {
                     }
                 }
             }
-            self.lent_total -= back.len();
+            self.lending.lent_total -= back.len();
             let prefetched = lent.iter().any(|l| l.prefetched);
             if lent.is_empty() {
-                self.lent.remove(&owner);
+                self.lending.lent.remove(&owner);
             }
-            if !prefetched && self.lease.is_some_and(|l| l.owner == owner) {
-                self.lease = None;
+            if !prefetched && self.lending.lease.is_some_and(|l| l.owner == owner) {
+                self.lending.lease = None;
             }
         }
         back.sort_by_key(|(seq, _)| *seq);
@@ -419,7 +442,7 @@ impl QueueState {
     /// lease it held ends (a batch sent after the recall would start a new one).
     fn given_back(&mut self, owner: Owner, seqs: &[u64]) {
         let back = self.unlend(owner, seqs);
-        if let Some(lease) = &mut self.lease {
+        if let Some(lease) = &mut self.lending.lease {
             if lease.owner == owner {
                 // Items it still holds came after the recall was answered; a recall asks again.
                 lease.recalled = false;
@@ -523,7 +546,7 @@ impl QueueState {
 
 impl Hosted for QueueState {
     fn withdraw(&mut self, owner: Owner, req: u64) -> Option<Waiting> {
-        self.fetching.remove(&(owner, req));
+        self.lending.fetching.remove(&(owner, req));
         self.getters
             .withdraw(owner, req)
             .or_else(|| self.reservers.withdraw(owner, req))
@@ -534,16 +557,17 @@ impl Hosted for QueueState {
         self.getters.forget(owner);
         self.reservers.forget(owner);
         self.joiners.forget(owner);
-        self.fetching.retain(|(o, _), _| *o != owner);
+        self.lending.fetching.retain(|(o, _), _| *o != owner);
         // What it took unfinished and what it was lent untaken go back in front, in order.
         let seqs: Vec<u64> = self
+            .lending
             .lent
             .get(&owner)
             .map(|lent| lent.iter().map(|l| l.seq).collect())
             .unwrap_or_default();
         let mut back = self.unlend(owner, &seqs);
-        if self.lease.is_some_and(|l| l.owner == owner) {
-            self.lease = None;
+        if self.lending.lease.is_some_and(|l| l.owner == owner) {
+            self.lending.lease = None;
         }
         back.extend(self.taken.remove(&owner).unwrap_or_default());
         back.sort_by_key(|(seq, _)| *seq);
@@ -563,11 +587,11 @@ impl Hosted for QueueState {
             && self.unfinished == 0
             && self.reserved_total == 0
             && self.taken.values().all(VecDeque::is_empty)
-            && self.lent.is_empty()
+            && self.lending.lent.is_empty()
     }
 
     fn recalls(&mut self) -> Vec<Owner> {
-        std::mem::take(&mut self.recalls)
+        std::mem::take(&mut self.lending.recalls)
     }
 }
 
@@ -592,7 +616,8 @@ pub(crate) fn give_back(
 mod tests {
     use super::super::{lock, Body, Notifier, Reply, Store, Waiter};
     use crate::protocol::{
-        Answer, HostError, HostReq, ObjectId, OpReply, QueueOp, QueueReply, QueueSpec, Spec, Wait,
+        join_seqs, split_items, Answer, HostError, HostReq, ObjectId, OpReply, QueueOp, QueueReply,
+        QueueSpec, Spec, Wait,
     };
     use std::sync::{Arc, Mutex};
     use tokio::sync::oneshot;
@@ -904,6 +929,101 @@ mod tests {
             1,
             "the timer outlived its request"
         );
+    }
+
+    /// Recalls heard by one owner.
+    #[derive(Default)]
+    struct Recalled(Mutex<u32>);
+
+    impl Notifier for Recalled {
+        fn closed(&self, _: ObjectId) {}
+
+        fn recall(&self, _: ObjectId) {
+            *self.0.lock().unwrap() += 1;
+        }
+    }
+
+    /// A `Fetch` of `owner` answered at once: the items lent, as (seq, byte).
+    fn fetch_now(store: &Arc<Store>, owner: u64, most: u32) -> Vec<(u64, u8)> {
+        let op = QueueOp::Fetch {
+            wait: Wait::No,
+            most,
+        };
+        let reply = match apply(store, owner, 1, op, None) {
+            Ok(Some(reply)) => reply,
+            other => panic!("the fetch was expected to be answered at once, got {other:?}"),
+        };
+        match (reply.answer, &reply.body) {
+            (Answer::Op(OpReply::Queue(QueueReply::Batch)), Some(body)) => split_items(body)
+                .unwrap()
+                .into_iter()
+                .map(|(seq, item)| (seq, item[0]))
+                .collect(),
+            _ => vec![item(reply)],
+        }
+    }
+
+    fn post(store: &Arc<Store>, owner: u64, op: QueueOp, body: Option<Body>) {
+        assert!(matches!(apply(store, owner, 0, op, body), Ok(None)));
+    }
+
+    fn len(store: &Arc<Store>) -> u64 {
+        match apply(store, 1, 9, QueueOp::Len, None) {
+            Ok(Some(Reply {
+                answer: Answer::Value(n),
+                ..
+            })) => n,
+            other => panic!("expected a length, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lone_fetcher_is_lent_growing_batches_and_a_get_elsewhere_recalls_them() {
+        let store = store(None, false, &[1, 2, 3]);
+        let recalled = Arc::new(Recalled::default());
+        store.attach(2, Arc::clone(&recalled) as Arc<dyn Notifier>);
+        for byte in 0..10 {
+            put(&store, 1, byte);
+        }
+        assert_eq!(
+            fetch_now(&store, 2, 8),
+            [(0, 0)],
+            "the first fetch is lent one"
+        );
+        post(&store, 2, QueueOp::Took { seq: 0 }, None);
+        assert_eq!(
+            fetch_now(&store, 2, 8),
+            [(1, 1), (2, 2)],
+            "then twice as many"
+        );
+        assert_eq!(len(&store), 9, "lent items count until taken");
+        post(&store, 2, QueueOp::Took { seq: 1 }, None);
+        assert_eq!(len(&store), 8);
+        // Owner 3's get must not overtake item 2, lent to owner 2: it waits, and 2 is asked.
+        let mut waiting = get_waiting(&store, 3, 5);
+        assert!(answered(&mut waiting).is_none());
+        assert_eq!(*recalled.0.lock().unwrap(), 1);
+        let back = Some(Arc::new(join_seqs([2]).into()));
+        post(&store, 2, QueueOp::GiveBack, back);
+        assert_eq!(item(answered(&mut waiting).unwrap()), (2, 2));
+        assert_eq!(len(&store), 7);
+    }
+
+    #[test]
+    fn a_dead_fetcher_s_untaken_items_go_back_in_front_and_its_taken_ones_do_not() {
+        let store = store(None, false, &[1, 2]);
+        for byte in 0..6 {
+            put(&store, 1, byte);
+        }
+        assert_eq!(fetch_now(&store, 2, 8), [(0, 0)]);
+        post(&store, 2, QueueOp::Took { seq: 0 }, None);
+        assert_eq!(fetch_now(&store, 2, 8), [(1, 1), (2, 2)]);
+        post(&store, 2, QueueOp::Took { seq: 1 }, None);
+        store.owner_gone(2);
+        assert_eq!(len(&store), 4);
+        for want in [(2, 2), (3, 3), (4, 4), (5, 5)] {
+            assert_eq!(item(get_now(&store, 1, Wait::No)), want);
+        }
     }
 
     #[test]
