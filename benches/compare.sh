@@ -17,7 +17,7 @@ cargo bench -q --bench manager -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench shm -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench actor -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench sync -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,pipe,manager,lock,actor_proxy $quick > "$out/python.jsonl"
+python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,queue_c2c,pipe,manager,lock,actor_proxy $quick > "$out/python.jsonl"
 python3 benches/sync_mp.py $quick >> "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
@@ -56,7 +56,7 @@ pairs = [
     ("process_roundtrip_64MiB", None, None, "64 MiB to a Process and back"),
     ("queue_small_msgs_throughput", "queue_small_msgs_throughput", 5, "queue small msgs, child -> parent"),
     ("queue_bytes_1MiB_throughput", "queue_bytes_1MiB_throughput", 3, "queue 1 MiB msgs, child -> parent"),
-    ("queue_child_to_child_small_msgs", None, None, "queue small msgs, child -> child (relayed by the root)"),
+    ("queue_child_to_child_small_msgs", "queue_c2c_small_msgs_throughput", 3, "queue small msgs, child -> child (root lends batches)"),
     ("idle_pool_worker_rss", None, None, "idle pool worker RSS (Python 12-16 MB; target <= 4 MB)"),
     ("pipe_pingpong_rtt", "pipe_pingpong_rtt", None, "pipe ping-pong round trip"),
     ("pipe_bytes_1MiB_throughput", "pipe_bytes_1MiB_throughput", 1, "pipe 500 x 1 MiB send_bytes"),

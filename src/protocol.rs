@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused at `Hello`.
-pub(crate) const PROTOCOL_VERSION: u16 = 6;
+pub(crate) const PROTOCOL_VERSION: u16 = 7;
 
 /// The environment variable that marks a process as a child and carries its [`ChildConfig`].
 pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
@@ -214,7 +214,9 @@ impl Op {
     pub(crate) fn has_body(&self) -> bool {
         matches!(
             self,
-            Op::Queue(QueueOp::Put | QueueOp::Requeue { .. }) | Op::Dict(_) | Op::List(_)
+            Op::Queue(QueueOp::Put | QueueOp::Requeue { .. } | QueueOp::GiveBack)
+                | Op::Dict(_)
+                | Op::List(_)
         )
     }
 }
@@ -278,6 +280,17 @@ pub(crate) enum QueueOp {
     TaskDone,
     /// Answer `Done` once every item put has been marked done.
     Join,
+    /// Take one item and lend up to `most - 1` more to this process (its prefetch, see
+    /// `src/hub/README.md`); answered `Item` or `Batch` (the items in the body, see
+    /// [`join_items`]) or `Failed`. Every item it delivers is *lent* until a `Took` says a get
+    /// took it or a `GiveBack` returns it.
+    Fetch { wait: Wait, most: u32 },
+    /// A get of this process took lent item `seq`.
+    Took { seq: u64 },
+    /// Lent items this process gives back (all it holds untaken), their numbers in the body
+    /// as [`join_seqs`] lays them out (the host kept the items); also the answer to a
+    /// `Recall`, even when empty.
+    GiveBack,
 }
 
 /// What a process does to a manager's dict. The body holds the parts named (see
@@ -404,6 +417,9 @@ pub(crate) enum HostReply {
     Answer { req: u64, answer: Answer },
     /// `obj` was closed (by anyone): operations that need it open fail from now on.
     Closed { obj: ObjectId },
+    /// Give back the items of queue `obj` lent to this process and not taken (a get waits
+    /// elsewhere); answered with a `GiveBack`, even an empty one.
+    Recall { obj: ObjectId },
 }
 
 /// The answer to a request: the generic ones, or one of a kind of object.
@@ -425,7 +441,7 @@ impl Answer {
         matches!(
             self,
             Answer::Op(
-                OpReply::Queue(QueueReply::Item { .. })
+                OpReply::Queue(QueueReply::Item { .. } | QueueReply::Batch)
                     | OpReply::Managed(ManagedReply::Found | ManagedReply::Items { .. })
                     | OpReply::Lock(LockReply::Arena)
             )
@@ -495,6 +511,51 @@ pub(crate) fn split_parts(mut body: &[u8]) -> Option<Vec<&[u8]>> {
     Some(parts)
 }
 
+/// Lays out queue items with their numbers (a `Batch` answer, a `GiveBack`): each item as two
+/// [`join_parts`] parts, its 8-byte little-endian `seq`, then its bytes.
+///
+/// # Errors
+/// `InvalidArgument` for an item of 4 GiB or more.
+pub(crate) fn join_items<'a>(items: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<Vec<u8>> {
+    let seqs: Vec<(u64, &[u8])> = items.into_iter().collect();
+    let numbers: Vec<[u8; 8]> = seqs.iter().map(|(seq, _)| seq.to_le_bytes()).collect();
+    join_parts(
+        numbers
+            .iter()
+            .zip(&seqs)
+            .flat_map(|(n, (_, item))| [&n[..], *item]),
+    )
+}
+
+/// Splits a body made by [`join_items`]; `None` if it is malformed.
+pub(crate) fn split_items(body: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    let parts = split_parts(body)?;
+    let mut items = Vec::with_capacity(parts.len() / 2);
+    for pair in parts.chunks(2) {
+        let [seq, item] = pair else {
+            return None;
+        };
+        items.push((u64::from_le_bytes((*seq).try_into().ok()?), *item));
+    }
+    Some(items)
+}
+
+/// The numbers of the items a `GiveBack` returns: each 8 bytes, little-endian.
+pub(crate) fn join_seqs(seqs: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    seqs.into_iter().flat_map(u64::to_le_bytes).collect()
+}
+
+/// Splits a body made by [`join_seqs`]; `None` if its length is not a multiple of 8.
+pub(crate) fn split_seqs(body: &[u8]) -> Option<Vec<u64>> {
+    let chunks = body.chunks_exact(8);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    chunks
+        .map(|c| c.try_into().ok().map(u64::from_le_bytes))
+        .collect()
+}
+
 /// What a lock answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum LockReply {
@@ -531,6 +592,9 @@ pub(crate) enum QueueReply {
     Item { seq: u64 },
     /// Room for one item was reserved.
     Granted,
+    /// Two or more lent items, in the body as [`join_items`] lays them out (the first for the
+    /// get that asked, the rest for this process's later gets).
+    Batch,
 }
 
 /// A `tracing` event, flattened for the wire.

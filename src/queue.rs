@@ -25,6 +25,10 @@ use std::time::Duration;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// How many items a get in a process other than the root may be lent at once: the one it
+/// takes, and the rest kept for the next gets there.
+const PREFETCH: u32 = 256;
+
 fn wait_for(timeout: Duration) -> Wait {
     Wait::Micros(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
 }
@@ -72,15 +76,42 @@ impl QueueHandle {
         self.0.post_item(QueueOp::Put, bytes, granted).await
     }
 
+    /// Takes one item: one lent ahead to this process if there is one, else from the root
+    /// (which lends this process up to [`PREFETCH`] items at once when it has them; see
+    /// `src/hub/README.md`).
     async fn get<T: DeserializeOwned>(&self, wait: Wait) -> Result<T> {
-        let reply = self.0.call(QueueOp::Get { wait }).await?;
-        let Answer::Op(OpReply::Queue(QueueReply::Item { .. })) = reply.answer else {
-            return Err(unexpected("get"));
+        let client = self.client().await?;
+        let obj = self.0.id();
+        let item = match client.take_lent(obj) {
+            Some((_, item)) => item,
+            None => {
+                let lends = client.lends();
+                let op = match lends {
+                    true => QueueOp::Fetch {
+                        wait,
+                        most: PREFETCH,
+                    },
+                    false => QueueOp::Get { wait },
+                };
+                let reply = match self.0.call(op).await {
+                    // A `try_get` held up by items lent elsewhere waited a bounded time.
+                    Err(Error::Timeout) if wait == Wait::No => return Err(Error::Empty),
+                    other => other?,
+                };
+                let Answer::Op(OpReply::Queue(QueueReply::Item { seq })) = reply.answer else {
+                    return Err(unexpected("get"));
+                };
+                if lends {
+                    // In the same poll as the answer: a get dropped before it gives the item
+                    // back instead.
+                    client.took_lent(obj, seq);
+                }
+                reply.body.unwrap_or_default()
+            }
         };
         if self.spec().joinable {
-            self.client().await?.took(self.0.id());
+            client.took(obj);
         }
-        let item = reply.body.unwrap_or_default();
         // Dropping the item after decoding returns its buffer to the pool.
         decode_value("a queue item", &item)
     }
@@ -158,8 +189,16 @@ impl<'de> Deserialize<'de> for QueueHandle {
 /// - **Close** ([`Queue::close`]) closes the queue for everyone: puts fail with
 ///   [`Error::Closed`], gets take what is left and then fail with `Closed`. Items a producer
 ///   had already sent when the close happened are kept, not lost.
-/// - **A consumer that dies** after taking an item takes the item with it, as in Python. Use a
-///   [`JoinableQueue`] to have unfinished items of a dead process put back.
+/// - **Gets in a child** do not ask the root for each item: a process that takes items alone
+///   is lent batches of them ahead (up to 256), and its next gets take those locally. Lent
+///   items still count in [`len`](Queue::len); a get in another process brings back the ones
+///   not taken yet (after one message there and back) rather than waiting on them, so
+///   competing consumers each see every producer's items in order. Details:
+///   `src/hub/README.md`.
+/// - **A consumer that dies** after taking an item takes the item with it, as in Python; items
+///   lent to it and not taken go back to the front of the queue. (Killed in the microseconds
+///   between a get and its notice reaching the root, its last item is delivered again rather
+///   than lost.) Use a [`JoinableQueue`] to have unfinished items of a dead process put back.
 ///
 /// The queue is dropped when no process holds a handle and it holds no item.
 ///
@@ -333,7 +372,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.handle.get(wait_for(timeout)).await
     }
 
-    /// Takes the item at the front if there is one now (Python's `get_nowait`).
+    /// Takes the item at the front if there is one now (Python's `get_nowait`). Items lent
+    /// ahead to another process (see the type's docs) are still in the queue: it waits up to
+    /// 100 ms for them to come back rather than say `Empty`.
     ///
     /// # Errors
     /// [`Error::Empty`] when the queue is empty; `Closed` once closed and empty.

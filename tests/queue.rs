@@ -436,3 +436,117 @@ async fn a_put_waiting_for_room_does_not_hold_back_other_puts() {
     assert_eq!(full.len().await.unwrap(), 1);
     assert_eq!(full.get().await.unwrap().len(), 16);
 }
+
+// Lending (`src/hub/README.md`, "Gets in a child without a round trip each"): a process other
+// than the root is lent items ahead of its gets, and still every item reaches exactly one get,
+// in order per producer; `len` counts lent items; a get or a `try_get` elsewhere brings lent
+// items back instead of waiting on them; a consumer killed with lent items loses only what it
+// had taken.
+
+/// Takes `n` items (so that, alone on a full queue, its later batches leave items lent to it
+/// that it did not take), reports them on `report` (an answered operation after the put makes
+/// sure the report reached the root), then either dies by SIGKILL or waits on `hold` until the
+/// parent says to end.
+#[entry]
+async fn take_then(q: Queue<u64>, report: Queue<Vec<u64>>, hold: Queue<()>, n: u64, die: bool) {
+    let mut took = Vec::new();
+    for _ in 0..n {
+        took.push(q.get().await.expect("get"));
+    }
+    report.put(took).await.expect("report");
+    report.len().await.expect("settle the report");
+    if die {
+        // SAFETY: kill(2) on our own pid: this consumer dies holding items lent to it.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    hold.get().await.expect("hold");
+}
+
+/// A queue holding `0..n`, and a consumer child that took the first `took` of them.
+async fn lent_to_a_child(n: u64, took: u64, die: bool) -> (Queue<u64>, Queue<()>, Process<()>) {
+    let q = Queue::<u64>::new();
+    for i in 0..n {
+        q.put(i).await.unwrap();
+    }
+    let (report, hold) = (Queue::<Vec<u64>>::new(), Queue::<()>::new());
+    let child = Process::spawn(
+        take_then,
+        (q.clone(), report.clone(), hold.clone(), took, die),
+    )
+    .await
+    .unwrap();
+    let got = report.get().await.unwrap();
+    assert_eq!(got, (0..took).collect::<Vec<_>>(), "one consumer, in order");
+    (q, hold, child)
+}
+
+#[multiprocessing::test]
+async fn a_get_elsewhere_brings_back_items_lent_to_an_idle_process() {
+    // Batches of 1, 2, 4 and 8 items: after 10 gets the child holds 5 it has not taken.
+    let (q, hold, child) = lent_to_a_child(15, 10, false).await;
+    assert_eq!(q.len().await.unwrap(), 5, "lent items still count");
+    // The child takes nothing more; a try_get here does not report the queue empty, and a
+    // get does not wait on items sitting in the idle child.
+    assert_eq!(q.try_get().await.unwrap(), 10);
+    for want in 11..15 {
+        let got = tokio::time::timeout(Duration::from_secs(20), q.get())
+            .await
+            .expect("a get waited on items lent to an idle process");
+        assert_eq!(got.unwrap(), want, "lent items come back in their order");
+    }
+    assert!(q.is_empty().await.unwrap());
+    assert!(matches!(q.try_get().await, Err(Error::Empty)));
+    hold.put(()).await.unwrap();
+    child.join().await.unwrap();
+}
+
+#[multiprocessing::test]
+async fn a_consumer_killed_with_lent_items_loses_only_what_it_took() {
+    let (q, _hold, child) = lent_to_a_child(100, 10, true).await;
+    let err = child.join().await.unwrap_err();
+    assert!(err.is_worker_lost(), "{err}");
+    // Everything it had not taken is back, in order, once; nothing it took comes again.
+    let mut rest = Vec::new();
+    while let Ok(x) = q.try_get().await {
+        rest.push(x);
+    }
+    assert_eq!(rest, (10..100).collect::<Vec<_>>());
+}
+
+#[multiprocessing::test]
+async fn three_competing_consumer_processes_take_each_item_once_in_order() {
+    const N: u64 = 12_000;
+    let q = Queue::<u64>::new();
+    // Items wait before the consumers start, so the first to come is lent batches and the
+    // others must bring them back.
+    for i in 0..N / 2 {
+        q.put(i).await.unwrap();
+    }
+    let mut consumers = Vec::new();
+    for _ in 0..3 {
+        consumers.push(Process::spawn(consume, q.clone()).await.unwrap());
+    }
+    Process::spawn(produce, (q.clone(), N / 2, N / 2))
+        .await
+        .unwrap()
+        .join()
+        .await
+        .unwrap();
+    q.close().await.unwrap();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for c in consumers {
+        let got = c.join().await.unwrap();
+        // Both producers (this process, then the child) put in increasing order.
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "a consumer saw items out of order"
+        );
+        total += got.len();
+        seen.extend(got);
+    }
+    assert_eq!(total, N as usize, "an item was delivered twice or lost");
+    assert_eq!(seen.len(), N as usize);
+}

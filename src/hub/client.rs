@@ -9,6 +9,10 @@
 //! the process's earlier puts. Only reserving room in a full bounded queue, taking an item, and
 //! the queries wait for an answer.
 //!
+//! Consumers do not wait for the root on every get either: outside the root, a get is lent a
+//! batch of items ahead (`QueueOp::Fetch`), kept in [`Held`], which the next gets take from,
+//! telling the root of each take (`Took`); a `Recall` from the root gives back what is left.
+//!
 //! Abandoned waits give back what they got: a get dropped after its item arrived puts the item
 //! back at the front of the queue, and room granted to a put that gave up goes back to the
 //! queue at once (see `objects::give_back`).
@@ -18,13 +22,14 @@ use super::objects::{self, Body, Notifier, Reply, Store, Waiter, ROOT};
 use crate::buffers::IntoShared;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    decode_head, encode_head, Answer, HostReply, HostReq, ObjectId, Spec, Up, PROTOCOL_VERSION,
+    decode_head, encode_head, join_seqs, split_items, Answer, HostReply, HostReq, ObjectId, Op,
+    OpReply, QueueOp, QueueReply, Spec, Up, PROTOCOL_VERSION,
 };
 use crate::transport::auth::AuthKey;
 use crate::transport::frame::FrameReader;
 use crate::transport::local::RecvHalf;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -39,6 +44,9 @@ struct Held {
     /// What this process took and has not finished: a joinable queue's items not yet marked
     /// done.
     taken: u32,
+    /// Items a queue lent ahead to this process (its prefetch), oldest first: the next gets
+    /// here take them without asking the root.
+    lent: VecDeque<(u64, Body)>,
 }
 
 /// One process's way to the root's object host.
@@ -197,20 +205,94 @@ impl HostClient {
                 self.mark_closed(obj);
                 return Ok(());
             }
+            HostReply::Recall { obj } => {
+                self.give_back_lent(obj, None);
+                return Ok(());
+            }
             HostReply::Answer { req, answer } => (req, answer),
         };
-        // The body is the rest of the message, cut off in place without a new buffer.
-        let body = answer.has_body().then(|| {
-            message.drain(..start);
-            message.into_shared()
-        });
         let Some(pending) = lock(&remote.pending).remove(&req) else {
             return Ok(());
         };
-        if let Err(reply) = pending.tx.send(Reply { answer, body }) {
+        let reply = if answer == Answer::Op(OpReply::Queue(QueueReply::Batch)) {
+            self.lend(pending.obj, &message[start..])?
+        } else {
+            // The body is the rest of the message, cut off in place without a new buffer.
+            let body = answer.has_body().then(|| {
+                message.drain(..start);
+                message.into_shared()
+            });
+            Reply { answer, body }
+        };
+        if let Err(reply) = pending.tx.send(reply) {
             self.give_back(pending.obj, pending.spec, reply);
         }
         Ok(())
+    }
+
+    /// A batch of items queue `obj` lent this process: the first is the answer for the get
+    /// that asked, the others wait here for the next gets (kept before the answer is handed
+    /// on, so a `Recall` read after this message finds them).
+    fn lend(&self, obj: ObjectId, body: &[u8]) -> Result<Reply> {
+        let items = split_items(body)
+            .filter(|items| !items.is_empty())
+            .ok_or_else(|| Error::Protocol("a queue's batch of items is cut short".into()))?;
+        let mut held = lock(&self.held);
+        let lent = &mut held.entry(obj).or_default().lent;
+        for (seq, item) in &items[1..] {
+            lent.push_back((*seq, item.to_vec().into_shared()));
+        }
+        let (seq, first) = items[0];
+        Ok(Reply::op(
+            QueueReply::Item { seq },
+            Some(first.to_vec().into_shared()),
+        ))
+    }
+
+    /// Whether gets in this process are lent items ahead (everywhere but the root, which
+    /// holds the queues itself).
+    pub(crate) fn lends(&self) -> bool {
+        matches!(self.route, Route::Remote(_))
+    }
+
+    /// The oldest item queue `obj` lent this process ahead, if any, taken now: the root hears
+    /// it (`Took`) before the item is handed on.
+    pub(crate) fn take_lent(&self, obj: ObjectId) -> Option<(u64, Body)> {
+        let mut held = lock(&self.held);
+        let (seq, item) = held.get_mut(&obj)?.lent.pop_front()?;
+        // Sent under the lock: a `GiveBack` made after this take follows its `Took`.
+        self.took_lent(obj, seq);
+        Some((seq, item))
+    }
+
+    /// Tells the root a get here took lent item `seq` of queue `obj`.
+    pub(crate) fn took_lent(&self, obj: ObjectId, seq: u64) {
+        let op = Op::Queue(QueueOp::Took { seq });
+        let _ = self.post(HostReq::Op { req: 0, obj, op }, None);
+    }
+
+    /// Gives every item queue `obj` lent ahead back to the root, with `also` (an item
+    /// delivered to a get that was dropped): the answer to a `Recall`, and what a process does
+    /// when it drops its last handle.
+    fn give_back_lent(&self, obj: ObjectId, also: Option<u64>) {
+        let mut held = lock(&self.held);
+        let lent = held
+            .get_mut(&obj)
+            .map(|h| std::mem::take(&mut h.lent))
+            .unwrap_or_default();
+        // Sent under the lock, after the `Took` of every item taken here before.
+        self.post_give_back(
+            obj,
+            also.into_iter().chain(lent.iter().map(|(seq, _)| *seq)),
+        );
+        drop(held);
+    }
+
+    /// Sends a `GiveBack` of lent items `seqs` of queue `obj`.
+    fn post_give_back(&self, obj: ObjectId, seqs: impl IntoIterator<Item = u64>) {
+        let body = join_seqs(seqs).into_shared();
+        let op = Op::Queue(QueueOp::GiveBack);
+        let _ = self.post(HostReq::Op { req: 0, obj, op }, Some(body));
     }
 
     /// Applies or sends a request that is not answered.
@@ -340,7 +422,15 @@ impl HostClient {
     }
 
     /// An answer nobody waits for any more: give back what it carries to `spec`'s object.
+    /// An item a queue lent this process goes back with everything else lent here, so that
+    /// the items keep their order.
     pub(super) fn give_back(&self, obj: ObjectId, spec: Option<Spec>, reply: Reply) {
+        if let (true, Answer::Op(OpReply::Queue(QueueReply::Item { seq }))) =
+            (self.lends(), reply.answer)
+        {
+            self.give_back_lent(obj, Some(seq));
+            return;
+        }
         if let Some((op, body)) = spec.and_then(|spec| objects::give_back(spec, reply)) {
             let _ = self.post(HostReq::Op { req: 0, obj, op }, body);
         }
@@ -443,7 +533,14 @@ impl HostClient {
             if h.handles > 0 {
                 return;
             }
+            // Items lent ahead go back before the release (a get here can no longer take
+            // them); taken out under the lock, after every `Took` of an item taken here.
+            let lent = std::mem::take(&mut h.lent);
             held.remove(&obj);
+            drop(held);
+            if !lent.is_empty() {
+                self.post_give_back(obj, lent.iter().map(|(seq, _)| *seq));
+            }
         }
         let _ = self.post(HostReq::Release { obj }, None);
     }

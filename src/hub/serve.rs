@@ -45,11 +45,21 @@ impl Waiter for Remote {
 
 struct Notify(Outbox);
 
-impl Notifier for Notify {
-    fn closed(&self, obj: ObjectId) {
-        if let Ok(head) = encode_head(&HostReply::Closed { obj }) {
+impl Notify {
+    fn send(&self, notice: &HostReply) {
+        if let Ok(head) = encode_head(notice) {
             let _ = self.0.send(Outgoing::new(head, Vec::new()));
         }
+    }
+}
+
+impl Notifier for Notify {
+    fn closed(&self, obj: ObjectId) {
+        self.send(&HostReply::Closed { obj });
+    }
+
+    fn recall(&self, obj: ObjectId) {
+        self.send(&HostReply::Recall { obj });
     }
 }
 

@@ -104,6 +104,11 @@ impl Waiting {
     pub(crate) fn deliver(self, reply: Reply) -> Result<(), Reply> {
         self.waiter.deliver(reply)
     }
+
+    /// The request's number (unique per owner).
+    pub(crate) fn req(&self) -> u64 {
+        self.req
+    }
 }
 
 impl std::fmt::Debug for Waiting {
@@ -130,6 +135,11 @@ impl Waiters {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The request first in line.
+    pub(crate) fn front(&self) -> Option<&Waiting> {
+        self.0.front()
     }
 
     /// Every waiting request, in order, leaving the line empty.
@@ -211,6 +221,12 @@ pub(crate) trait Hosted {
 
     /// Nothing anyone could still want is left in it (handles are the core's business).
     fn is_idle(&self) -> bool;
+
+    /// The owners to ask, from now, to give back what the object lent them (a queue's
+    /// prefetched items): the core sends each a `Recall`.
+    fn recalls(&mut self) -> Vec<Owner> {
+        Vec::new()
+    }
 }
 
 /// A hosted object of any kind.
@@ -300,6 +316,9 @@ impl Entry {
 /// Sends `Closed` notices to the processes that hold a closed object.
 pub(crate) trait Notifier: Send + Sync {
     fn closed(&self, obj: ObjectId);
+
+    /// Asks the owner to give back what `obj` lent it (see [`Hosted::recalls`]).
+    fn recall(&self, _obj: ObjectId) {}
 }
 
 /// Every hosted object of the run.
@@ -419,10 +438,12 @@ impl Store {
             Outcome::Closed => entry.handles.keys().copied().collect(),
             _ => Vec::new(),
         };
+        let recalls = entry.object.hosted().recalls();
         if entry.is_idle() {
             objects.remove(&obj);
         }
         drop(objects);
+        self.recall(obj, recalls);
         match outcome {
             Outcome::Answer(reply) => Some(reply),
             Outcome::Silent => None,
@@ -440,6 +461,19 @@ impl Store {
                     }
                 }
                 Some(Reply::new(Answer::Done))
+            }
+        }
+    }
+
+    /// Sends a `Recall` of `obj` to each of `owners`.
+    fn recall(&self, obj: ObjectId, owners: Vec<Owner>) {
+        if owners.is_empty() {
+            return;
+        }
+        let notifiers = lock(&self.notifiers);
+        for owner in owners {
+            if let Some(n) = notifiers.get(&owner) {
+                n.recall(obj);
             }
         }
     }
@@ -485,10 +519,16 @@ impl Store {
     pub(crate) fn owner_gone(&self, owner: Owner) {
         lock(&self.notifiers).remove(&owner);
         let mut objects = lock(&self.objects);
-        for entry in objects.values_mut() {
+        let mut recalls = Vec::new();
+        for (obj, entry) in objects.iter_mut() {
             entry.handles.remove(&owner);
             entry.object.hosted().owner_gone(owner);
+            recalls.push((*obj, entry.object.hosted().recalls()));
         }
         objects.retain(|_, entry| !entry.is_idle());
+        drop(objects);
+        for (obj, owners) in recalls {
+            self.recall(obj, owners);
+        }
     }
 }

@@ -9,15 +9,50 @@
 //!   taker died) returns to the front even if its room was granted meanwhile; no more room is
 //!   granted until the queue is below capacity again.
 //! - When an owner goes away, its unused reservations and its waiting requests go with it; the
-//!   items it had taken from a joinable queue and not marked done go back to the front.
-//! - A queue is idle (and dropped once no handle is left) when it holds no item, reservation or
-//!   unfinished task. A closed queue is never idle, so that a handle still in transit finds it
+//!   items it had taken from a joinable queue and not marked done, and the items lent to it and
+//!   not taken, go back to the front, in order.
+//! - A `Fetch` (every process but the root) is *lent* its items: they stay in `lent` until a
+//!   `Took` says a get took them or a `GiveBack` returns them. Items beyond the one asked for
+//!   are *prefetched*; while one owner holds any (the lease), a get of any other owner waits
+//!   and the holder is recalled, so no get sees an item overtake an older one. Lent items
+//!   count in `len` and as taken room. See `src/hub/README.md` ("Gets in a child without a
+//!   round trip each").
+//! - A queue is idle (and dropped once no handle is left) when it holds no item, reservation,
+//!   lent item or unfinished task. A closed queue is never idle, so that a handle still in transit finds it
 //!   closed rather than a fresh open queue.
 
 use super::{Body, Caller, Hosted, Outcome, Owner, Reply, Waiters, Waiting};
-use crate::protocol::{Answer, HostError, QueueOp, QueueReply, QueueSpec, Wait};
+use crate::buffers::IntoShared;
+use crate::protocol::{
+    join_items, split_seqs, Answer, HostError, QueueOp, QueueReply, QueueSpec, Wait,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+/// Most bytes of items lent in one batch beyond the first (a larger item goes alone).
+const BATCH_BYTES: usize = 256 << 10;
+
+/// How long a `try_get` waits for items lent to another process to come back before it
+/// says `Empty` (they come back within one message there and back unless that process is
+/// stopped).
+const TRY_WAIT_MICROS: u64 = 100_000;
+
+/// An item lent to a process by a `Fetch`, not yet taken there nor given back.
+#[derive(Debug)]
+struct Lent {
+    seq: u64,
+    item: Body,
+    /// Prefetched: sent beyond the item the get asked for, so it sits in the process until a
+    /// get there takes it or a recall brings it back.
+    prefetched: bool,
+}
+
+/// The one process that holds prefetched items, and whether it was asked for them back.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    owner: Owner,
+    recalled: bool,
+}
 
 /// One queue.
 #[derive(Debug)]
@@ -36,6 +71,27 @@ pub(crate) struct QueueState {
     joiners: Waiters,
     /// Items each owner took from a joinable queue and has not marked done, oldest first.
     taken: HashMap<Owner, VecDeque<(u64, Body)>>,
+    /// What it lent (boxed: most queues have no consumer outside the root).
+    lending: Box<Lending>,
+}
+
+/// What a queue lent to processes other than the root.
+#[derive(Debug)]
+struct Lending {
+    /// Items lent to each owner by `Fetch`es and not yet taken or given back, oldest first.
+    lent: HashMap<Owner, VecDeque<Lent>>,
+    lent_total: usize,
+    /// Who holds prefetched items, if anyone.
+    lease: Option<Lease>,
+    /// How many items each waiting `Fetch` may be lent, by owner and request.
+    fetching: HashMap<(Owner, u64), u32>,
+    /// Owners to send a `Recall` (see `Hosted::recalls`).
+    recalls: Vec<Owner>,
+    /// The most items the next batch may hold: doubled by each `Fetch` from the process that
+    /// sent the one before, back to 1 when another process fetches (competing consumers get
+    /// one item at a time, so nothing is lent where it may be wanted elsewhere).
+    batch_cap: u32,
+    last_fetcher: Option<Owner>,
 }
 
 impl QueueState {
@@ -52,6 +108,15 @@ impl QueueState {
             reservers: Waiters::default(),
             joiners: Waiters::default(),
             taken: HashMap::new(),
+            lending: Box::new(Lending {
+                lent: HashMap::new(),
+                lent_total: 0,
+                lease: None,
+                fetching: HashMap::new(),
+                recalls: Vec::new(),
+                batch_cap: 1,
+                last_fetcher: None,
+            }),
         }
     }
 
@@ -82,12 +147,24 @@ impl QueueState {
                 self.return_reservations(owner, count);
                 Outcome::Silent
             }
-            QueueOp::Get { wait } => self.get(caller, wait),
+            QueueOp::Get { wait } => self.get(caller, wait, None),
+            QueueOp::Fetch { wait, most } => self.get(caller, wait, Some(most.max(1))),
+            QueueOp::Took { seq } => {
+                self.took(owner, seq);
+                Outcome::Silent
+            }
+            QueueOp::GiveBack => {
+                let seqs = body.and_then(|b| split_seqs(&b)).unwrap_or_default();
+                self.given_back(owner, &seqs);
+                Outcome::Silent
+            }
             QueueOp::Requeue { seq, .. } => {
                 self.requeue(owner, seq, body.unwrap_or_default());
                 Outcome::Silent
             }
-            QueueOp::Len => Outcome::Answer(Reply::new(Answer::Value(self.items.len() as u64))),
+            QueueOp::Len => Outcome::Answer(Reply::new(Answer::Value(
+                (self.items.len() + self.lending.lent_total) as u64,
+            ))),
             QueueOp::Close => {
                 self.close();
                 Outcome::Closed
@@ -110,7 +187,9 @@ impl QueueState {
     fn has_room(&self) -> bool {
         match self.spec.capacity {
             None => true,
-            Some(cap) => self.items.len() + self.reserved_total < cap as usize,
+            Some(cap) => {
+                self.items.len() + self.lending.lent_total + self.reserved_total < cap as usize
+            }
         }
     }
 
@@ -147,45 +226,229 @@ impl QueueState {
         Outcome::Waiting(wait)
     }
 
-    /// Takes the next item now, or queues the getter (it hears `Item` or `Failed(Closed)`);
-    /// fails when empty and not waiting, or closed and drained.
-    fn get(&mut self, caller: &mut Caller<'_>, wait: Wait) -> Outcome {
-        if let Some((seq, item)) = self.take(caller.owner) {
-            return Outcome::Answer(Reply::op(QueueReply::Item { seq }, Some(item)));
+    /// Takes the next item now, or queues the getter (it hears `Item`, `Batch` or
+    /// `Failed(Closed)`); fails when empty and not waiting, or closed and drained. `most` is a
+    /// `Fetch`'s batch (its items are lent); `None` for a `Get` (its item is taken at once).
+    fn get(&mut self, caller: &mut Caller<'_>, wait: Wait, most: Option<u32>) -> Outcome {
+        let owner = caller.owner;
+        if most.is_some() {
+            self.note_fetcher(owner);
         }
-        if self.closed {
-            return Outcome::Answer(Reply::failed(HostError::Closed));
+        let blocked = self.blocked(owner) || !self.getters.is_empty();
+        if !blocked {
+            if !self.items.is_empty() {
+                let (reply, _) = self.hand_out(owner, most);
+                self.settle();
+                return Outcome::Answer(reply);
+            }
+            if self.closed {
+                return Outcome::Answer(Reply::failed(HostError::Closed));
+            }
+            if wait == Wait::No {
+                return Outcome::Answer(Reply::failed(HostError::Empty));
+            }
         }
-        if wait == Wait::No {
-            return Outcome::Answer(Reply::failed(HostError::Empty));
+        // Waiting behind a lease: a `try_get` waits a bounded time for the items to come
+        // back (its caller hears `Timeout` as `Empty`).
+        let wait = match wait {
+            Wait::No => Wait::Micros(TRY_WAIT_MICROS),
+            other => other,
+        };
+        let waiting = caller.waiting(wait);
+        if let Some(most) = most {
+            self.lending.fetching.insert((owner, waiting.req()), most);
         }
-        self.getters.push(caller.waiting(wait));
+        self.getters.push(waiting);
+        self.settle();
         Outcome::Waiting(wait)
     }
 
+    /// A `Fetch` of `owner`: batches grow while one process fetches alone.
+    fn note_fetcher(&mut self, owner: Owner) {
+        if self.lending.last_fetcher == Some(owner) {
+            self.lending.batch_cap = self.lending.batch_cap.saturating_mul(2);
+        } else {
+            self.lending.batch_cap = 1;
+            self.lending.last_fetcher = Some(owner);
+        }
+    }
+
+    /// Whether a get of `owner` must wait for prefetched items to come back: another process
+    /// holds them (they come before anything here), or this one does and nothing is here.
+    fn blocked(&self, owner: Owner) -> bool {
+        self.lending
+            .lease
+            .is_some_and(|lease| lease.owner != owner || self.items.is_empty())
+    }
+
     /// Hands items from the front to waiting getters while both exist (getters that stopped
-    /// listening are skipped; their item stays in front for the next one), then gives the
-    /// room that freed to waiting producers. Every change to the items or the room ends here.
+    /// listening are skipped; their items stay in front for the next one), asks for
+    /// prefetched items back when they hold up the first getter, fails the getters of a
+    /// closed queue once nothing is left anywhere, then gives the room that freed to waiting
+    /// producers. Every change to the items, the loans or the room ends here.
     fn settle(&mut self) {
-        while !self.items.is_empty() {
+        while let Some(front) = self.getters.front() {
+            let owner = front.owner;
+            if self.blocked(owner) {
+                self.recall();
+                break;
+            }
+            if self.items.is_empty() {
+                break;
+            }
             let Some(w) = self.getters.pop() else {
                 break;
             };
-            let Some((seq, item)) = self.items.pop_front() else {
-                break;
-            };
-            let owner = w.owner;
-            let kept = Arc::clone(&item);
-            match w.deliver(Reply::op(QueueReply::Item { seq }, Some(item))) {
-                Ok(()) => {
-                    if self.spec.joinable {
-                        self.taken.entry(owner).or_default().push_back((seq, kept));
-                    }
-                }
-                Err(_) => self.items.push_front((seq, kept)),
+            let most = self.lending.fetching.remove(&(owner, w.req()));
+            let (reply, out) = self.hand_out(owner, most);
+            if w.deliver(reply).is_err() {
+                self.undo(owner, out);
+            }
+        }
+        if self.closed && self.items.is_empty() && self.lending.lease.is_none() {
+            for w in self.getters.drain() {
+                self.lending.fetching.remove(&(w.owner, w.req()));
+                let _ = w.deliver(Reply::failed(HostError::Closed));
             }
         }
         self.grant();
+    }
+
+    /// Asks the lease's holder for its prefetched items (once per lease).
+    fn recall(&mut self) {
+        if let Some(lease) = &mut self.lending.lease {
+            if !lease.recalled {
+                lease.recalled = true;
+                self.lending.recalls.push(lease.owner);
+            }
+        }
+    }
+
+    /// How many items from the front one `Fetch` may be lent: up to `most` and the batch cap,
+    /// and beyond the first only small ones up to [`BATCH_BYTES`] in all; one while others
+    /// wait behind.
+    fn batch_len(&self, most: u32) -> usize {
+        if !self.getters.is_empty() {
+            return 1;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        for (_, item) in self
+            .items
+            .iter()
+            .take(most.min(self.lending.batch_cap) as usize)
+        {
+            bytes += item.len();
+            if n > 0 && bytes > BATCH_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        n.max(1)
+    }
+
+    /// Takes items from the front for a get of `owner` (at least one must be there): one
+    /// taken for a `Get`, a batch lent for a `Fetch`. Returns the answer and what went out.
+    fn hand_out(&mut self, owner: Owner, most: Option<u32>) -> (Reply, Vec<(u64, Body)>) {
+        let n = most.map_or(1, |most| self.batch_len(most).min(self.items.len()));
+        let out: Vec<(u64, Body)> = self.items.drain(..n).collect();
+        let Some(_) = most else {
+            if self.spec.joinable {
+                self.taken
+                    .entry(owner)
+                    .or_default()
+                    .extend(out.iter().cloned());
+            }
+            let (seq, item) = out[0].clone();
+            return (Reply::op(QueueReply::Item { seq }, Some(item)), out);
+        };
+        let lent = self.lending.lent.entry(owner).or_default();
+        for (i, (seq, item)) in out.iter().enumerate() {
+            lent.push_back(Lent {
+                seq: *seq,
+                item: Arc::clone(item),
+                prefetched: i > 0,
+            });
+        }
+        self.lending.lent_total += n;
+        if n == 1 {
+            let (seq, item) = out[0].clone();
+            return (Reply::op(QueueReply::Item { seq }, Some(item)), out);
+        }
+        if self.lending.lease.is_none() {
+            self.lending.lease = Some(Lease {
+                owner,
+                recalled: false,
+            });
+        }
+        match join_items(out.iter().map(|(seq, item)| (*seq, &item[..]))) {
+            Ok(body) => (Reply::op(QueueReply::Batch, Some(body.into_shared())), out),
+            // Unreachable: a batch holds items far below 4 GiB. Nothing goes out.
+            Err(_) => {
+                self.undo(owner, out);
+                (Reply::failed(HostError::Malformed), Vec::new())
+            }
+        }
+    }
+
+    /// Puts back what [`QueueState::hand_out`] gave to a get that stopped listening.
+    fn undo(&mut self, owner: Owner, out: Vec<(u64, Body)>) {
+        let seqs: Vec<u64> = out.iter().map(|(seq, _)| *seq).collect();
+        self.unlend(owner, &seqs);
+        if let Some(taken) = self.taken.get_mut(&owner) {
+            taken.retain(|(seq, _)| !seqs.contains(seq));
+        }
+        for entry in out.into_iter().rev() {
+            self.items.push_front(entry);
+        }
+    }
+
+    /// Ends the loan of items `seqs` to `owner` (taken there, or back): returns them, oldest
+    /// first, and ends the lease when `owner` holds no prefetched item any more.
+    fn unlend(&mut self, owner: Owner, seqs: &[u64]) -> Vec<(u64, Body)> {
+        let mut back = Vec::new();
+        if let Some(lent) = self.lending.lent.get_mut(&owner) {
+            for &seq in seqs {
+                if let Some(i) = lent.iter().position(|l| l.seq == seq) {
+                    if let Some(l) = lent.remove(i) {
+                        back.push((l.seq, l.item));
+                    }
+                }
+            }
+            self.lending.lent_total -= back.len();
+            let prefetched = lent.iter().any(|l| l.prefetched);
+            if lent.is_empty() {
+                self.lending.lent.remove(&owner);
+            }
+            if !prefetched && self.lending.lease.is_some_and(|l| l.owner == owner) {
+                self.lending.lease = None;
+            }
+        }
+        back.sort_by_key(|(seq, _)| *seq);
+        back
+    }
+
+    /// A get of `owner` took lent item `seq`: from a joinable queue it now waits for its
+    /// `task_done`.
+    fn took(&mut self, owner: Owner, seq: u64) {
+        let taken = self.unlend(owner, &[seq]);
+        if self.spec.joinable {
+            self.taken.entry(owner).or_default().extend(taken);
+        }
+        self.settle();
+    }
+
+    /// `owner` gave back lent items `seqs` (all it held untaken): they go back in front. The
+    /// lease it held ends (a batch sent after the recall would start a new one).
+    fn given_back(&mut self, owner: Owner, seqs: &[u64]) {
+        let back = self.unlend(owner, seqs);
+        if let Some(lease) = &mut self.lending.lease {
+            if lease.owner == owner {
+                // Items it still holds came after the recall was answered; a recall asks again.
+                lease.recalled = false;
+            }
+        }
+        self.give_back(back.into_iter());
     }
 
     /// Puts items taken by a process that died (or by an abandoned get) back in front, in
@@ -236,18 +499,6 @@ impl QueueState {
         self.grant();
     }
 
-    fn take(&mut self, owner: Owner) -> Option<(u64, Body)> {
-        let (seq, item) = self.items.pop_front()?;
-        if self.spec.joinable {
-            self.taken
-                .entry(owner)
-                .or_default()
-                .push_back((seq, Arc::clone(&item)));
-        }
-        self.settle();
-        Some((seq, item))
-    }
-
     /// Puts back, at the front, an item delivered for a get its caller abandoned.
     fn requeue(&mut self, owner: Owner, seq: u64, item: Body) {
         if let Some(taken) = self.taken.get_mut(&owner) {
@@ -267,11 +518,8 @@ impl QueueState {
         for w in self.reservers.drain() {
             let _ = w.deliver(Reply::failed(HostError::Closed));
         }
-        if self.items.is_empty() {
-            for w in self.getters.drain() {
-                let _ = w.deliver(Reply::failed(HostError::Closed));
-            }
-        }
+        // Getters fail once nothing is left, here or lent.
+        self.settle();
     }
 
     /// Marks the oldest item `owner` took from a joinable queue as done; `false` when it holds
@@ -298,6 +546,7 @@ impl QueueState {
 
 impl Hosted for QueueState {
     fn withdraw(&mut self, owner: Owner, req: u64) -> Option<Waiting> {
+        self.lending.fetching.remove(&(owner, req));
         self.getters
             .withdraw(owner, req)
             .or_else(|| self.reservers.withdraw(owner, req))
@@ -308,13 +557,24 @@ impl Hosted for QueueState {
         self.getters.forget(owner);
         self.reservers.forget(owner);
         self.joiners.forget(owner);
-        if let Some(taken) = self.taken.remove(&owner) {
-            self.give_back(taken.into_iter());
+        self.lending.fetching.retain(|(o, _), _| *o != owner);
+        // What it took unfinished and what it was lent untaken go back in front, in order.
+        let seqs: Vec<u64> = self
+            .lending
+            .lent
+            .get(&owner)
+            .map(|lent| lent.iter().map(|l| l.seq).collect())
+            .unwrap_or_default();
+        let mut back = self.unlend(owner, &seqs);
+        if self.lending.lease.is_some_and(|l| l.owner == owner) {
+            self.lending.lease = None;
         }
+        back.extend(self.taken.remove(&owner).unwrap_or_default());
+        back.sort_by_key(|(seq, _)| *seq);
         if let Some(n) = self.reserved.remove(&owner) {
             self.reserved_total -= n as usize;
         }
-        self.grant();
+        self.give_back(back.into_iter());
     }
 
     fn is_closed(&self) -> bool {
@@ -327,6 +587,11 @@ impl Hosted for QueueState {
             && self.unfinished == 0
             && self.reserved_total == 0
             && self.taken.values().all(VecDeque::is_empty)
+            && self.lending.lent.is_empty()
+    }
+
+    fn recalls(&mut self) -> Vec<Owner> {
+        std::mem::take(&mut self.lending.recalls)
     }
 }
 
@@ -340,6 +605,8 @@ pub(crate) fn give_back(
     match answer {
         QueueReply::Item { seq } => Some((QueueOp::Requeue { seq, spec }, body)),
         QueueReply::Granted => Some((QueueOp::Unreserve { count: 1 }, None)),
+        // Lent items go back from the process that holds them (`GiveBack`), never from here.
+        QueueReply::Batch => None,
     }
 }
 
@@ -349,7 +616,8 @@ pub(crate) fn give_back(
 mod tests {
     use super::super::{lock, Body, Notifier, Reply, Store, Waiter};
     use crate::protocol::{
-        Answer, HostError, HostReq, ObjectId, OpReply, QueueOp, QueueReply, QueueSpec, Spec, Wait,
+        join_seqs, split_items, Answer, HostError, HostReq, ObjectId, OpReply, QueueOp, QueueReply,
+        QueueSpec, Spec, Wait,
     };
     use std::sync::{Arc, Mutex};
     use tokio::sync::oneshot;
@@ -661,6 +929,101 @@ mod tests {
             1,
             "the timer outlived its request"
         );
+    }
+
+    /// Recalls heard by one owner.
+    #[derive(Default)]
+    struct Recalled(Mutex<u32>);
+
+    impl Notifier for Recalled {
+        fn closed(&self, _: ObjectId) {}
+
+        fn recall(&self, _: ObjectId) {
+            *self.0.lock().unwrap() += 1;
+        }
+    }
+
+    /// A `Fetch` of `owner` answered at once: the items lent, as (seq, byte).
+    fn fetch_now(store: &Arc<Store>, owner: u64, most: u32) -> Vec<(u64, u8)> {
+        let op = QueueOp::Fetch {
+            wait: Wait::No,
+            most,
+        };
+        let reply = match apply(store, owner, 1, op, None) {
+            Ok(Some(reply)) => reply,
+            other => panic!("the fetch was expected to be answered at once, got {other:?}"),
+        };
+        match (reply.answer, &reply.body) {
+            (Answer::Op(OpReply::Queue(QueueReply::Batch)), Some(body)) => split_items(body)
+                .unwrap()
+                .into_iter()
+                .map(|(seq, item)| (seq, item[0]))
+                .collect(),
+            _ => vec![item(reply)],
+        }
+    }
+
+    fn post(store: &Arc<Store>, owner: u64, op: QueueOp, body: Option<Body>) {
+        assert!(matches!(apply(store, owner, 0, op, body), Ok(None)));
+    }
+
+    fn len(store: &Arc<Store>) -> u64 {
+        match apply(store, 1, 9, QueueOp::Len, None) {
+            Ok(Some(Reply {
+                answer: Answer::Value(n),
+                ..
+            })) => n,
+            other => panic!("expected a length, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lone_fetcher_is_lent_growing_batches_and_a_get_elsewhere_recalls_them() {
+        let store = store(None, false, &[1, 2, 3]);
+        let recalled = Arc::new(Recalled::default());
+        store.attach(2, Arc::clone(&recalled) as Arc<dyn Notifier>);
+        for byte in 0..10 {
+            put(&store, 1, byte);
+        }
+        assert_eq!(
+            fetch_now(&store, 2, 8),
+            [(0, 0)],
+            "the first fetch is lent one"
+        );
+        post(&store, 2, QueueOp::Took { seq: 0 }, None);
+        assert_eq!(
+            fetch_now(&store, 2, 8),
+            [(1, 1), (2, 2)],
+            "then twice as many"
+        );
+        assert_eq!(len(&store), 9, "lent items count until taken");
+        post(&store, 2, QueueOp::Took { seq: 1 }, None);
+        assert_eq!(len(&store), 8);
+        // Owner 3's get must not overtake item 2, lent to owner 2: it waits, and 2 is asked.
+        let mut waiting = get_waiting(&store, 3, 5);
+        assert!(answered(&mut waiting).is_none());
+        assert_eq!(*recalled.0.lock().unwrap(), 1);
+        let back = Some(Arc::new(join_seqs([2]).into()));
+        post(&store, 2, QueueOp::GiveBack, back);
+        assert_eq!(item(answered(&mut waiting).unwrap()), (2, 2));
+        assert_eq!(len(&store), 7);
+    }
+
+    #[test]
+    fn a_dead_fetcher_s_untaken_items_go_back_in_front_and_its_taken_ones_do_not() {
+        let store = store(None, false, &[1, 2]);
+        for byte in 0..6 {
+            put(&store, 1, byte);
+        }
+        assert_eq!(fetch_now(&store, 2, 8), [(0, 0)]);
+        post(&store, 2, QueueOp::Took { seq: 0 }, None);
+        assert_eq!(fetch_now(&store, 2, 8), [(1, 1), (2, 2)]);
+        post(&store, 2, QueueOp::Took { seq: 1 }, None);
+        store.owner_gone(2);
+        assert_eq!(len(&store), 4);
+        for want in [(2, 2), (3, 3), (4, 4), (5, 5)] {
+            assert_eq!(item(get_now(&store, 1, Wait::No)), want);
+        }
     }
 
     #[test]
