@@ -82,8 +82,10 @@
 
 mod budget;
 mod client;
+mod link;
 mod names;
 mod server;
+mod started;
 mod supervisor;
 mod watch;
 mod wire;

@@ -11,6 +11,7 @@
 //! processes and of references in transit decide when no reference is left.
 
 use super::budget::Budget;
+use super::started::StartTable;
 use super::wire::{End, FromActor, Init, ToActor};
 use super::{Actor, Handled};
 use crate::entry::panic_error;
@@ -53,6 +54,8 @@ enum Job {
         at: usize,
         reply: Outbox,
         caller: Option<u32>,
+        /// The connection's slot in the start table.
+        slot: Option<u32>,
     },
     Stop {
         id: u64,
@@ -89,6 +92,12 @@ async fn serve<A: Actor>(init: Init) -> Result<End> {
     let fd: OwnedFd = crate::transport::fd::take(&init.listener)?;
     let listener = std::os::unix::net::UnixListener::from(fd);
     listener.set_nonblocking(true)?;
+    // Without a table the actor still serves; a death then fails every unanswered call.
+    let starts = listener
+        .local_addr()?
+        .as_pathname()
+        .and_then(|socket| StartTable::create(socket).ok())
+        .map(Arc::new);
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let key = Context::current()?.key().clone();
     let mut state: A = decode_value("the actor's state", &init.state)?;
@@ -100,6 +109,7 @@ async fn serve<A: Actor>(init: Init) -> Result<End> {
         key,
         (jobs_tx, control_tx),
         Arc::clone(&outboxes),
+        starts.clone(),
     ));
     let mut mailbox = Mailbox {
         jobs,
@@ -110,6 +120,7 @@ async fn serve<A: Actor>(init: Init) -> Result<End> {
         in_transit: 0,
         ever_connected: false,
         detached: false,
+        starts,
     };
     let end = mailbox.run(&mut state).await;
     // No new connections from here; calls still queued are refused.
@@ -143,6 +154,7 @@ async fn accept(
     key: AuthKey,
     (jobs, control): (mpsc::Sender<Job>, mpsc::UnboundedSender<Control>),
     outboxes: Outboxes,
+    starts: Option<Arc<StartTable>>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -159,6 +171,7 @@ async fn accept(
         };
         let (jobs, control, key) = (jobs.clone(), control.clone(), key.clone());
         let outboxes = Arc::clone(&outboxes);
+        let starts = starts.clone();
         tokio::spawn(async move {
             let max_frame = crate::hub::max_frame();
             let Ok((conn, _)) =
@@ -169,7 +182,11 @@ async fn accept(
             let Conn { reader, writer } = conn;
             let (outbox, _writer) = spawn_writer(writer);
             lock(&outboxes).push(outbox.clone());
-            read_client(reader, outbox, caller, jobs, control).await;
+            let slot = starts.as_ref().and_then(|t| t.take());
+            read_client(reader, outbox, (caller, slot), jobs, control).await;
+            if let Some((table, slot)) = starts.zip(slot) {
+                table.give_back(slot);
+            }
         });
     }
 }
@@ -178,12 +195,13 @@ async fn accept(
 async fn read_client(
     mut reader: FrameReader<RecvHalf>,
     outbox: Outbox,
-    caller: Option<u32>,
+    (caller, slot): (Option<u32>, Option<u32>),
     jobs: mpsc::Sender<Job>,
     control: mpsc::UnboundedSender<Control>,
 ) {
     let hello = FromActor::Hello {
         pid: std::process::id(),
+        slot,
     };
     if !reply_raw(&outbox, &hello, Vec::new()) {
         return;
@@ -202,6 +220,7 @@ async fn read_client(
                 at,
                 reply: outbox.clone(),
                 caller,
+                slot,
             },
             ToActor::Stop { id } => Job::Stop {
                 id,
@@ -240,6 +259,8 @@ struct Mailbox {
     in_transit: i64,
     ever_connected: bool,
     detached: bool,
+    /// Where each connection's started calls are recorded, if the table could be made.
+    starts: Option<Arc<StartTable>>,
 }
 
 impl Mailbox {
@@ -254,7 +275,10 @@ impl Mailbox {
                     }
                 }
                 job = self.jobs.recv() => match job {
-                    Some(Job::Call { id, method, value, message, at, reply, caller }) => {
+                    Some(Job::Call { id, method, value, message, at, reply, caller, slot }) => {
+                        if let (Some(table), Some(slot)) = (&self.starts, slot) {
+                            table.started(slot, id);
+                        }
                         CALLER.with(|c| c.set(caller));
                         let outcome = handle(state, method, &message[at..]).await;
                         CALLER.with(|c| c.set(None));
