@@ -75,6 +75,38 @@ impl Log {
     }
 }
 
+/// Counts its starts; on stop, marks its state and (if given a path) leaves a file there.
+#[derive(Debug, Serialize, Deserialize)]
+struct Hooked {
+    starts: u32,
+    stopped: bool,
+    marker: Option<std::path::PathBuf>,
+}
+
+#[actor]
+impl Hooked {
+    #[actor(on_start)]
+    fn started(&mut self) {
+        self.starts += 1;
+    }
+
+    #[actor(on_stop)]
+    async fn stopping(&mut self) {
+        self.stopped = true;
+        if let Some(path) = &self.marker {
+            std::fs::write(path, b"stopped").expect("write the marker");
+        }
+    }
+
+    pub(crate) fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    pub(crate) fn fail(&mut self) {
+        panic!("hooked");
+    }
+}
+
 #[entry]
 async fn hammer(c: CounterRef, calls: u64) -> u64 {
     let mut last = 0;
@@ -481,4 +513,54 @@ async fn without_a_restart_queued_calls_fail_at_once() {
         "got {queued:?}"
     );
     assert!(matches!(c.incr(1).await, Err(Error::ActorStopped)));
+}
+
+#[multiprocessing::test]
+async fn hooks_run_at_each_start_and_at_a_stop() {
+    let fresh = Hooked {
+        starts: 0,
+        stopped: false,
+        marker: None,
+    };
+    let restart = Restart::OnCrash {
+        max_restarts: 2,
+        within: Duration::from_secs(60),
+    };
+    let h = fresh.builder().restart(restart).spawn().await.unwrap();
+    assert_eq!(
+        h.starts().await.unwrap(),
+        1,
+        "on_start ran before the first message"
+    );
+    // Restarted in place, and in a new process: each instance starts from the spawned value.
+    assert!(h.fail().await.unwrap_err().is_panicked());
+    assert_eq!(h.starts().await.unwrap(), 1);
+    sigkill(h.pid().unwrap());
+    assert_eq!(h.starts().await.unwrap(), 1);
+    let state = h.stop().await.unwrap();
+    assert!(state.stopped, "stop() returns the state as on_stop left it");
+    assert_eq!(state.starts, 1);
+}
+
+#[multiprocessing::test]
+async fn on_stop_runs_when_the_last_reference_goes() {
+    let marker = std::env::temp_dir().join(format!("actor-on-stop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let h = Hooked {
+        starts: 0,
+        stopped: false,
+        marker: Some(marker.clone()),
+    }
+    .spawn()
+    .await
+    .unwrap();
+    let pid = h.pid().unwrap();
+    drop(h);
+    assert!(
+        gone(pid).await,
+        "actor process {pid} outlived its last reference"
+    );
+    let written = std::fs::read(&marker);
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(written.unwrap(), b"stopped");
 }

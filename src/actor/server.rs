@@ -13,7 +13,7 @@
 use super::budget::Budget;
 use super::started::StartTable;
 use super::wire::{End, FromActor, Init, ToActor};
-use super::{Actor, Handled};
+use super::{Actor, Handled, Hook};
 use crate::entry::panic_error;
 use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{decode_head, decode_value, encode_head};
@@ -264,14 +264,17 @@ struct Mailbox {
 }
 
 impl Mailbox {
-    /// Runs messages until the actor ends.
+    /// Runs the start hook, then messages until the actor ends.
     async fn run<A: Actor>(&mut self, state: &mut A) -> Result<End> {
+        if let Err(panic) = hook(state, Hook::Start).await {
+            return Ok(End::Panicked(panic));
+        }
         loop {
             tokio::select! {
                 biased;
                 Some(c) = self.control.recv() => {
                     if self.on_control(c) {
-                        return Ok(End::Stopped);
+                        return Ok(stopping(state).await.map_or_else(End::Panicked, |()| End::Stopped));
                     }
                 }
                 job = self.jobs.recv() => match job {
@@ -282,16 +285,19 @@ impl Mailbox {
                         CALLER.with(|c| c.set(caller));
                         let outcome = handle(state, method, &message[at..]).await;
                         CALLER.with(|c| c.set(None));
-                        if let Some(end) = self.after_call(state, id, value, outcome, &reply)? {
+                        if let Some(end) = self.settle(state, (id, value, &reply), outcome).await? {
                             return Ok(end);
                         }
                     }
                     Some(Job::Stop { id, reply }) => {
-                        let encoded = crate::protocol::encode_value("the actor's final state", &*state);
-                        answer(&reply, id, encoded);
-                        return Ok(End::Stopped);
+                        let (end, outcome) = match stopping(state).await {
+                            Ok(()) => (End::Stopped, crate::protocol::encode_value("the actor's final state", &*state)),
+                            Err(panic) => (End::Panicked(panic.clone()), Err(panic.into())),
+                        };
+                        answer(&reply, id, outcome);
+                        return Ok(end);
                     }
-                    None => return Ok(End::Stopped),
+                    None => return Ok(stopping(state).await.map_or_else(End::Panicked, |()| End::Stopped)),
                 },
             }
         }
@@ -330,6 +336,25 @@ impl Mailbox {
         Ok(None)
     }
 
+    /// As `after_call`, then the new instance's start hook after a restart in place.
+    async fn settle<A: Actor>(
+        &mut self,
+        state: &mut A,
+        (id, value, reply): (u64, bool, &Outbox),
+        outcome: Result<Vec<u8>>,
+    ) -> Result<Option<End>> {
+        let restarted = matches!(outcome, Err(Error::Panicked { .. }));
+        if let Some(end) = self.after_call(state, id, value, outcome, reply)? {
+            return Ok(Some(end));
+        }
+        if restarted {
+            if let Err(panic) = hook(state, Hook::Start).await {
+                return Ok(Some(End::Panicked(panic)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Counts a connection or a reference; `true` when no reference is left anywhere.
     fn on_control(&mut self, c: Control) -> bool {
         match c {
@@ -356,11 +381,28 @@ impl Mailbox {
 
 /// Runs one message on the state; a panic becomes `Panicked`.
 async fn handle<A: Actor>(state: &mut A, method: u32, args: &[u8]) -> Result<Vec<u8>> {
-    match std::panic::catch_unwind(AssertUnwindSafe(move || {
-        // Moved out, so the closure is `FnOnce` and the future may keep the borrow.
-        let moved = state;
-        moved.__handle(method, args)
-    })) {
+    guarded(state, move |s| s.__handle(method, args)).await
+}
+
+/// Runs a lifecycle hook (nothing if the type has none); its panic is the error.
+async fn hook<A: Actor>(state: &mut A, which: Hook) -> std::result::Result<(), RemoteError> {
+    match guarded(state, move |s| s.__hook(which)).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(RemoteError::from(e)),
+    }
+}
+
+/// The stop hook, as the actor ends on its own terms.
+async fn stopping<A: Actor>(state: &mut A) -> std::result::Result<(), RemoteError> {
+    hook(state, Hook::Stop).await
+}
+
+/// Runs what `f` starts on the state, catching a panic in it or in its future.
+async fn guarded<'a, A: Actor>(
+    state: &'a mut A,
+    f: impl FnOnce(&'a mut A) -> Handled<'a>,
+) -> Result<Vec<u8>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(move || f(state))) {
         Ok(Handled::Done(outcome)) => outcome,
         Ok(Handled::Pending(future)) => AssertUnwindSafe(future)
             .catch_unwind()
