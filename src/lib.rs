@@ -75,7 +75,7 @@ pub mod __private {
         assert_serde as actor_assert_serde, decode_args as actor_decode_args,
         encode_result as actor_encode_result, invoke as actor_invoke,
         invoke_batch as actor_invoke_batch, unknown_method as actor_unknown_method,
-        Handled as ActorHandled, RefOf,
+        Handled as ActorHandled, Hook as ActorHook, RefOf,
     };
     pub use crate::entry::{
         invoke_async, invoke_batch_async, invoke_batch_sync, invoke_sync, BatchArgs, EntryRecord,

@@ -1,7 +1,8 @@
 //! Process actors: exact counts under concurrent callers in several processes, per-client order,
 //! sync and async methods on `&self` and `&mut self`, a bounded mailbox, references that travel
 //! (through a queue and an entry) and call the actor directly, stop/kill/drop, panics, SIGKILL
-//! with and without a restart policy, and names.
+//! with and without a restart policy (the running call fails, the queued ones go to the next
+//! instance), and names.
 
 use multiprocessing::{actor, entry, ActorExit, Error, Process, Queue, Restart};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,38 @@ impl Log {
     }
 }
 
+/// Counts its starts; on stop, marks its state and (if given a path) leaves a file there.
+#[derive(Debug, Serialize, Deserialize)]
+struct Hooked {
+    starts: u32,
+    stopped: bool,
+    marker: Option<std::path::PathBuf>,
+}
+
+#[actor]
+impl Hooked {
+    #[actor(on_start)]
+    fn started(&mut self) {
+        self.starts += 1;
+    }
+
+    #[actor(on_stop)]
+    async fn stopping(&mut self) {
+        self.stopped = true;
+        if let Some(path) = &self.marker {
+            std::fs::write(path, b"stopped").expect("write the marker");
+        }
+    }
+
+    pub(crate) fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    pub(crate) fn fail(&mut self) {
+        panic!("hooked");
+    }
+}
+
 #[entry]
 async fn hammer(c: CounterRef, calls: u64) -> u64 {
     let mut last = 0;
@@ -142,6 +175,38 @@ async fn gone(pid: u32) -> bool {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     false
+}
+
+/// Calls `incr(by)` from a child process, from the start so that it queues behind the nap.
+#[entry]
+async fn incr_from_child(c: CounterRef, by: u64) -> Result<u64, String> {
+    c.incr(by).await.map_err(|e| e.to_string())
+}
+
+/// A call of `nap(30 s)`, running in the actor by the time this returns (give or take a
+/// loaded machine: it was sent 200 ms before).
+async fn napping(c: &CounterRef) -> tokio::task::JoinHandle<multiprocessing::Result<u64>> {
+    let call = tokio::spawn({
+        let c = c.clone();
+        async move { c.nap(30_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: sends SIGKILL to an actor process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+fn assert_killed(outcome: multiprocessing::Result<u64>, pid: u32) {
+    match outcome {
+        Err(Error::ProcessDied { pid: p, signal, .. }) => {
+            assert_eq!(p, pid);
+            assert_eq!(signal, Some(libc::SIGKILL));
+        }
+        other => panic!("expected ProcessDied, got {other:?}"),
+    }
 }
 
 /// A counter from `n` with a budget of one restart a minute.
@@ -332,27 +397,15 @@ async fn sigkill_mid_call_is_process_died_then_a_restart_serves_the_next() {
     let c = restartable(3).await;
     c.incr(10).await.unwrap();
     let pid = c.pid().unwrap();
-    let call = tokio::spawn({
-        let c = c.clone();
-        async move { c.nap(30_000).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // SAFETY: sends SIGKILL to the actor's process, which this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    match call.await.unwrap() {
-        Err(Error::ProcessDied { pid: p, signal, .. }) => {
-            assert_eq!(p, pid);
-            assert_eq!(signal, Some(libc::SIGKILL));
-        }
-        other => panic!("expected ProcessDied, got {other:?}"),
-    }
+    let call = napping(&c).await;
+    sigkill(pid);
+    assert_killed(call.await.unwrap(), pid);
     // A new instance, with the state it was spawned with.
     assert_eq!(c.get().await.unwrap(), 3);
     let second = c.pid().unwrap();
     assert_ne!(second, pid);
     // The budget of one restart is spent: the next death is the end.
-    // SAFETY: as above.
-    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    sigkill(second);
     assert_eq!(
         c.monitor().await,
         ActorExit::Died {
@@ -399,4 +452,115 @@ async fn names_are_unique_found_from_a_grandchild_and_freed_at_the_end() {
         .await
         .unwrap();
     again.stop().await.unwrap();
+}
+
+#[multiprocessing::test]
+async fn queued_calls_go_to_the_restarted_instance_in_order() {
+    let c = restartable(3).await;
+    c.incr(10).await.unwrap();
+    let pid = c.pid().unwrap();
+    let running = napping(&c).await;
+    // Sent in this order behind the nap, from this process and from another.
+    let queued = tokio::spawn({
+        let c = c.clone();
+        async move { futures::join!(c.incr(1), c.incr(2)) }
+    });
+    let child = Process::spawn(incr_from_child, (c.clone(), 100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigkill(pid);
+    assert_killed(running.await.unwrap(), pid);
+    // Re-created from 3 (the 10 is lost with the old state), then each call once: 1 before 2,
+    // the child's 100 anywhere among them.
+    let (one, two) = queued.await.unwrap();
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let from_child = child.join().await.unwrap().unwrap();
+    assert!(
+        one < two,
+        "this process's calls ran out of order: {one}, {two}"
+    );
+    let mut ran = [(one, 1), (two, 2), (from_child, 100)];
+    ran.sort();
+    let mut n = 3;
+    for (seen, by) in ran {
+        n += by;
+        assert_eq!(seen, n, "each call once, on the fresh state: {ran:?}");
+    }
+    assert_ne!(c.pid().unwrap(), pid);
+    assert_eq!(c.nap(0).await.unwrap(), 106);
+    c.stop().await.unwrap();
+}
+
+#[multiprocessing::test]
+async fn without_a_restart_queued_calls_fail_at_once() {
+    let c = Counter { n: 0 }.spawn().await.unwrap();
+    let pid = c.pid().unwrap();
+    let running = napping(&c).await;
+    let queued = tokio::spawn({
+        let c = c.clone();
+        async move { c.incr(1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sigkill(pid);
+    assert_killed(running.await.unwrap(), pid);
+    let queued = tokio::time::timeout(Duration::from_secs(5), queued)
+        .await
+        .expect("a queued call to a dead actor must not wait")
+        .unwrap();
+    assert!(
+        matches!(queued, Err(Error::ProcessDied { .. } | Error::ActorStopped)),
+        "got {queued:?}"
+    );
+    assert!(matches!(c.incr(1).await, Err(Error::ActorStopped)));
+}
+
+#[multiprocessing::test]
+async fn hooks_run_at_each_start_and_at_a_stop() {
+    let fresh = Hooked {
+        starts: 0,
+        stopped: false,
+        marker: None,
+    };
+    let restart = Restart::OnCrash {
+        max_restarts: 2,
+        within: Duration::from_secs(60),
+    };
+    let h = fresh.builder().restart(restart).spawn().await.unwrap();
+    assert_eq!(
+        h.starts().await.unwrap(),
+        1,
+        "on_start ran before the first message"
+    );
+    // Restarted in place, and in a new process: each instance starts from the spawned value.
+    assert!(h.fail().await.unwrap_err().is_panicked());
+    assert_eq!(h.starts().await.unwrap(), 1);
+    sigkill(h.pid().unwrap());
+    assert_eq!(h.starts().await.unwrap(), 1);
+    let state = h.stop().await.unwrap();
+    assert!(state.stopped, "stop() returns the state as on_stop left it");
+    assert_eq!(state.starts, 1);
+}
+
+#[multiprocessing::test]
+async fn on_stop_runs_when_the_last_reference_goes() {
+    let marker = std::env::temp_dir().join(format!("actor-on-stop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let h = Hooked {
+        starts: 0,
+        stopped: false,
+        marker: Some(marker.clone()),
+    }
+    .spawn()
+    .await
+    .unwrap();
+    let pid = h.pid().unwrap();
+    drop(h);
+    assert!(
+        gone(pid).await,
+        "actor process {pid} outlived its last reference"
+    );
+    let written = std::fs::read(&marker);
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(written.unwrap(), b"stopped");
 }

@@ -21,11 +21,26 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             return with_error(item, e);
         }
     };
-    let methods = match collect(&mut imp) {
+    let (methods, hooks) = match collect(&mut imp) {
         Ok(m) => m,
         Err(e) => return with_error(quote!(#imp), e),
     };
-    generate(&krate, &imp, &methods)
+    generate(&krate, &imp, &methods, &hook_fn(&krate, &hooks))
+}
+
+/// How a method is marked: `#[actor(skip)]`, `#[actor(on_start)]`, `#[actor(on_stop)]`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Skip,
+    OnStart,
+    OnStop,
+}
+
+/// A lifecycle hook: which, the method, and whether it is `async`.
+struct HookFn {
+    mark: Mark,
+    name: syn::Ident,
+    is_async: bool,
 }
 
 /// One message: a `pub` method taking `&self` or `&mut self`.
@@ -37,9 +52,9 @@ struct Method {
     output: Type,
 }
 
-/// Takes the messages out of the impl (removing `#[actor(skip)]` marks); every misuse becomes
-/// one error at its token.
-fn collect(imp: &mut ItemImpl) -> syn::Result<Vec<Method>> {
+/// Takes the messages and hooks out of the impl (removing the `#[actor(..)]` marks); every
+/// misuse becomes one error at its token.
+fn collect(imp: &mut ItemImpl) -> syn::Result<(Vec<Method>, Vec<HookFn>)> {
     let mut errors: Vec<syn::Error> = Vec::new();
     if let Some((_, path, _)) = &imp.trait_ {
         errors.push(syn::Error::new_spanned(
@@ -54,9 +69,25 @@ fn collect(imp: &mut ItemImpl) -> syn::Result<Vec<Method>> {
         ));
     }
     let mut methods = Vec::new();
+    let mut hooks: Vec<HookFn> = Vec::new();
     for item in &mut imp.items {
         let ImplItem::Fn(f) = item else { continue };
-        if take_skip(f) || matches!(f.vis, Visibility::Inherited) {
+        match take_mark(f) {
+            Some(Mark::Skip) => continue,
+            Some(mark) => {
+                match hook(f, mark) {
+                    Ok(h) if hooks.iter().any(|o| o.mark == mark) => errors.push(syn::Error::new_spanned(
+                        &h.name,
+                        "an actor has at most one #[actor(on_start)] and one #[actor(on_stop)] method; call the others from it",
+                    )),
+                    Ok(h) => hooks.push(h),
+                    Err(e) => errors.push(e),
+                }
+                continue;
+            }
+            None => {}
+        }
+        if matches!(f.vis, Visibility::Inherited) {
             continue;
         }
         match method(f) {
@@ -70,17 +101,82 @@ fn collect(imp: &mut ItemImpl) -> syn::Result<Vec<Method>> {
         a
     }) {
         Some(e) => Err(e),
-        None => Ok(methods),
+        None => Ok((methods, hooks)),
     }
 }
 
-/// Removes `#[actor(skip)]` from `f`; whether it was there.
-fn take_skip(f: &mut ImplItemFn) -> bool {
-    let before = f.attrs.len();
+/// Removes the `#[actor(skip | on_start | on_stop)]` mark from `f`; which it was.
+fn take_mark(f: &mut ImplItemFn) -> Option<Mark> {
+    let mut mark = None;
     f.attrs.retain(|a| {
-        !(a.path().is_ident("actor") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "skip"))
+        if !a.path().is_ident("actor") {
+            return true;
+        }
+        let found = match a.parse_args::<syn::Ident>() {
+            Ok(i) if i == "skip" => Mark::Skip,
+            Ok(i) if i == "on_start" => Mark::OnStart,
+            Ok(i) if i == "on_stop" => Mark::OnStop,
+            _ => return true,
+        };
+        mark = Some(found);
+        false
     });
-    f.attrs.len() != before
+    mark
+}
+
+/// A hook method: `&self` or `&mut self` and nothing else; sync or `async`.
+fn hook(f: &ImplItemFn, mark: Mark) -> syn::Result<HookFn> {
+    let sig = &f.sig;
+    let receiver_ok =
+        matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some());
+    if !receiver_ok || sig.inputs.len() != 1 || !sig.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            sig,
+            "an #[actor(on_start)] or #[actor(on_stop)] method takes only `&self` or `&mut self` (it runs in the actor's process, with no caller to give it arguments)",
+        ));
+    }
+    Ok(HookFn {
+        mark,
+        name: sig.ident.clone(),
+        is_async: sig.asyncness.is_some(),
+    })
+}
+
+/// `Actor::__hook` for the hooks there are (the trait's default when there are none).
+fn hook_fn(krate: &Path, hooks: &[HookFn]) -> TokenStream {
+    if hooks.is_empty() {
+        return TokenStream::new();
+    }
+    let arms = hooks.iter().map(|h| {
+        let name = &h.name;
+        let which = match h.mark {
+            Mark::OnStart => quote!(Start),
+            _ => quote!(Stop),
+        };
+        let call = if h.is_async {
+            quote! {
+                #krate::__private::ActorHandled::Pending(::std::boxed::Box::pin(async move {
+                    let _ = self.#name().await;
+                    ::core::result::Result::Ok(::std::vec::Vec::new())
+                }))
+            }
+        } else {
+            quote! {{
+                let _ = self.#name();
+                #krate::__private::ActorHandled::Done(::core::result::Result::Ok(::std::vec::Vec::new()))
+            }}
+        };
+        quote!(#krate::__private::ActorHook::#which => #call,)
+    });
+    quote! {
+        fn __hook(&mut self, hook: #krate::__private::ActorHook) -> #krate::__private::ActorHandled<'_> {
+            #[allow(unreachable_patterns)]
+            match hook {
+                #(#arms)*
+                _ => #krate::__private::ActorHandled::Done(::core::result::Result::Ok(::std::vec::Vec::new())),
+            }
+        }
+    }
 }
 
 /// The message a `pub` method makes; `None` for an associated function (no `self`).
@@ -263,7 +359,12 @@ fn helpers(krate: &Path, ty: &Type, vis: &TokenStream) -> Vec<(&'static str, Tok
     ]
 }
 
-fn generate(krate: &Path, imp: &ItemImpl, methods: &[Method]) -> TokenStream {
+fn generate(
+    krate: &Path,
+    imp: &ItemImpl,
+    methods: &[Method],
+    hook_fn: &TokenStream,
+) -> TokenStream {
     let ty = &imp.self_ty;
     let Type::Path(type_path) = &**ty else {
         let e = syn::Error::new_spanned(ty, "#[actor] needs a named struct type (`impl Counter`)");
@@ -421,6 +522,7 @@ fn generate(krate: &Path, imp: &ItemImpl, methods: &[Method]) -> TokenStream {
                     )),
                 }
             }
+            #hook_fn
         }
 
         const _: () = {

@@ -48,6 +48,13 @@ pub fn entry(args: TokenStream, item: TokenStream) -> TokenStream {
 /// arguments and results must be owned and `Serialize + DeserializeOwned`. Private methods,
 /// associated functions and methods marked `#[actor(skip)]` are not messages. The type cannot
 /// be generic: its process finds it by name.
+///
+/// Two optional hooks, each a method taking only `&self` or `&mut self` (sync or `async`, any
+/// visibility, not a message): `#[actor(on_start)]` runs in each new instance before its first
+/// message (after a restart too, on the re-created state), and `#[actor(on_stop)]` runs when the
+/// actor stops on its own terms (`stop()`, which then returns the state as the hook left it, or
+/// no reference left), not when it is killed or its process dies. A panic in a hook ends the
+/// actor as `ActorExit::Panicked`.
 #[proc_macro_attribute]
 pub fn actor(args: TokenStream, item: TokenStream) -> TokenStream {
     actor::expand(args.into(), item.into()).into()

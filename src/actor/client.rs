@@ -1,54 +1,32 @@
 //! A process's side of its connection to one actor: every reference to that actor in this
 //! process shares one [`Client`], and the client one connection ([`Link`]) at a time.
 //!
-//! Calls are multiplexed on the link by id; a reader task hands each reply to the call waiting
-//! for it. A call first takes a mailbox credit (the bound on calls sent and unanswered), which
-//! its reply gives back, so a full mailbox makes callers wait before anything is sent. When the
-//! link ends, the calls still waiting learn it at once; the next call connects again (to the
-//! same socket, which a restarted actor keeps), or learns that the actor has stopped.
+//! A call first takes a mailbox credit (the bound on calls sent and unanswered), which its reply
+//! gives back, so a full mailbox makes callers wait before anything is sent. When the link ends
+//! (see `link.rs`), the client connects again at once (to the same socket, which a restarted
+//! actor keeps): the calls the dead process had started fail, and those it had not go first on
+//! the new link, before any later call. When nobody serves the socket any more, every waiting
+//! call learns it.
+//!
+//! A call's future stays small and cheap to poll: connecting and waiting for a free credit are
+//! boxed slow paths, and the call does not count against tokio's cooperative budget (a client
+//! that has thousands of calls in flight from one task would otherwise poll most of them in
+//! vain once the budget is spent). Every call waits on a reply from another process, so it
+//! still yields.
 
+use super::link::{Link, Pending, Request};
 use super::watch::Watch;
 use super::wire::Addr;
-use super::wire::{FromActor, ToActor};
+use super::wire::ToActor;
 use super::ActorExit;
-use crate::error::{Error, RemoteError, Result};
-use crate::protocol::{decode_head, encode_head};
-use crate::start::Context;
-use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
+use crate::buffers::IntoShared;
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
-
-/// A reply as the call receives it: the whole message and where the value starts.
-type Reply = std::result::Result<(Vec<u8>, usize), RemoteError>;
-
-/// The calls of one link waiting for replies.
-#[derive(Default)]
-struct Waiting {
-    calls: HashMap<u64, (oneshot::Sender<Reply>, Option<OwnedSemaphorePermit>)>,
-    /// The link has ended: nothing more will be answered.
-    ended: bool,
-}
-
-/// One connection to the actor's process.
-struct Link {
-    /// The pid of the process at the other end.
-    pid: u32,
-    outbox: Outbox,
-    waiting: Arc<Mutex<Waiting>>,
-    /// Becomes `true` when the connection ends.
-    ended: watch::Receiver<bool>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// References serialized (`holds`) or received (`arrivals`) while this process had no link,
 /// told to the actor on the next one.
@@ -64,7 +42,6 @@ pub(crate) struct Client {
     credits: Arc<Semaphore>,
     link: Mutex<Option<Arc<Link>>>,
     connecting: tokio::sync::Mutex<()>,
-    next_id: AtomicU64,
     owed: Mutex<Owed>,
     /// The supervisor, in the process that spawned the actor.
     watch: Option<Arc<Watch>>,
@@ -96,7 +73,6 @@ impl Client {
             credits: Arc::new(Semaphore::new(addr.mailbox as usize)),
             link: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            next_id: AtomicU64::new(0),
             owed: Mutex::default(),
             watch,
             addr,
@@ -142,40 +118,62 @@ impl Client {
 
     /// Sends `message` on the current link if there is a live one.
     fn tell_now(&self, message: &ToActor) -> bool {
-        let link = lock(&self.link).clone();
-        match link {
-            Some(link) if !*link.ended.borrow() => send(&link.outbox, message, Vec::new()),
-            _ => false,
+        match self.live() {
+            Some(link) => link.send(message),
+            None => false,
         }
     }
 
-    /// The live link, connecting if there is none.
+    /// The current link, if it has not ended.
+    fn live(&self) -> Option<Arc<Link>> {
+        lock(&self.link)
+            .as_ref()
+            .filter(|l| !l.is_closed())
+            .cloned()
+    }
+
+    /// The live link, connecting if there is none. A new link first takes over what the old
+    /// one left unanswered: the calls its process had started fail (their replies are dropped,
+    /// and each caller learns how the process ended); the others are sent again, ahead of any
+    /// call made since (those wait here for the new link).
     ///
     /// # Errors
     /// `ActorStopped` when nobody serves the actor's socket any more; `Authentication`.
     async fn link(&self) -> Result<Arc<Link>> {
-        let live = |c: &Client| {
-            lock(&c.link)
-                .as_ref()
-                .filter(|l| !*l.ended.borrow())
-                .cloned()
-        };
-        if let Some(link) = live(self) {
+        if let Some(link) = self.live() {
             return Ok(link);
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(link) = live(self) {
+        if let Some(link) = self.live() {
             return Ok(link);
         }
-        let link = Arc::new(open(&self.addr).await?);
+        let old = lock(&self.link).clone();
+        let (started, unstarted) = match &old {
+            Some(old) => {
+                // The orphans are in place once the old link says it has ended.
+                let mut ended = old.ended.clone();
+                let _ = ended.wait_for(|e| *e).await;
+                old.take_orphans(&self.addr)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        drop(started);
+        // On failure the unstarted calls are dropped with it: their callers learn the end.
+        let link = Arc::new(Link::open(&self.addr).await?);
         // What was owed goes first, on the link itself, so it is counted before this
         // process's connection could be seen to close.
         let owed = std::mem::take(&mut *lock(&self.owed));
         if owed.holds > 0 {
-            send(&link.outbox, &ToActor::Hold(owed.holds), Vec::new());
+            link.send(&ToActor::Hold(owed.holds));
         }
         if owed.arrivals > 0 {
-            send(&link.outbox, &ToActor::Arrived(owed.arrivals), Vec::new());
+            link.send(&ToActor::Arrived(owed.arrivals));
+        }
+        for pending in unstarted {
+            // A link that ended already drops the rest: they fail as the link's end says.
+            if link.send_call(pending).is_err() {
+                break;
+            }
         }
         *lock(&self.link) = Some(Arc::clone(&link));
         self.reconnect_after(&link);
@@ -183,9 +181,10 @@ impl Client {
     }
 
     /// When `link` ends while this process still holds references, connects again at once:
-    /// a restarted actor counts this process among its holders even if it makes no call
-    /// (otherwise the last other client leaving would end it). An actor gone for good refuses
-    /// the connection, and that is the end of it.
+    /// the calls left unanswered are settled (see `link`), and a restarted actor counts this
+    /// process among its holders even if it makes no call (otherwise the last other client
+    /// leaving would end it). An actor gone for good refuses the connection, and that is the
+    /// end of it.
     fn reconnect_after(&self, link: &Link) {
         let mut ended = link.ended.clone();
         let me = self.me.clone();
@@ -215,13 +214,27 @@ impl Client {
         value: bool,
         args: Vec<u8>,
     ) -> Result<(Vec<u8>, usize)> {
-        let credit = Arc::clone(&self.credits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::ActorStopped)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let head = encode_head(&ToActor::Call { id, method, value })?;
-        self.exchange(id, head, args, Some(credit)).await
+        tokio::task::unconstrained(async move {
+            let credit = self.credit().await?;
+            let args = args.into_shared();
+            let request = Request::Call {
+                method,
+                value,
+                args,
+            };
+            self.exchange(request, Some(credit)).await
+        })
+        .await
+    }
+
+    /// A mailbox credit: at once if one is free, else after waiting for one.
+    async fn credit(&self) -> Result<OwnedSemaphorePermit> {
+        match Arc::clone(&self.credits).try_acquire_owned() {
+            Ok(credit) => Ok(credit),
+            Err(_) => Box::pin(Arc::clone(&self.credits).acquire_owned())
+                .await
+                .map_err(|_| Error::ActorStopped),
+        }
     }
 
     /// Sends a call whose result nobody waits for; returns once it is sent.
@@ -229,30 +242,29 @@ impl Client {
     /// # Errors
     /// `ActorStopped` when the actor has ended.
     pub(super) async fn tell(&self, method: u32, args: Vec<u8>) -> Result<()> {
-        let credit = Arc::clone(&self.credits)
-            .acquire_owned()
+        tokio::task::unconstrained(async move {
+            let credit = self.credit().await?;
+            let request = Request::Call {
+                method,
+                value: false,
+                args: args.into_shared(),
+            };
+            // The reply only gives the credit back: its receiver is dropped here.
+            let (reply, _) = oneshot::channel();
+            self.send(Pending {
+                reply,
+                _credit: Some(credit),
+                request,
+            })
             .await
-            .map_err(|_| Error::ActorStopped)?;
-        let link = self.link().await?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let head = encode_head(&ToActor::Call {
-            id,
-            method,
-            value: false,
-        })?;
-        // The reply only gives the credit back: its receiver is dropped here.
-        let (tx, _rx) = oneshot::channel();
-        if !register(&link, id, tx, Some(credit)) || !sent(&link, head, args) {
-            return Err(Error::ActorStopped);
-        }
-        Ok(())
+            .map(drop)
+        })
+        .await
     }
 
     /// `stop`: the reply carries the final state.
     pub(super) async fn stop(&self) -> Result<(Vec<u8>, usize)> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let head = encode_head(&ToActor::Stop { id })?;
-        let state = self.exchange(id, head, Vec::new(), None).await?;
+        let state = self.exchange(Request::Stop, None).await?;
         // Where the actor was spawned, return once it has ended and its name is free.
         if let Some(watch) = &self.watch {
             let _ = tokio::time::timeout(Duration::from_secs(5), watch.exit()).await;
@@ -260,25 +272,47 @@ impl Client {
         Ok(state)
     }
 
+    /// Sends `pending` on the live link (connecting if needed); returns the pid it went to.
+    ///
+    /// # Errors
+    /// As `link`.
+    async fn send(&self, mut pending: Pending) -> Result<u32> {
+        loop {
+            let link = match self.live() {
+                Some(link) => link,
+                None => Box::pin(self.link()).await?,
+            };
+            // Refused only by a link that ended meanwhile: nothing was sent, so the next link
+            // (or the end) decides.
+            match link.send_call(pending) {
+                Ok(()) => return Ok(link.pid),
+                Err(p) => pending = p,
+            }
+            let mut ended = link.ended.clone();
+            let _ = ended.wait_for(|e| *e).await;
+        }
+    }
+
     /// Sends a message that has a reply, and waits for it.
     async fn exchange(
         &self,
-        id: u64,
-        head: Vec<u8>,
-        body: Vec<u8>,
+        request: Request,
         credit: Option<OwnedSemaphorePermit>,
     ) -> Result<(Vec<u8>, usize)> {
-        let link = self.link().await?;
-        let (tx, rx) = oneshot::channel();
-        // Registered before it leaves, so the reply always finds it. If this future is dropped
-        // from here on, the reply (when it comes) is discarded and gives the credit back.
-        if !register(&link, id, tx, credit) || !sent(&link, head, body) {
-            return Err(self.lost(link.pid).await);
-        }
+        let (reply, rx) = oneshot::channel();
+        // If this future is dropped from here on, the reply (when it comes) is discarded and
+        // gives the credit back.
+        let pid = self
+            .send(Pending {
+                reply,
+                _credit: credit,
+                request,
+            })
+            .await?;
         match rx.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(remote)) => Err(remote.into()),
-            Err(_) => Err(self.lost(link.pid).await),
+            Err(_) => Err(Box::pin(self.lost(pid)).await),
         }
     }
 
@@ -329,7 +363,7 @@ impl Client {
                 crate::start::send_signal(link.pid, libc::SIGKILL);
             }
             None => {
-                send(&link.outbox, &ToActor::Kill, Vec::new());
+                link.send(&ToActor::Kill);
             }
         }
         let mut ended = link.ended.clone();
@@ -339,7 +373,7 @@ impl Client {
 
     pub(super) async fn detach(&self) -> Result<()> {
         let link = self.link().await?;
-        if send(&link.outbox, &ToActor::Detach, Vec::new()) {
+        if link.send(&ToActor::Detach) {
             Ok(())
         } else {
             Err(Error::ActorStopped)
@@ -373,100 +407,11 @@ impl Drop for Client {
         };
         let addr = self.addr.clone();
         runtime.spawn(async move {
-            if let Ok(link) = open(&addr).await {
-                send(&link.outbox, &ToActor::Hold(owed.holds), Vec::new());
-                send(&link.outbox, &ToActor::Arrived(owed.arrivals), Vec::new());
-                let (tx, rx) = oneshot::channel();
-                if link.outbox.send(Outgoing::flush_marker(tx)).is_ok() {
-                    let _ = rx.await;
-                }
+            if let Ok(link) = Link::open(&addr).await {
+                link.send(&ToActor::Hold(owed.holds));
+                link.send(&ToActor::Arrived(owed.arrivals));
+                link.flush().await;
             }
         });
     }
-}
-
-/// Registers call `id`; `false` if the link has ended.
-fn register(
-    link: &Link,
-    id: u64,
-    tx: oneshot::Sender<Reply>,
-    credit: Option<OwnedSemaphorePermit>,
-) -> bool {
-    let mut waiting = lock(&link.waiting);
-    if waiting.ended {
-        return false;
-    }
-    waiting.calls.insert(id, (tx, credit));
-    true
-}
-
-fn sent(link: &Link, head: Vec<u8>, body: Vec<u8>) -> bool {
-    link.outbox.send(Outgoing::new(head, body)).is_ok()
-}
-
-fn send(outbox: &Outbox, message: &ToActor, body: Vec<u8>) -> bool {
-    match encode_head(message) {
-        Ok(head) => outbox.send(Outgoing::new(head, body)).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// Connects to the actor's socket and reads its greeting.
-///
-/// # Errors
-/// `ActorStopped` when nobody serves the socket (any more); `Authentication`; `NotLaunched`.
-async fn open(addr: &Addr) -> Result<Link> {
-    let ctx = Context::current()?;
-    let max_frame = crate::hub::max_frame();
-    let conn = match Conn::connect(&addr.path, ctx.key(), max_frame).await {
-        Ok(conn) => conn,
-        // A refused handshake with a key of this run: the socket is being closed.
-        Err(Error::Io(_)) | Err(Error::Authentication(_)) => return Err(Error::ActorStopped),
-        Err(e) => return Err(e),
-    };
-    let Conn { mut reader, writer } = conn;
-    let pid = match reader.read_message().await {
-        Ok(Some(m)) => match decode_head::<FromActor>(&m)? {
-            (FromActor::Hello { pid }, _) => pid,
-            _ => return Err(Error::Protocol("an actor did not greet its client".into())),
-        },
-        Ok(None) | Err(Error::Io(_)) => return Err(Error::ActorStopped),
-        Err(e) => return Err(e),
-    };
-    let (outbox, _writer) = spawn_writer(writer);
-    let waiting = Arc::new(Mutex::new(Waiting::default()));
-    let (ended_tx, ended) = watch::channel(false);
-    let reader = tokio::spawn(read_replies(reader, Arc::clone(&waiting), ended_tx));
-    Ok(Link {
-        pid,
-        outbox,
-        waiting,
-        ended,
-        reader,
-    })
-}
-
-/// Hands each reply to its call; at the end of the connection, fails the calls still waiting
-/// (their senders are dropped) and says the link has ended.
-async fn read_replies(
-    mut reader: crate::transport::frame::FrameReader<crate::transport::local::RecvHalf>,
-    waiting: Arc<Mutex<Waiting>>,
-    ended: watch::Sender<bool>,
-) {
-    while let Ok(Some(message)) = reader.read_message().await {
-        let Ok((FromActor::Reply { id, outcome }, at)) = decode_head::<FromActor>(&message) else {
-            break;
-        };
-        let call = lock(&waiting).calls.remove(&id);
-        if let Some((tx, _credit)) = call {
-            let _ = tx.send(outcome.map(|()| (message, at)));
-        }
-    }
-    let calls = {
-        let mut w = lock(&waiting);
-        w.ended = true;
-        std::mem::take(&mut w.calls)
-    };
-    drop(calls);
-    let _ = ended.send(true);
 }

@@ -48,6 +48,11 @@
 //! methods and methods marked `#[actor(skip)]` are left out. The child finds the type by its
 //! registered name, as it finds an `#[entry]`: no code crosses the wire.
 //!
+//! Two methods may be marked as hooks (taking only `&self` or `&mut self`; sync or `async`):
+//! `#[actor(on_start)]` runs in each new instance before its first message, restarts included;
+//! `#[actor(on_stop)]` runs when the actor stops on its own terms (`stop`, or no reference
+//! left), before its state is final, and not when it is killed or its process dies.
+//!
 //! # Mailbox and ordering
 //! Messages run one at a time, each to completion (an `async` method's awaits included), in the
 //! order each client process sent them. The mailbox is bounded ([`ActorBuilder::mailbox`]):
@@ -78,12 +83,17 @@
 //! that call. Then the [`Restart`] policy decides: by default the actor is gone; with
 //! [`Restart::OnCrash`] its state is re-created from the value it was spawned with (in place
 //! after a panic; in a new process after a death) and later calls are served by the new
-//! instance, until the budget is spent.
+//! instance, until the budget is spent. After a death, the calls queued behind the one that
+//! was running (from any client) were never started: they go to the new instance, each
+//! client's in the order it sent them, ahead of its later calls. Without a restart they fail at
+//! once.
 
 mod budget;
 mod client;
+mod link;
 mod names;
 mod server;
+mod started;
 mod supervisor;
 mod watch;
 mod wire;
@@ -122,6 +132,22 @@ pub trait Actor: Serialize + DeserializeOwned + Send + 'static {
     /// Runs method number `method` on its encoded arguments.
     #[doc(hidden)]
     fn __handle<'a>(&'a mut self, method: u32, args: &'a [u8]) -> Handled<'a>;
+    /// Runs the method marked `#[actor(on_start)]` or `#[actor(on_stop)]`, if there is one.
+    #[doc(hidden)]
+    fn __hook(&mut self, hook: Hook) -> Handled<'_> {
+        let _ = hook;
+        Handled::Done(Ok(Vec::new()))
+    }
+}
+
+/// A lifecycle hook of an actor (for the generated code).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `#[actor(on_start)]`: in each new instance, before its first message.
+    Start,
+    /// `#[actor(on_stop)]`: when the actor stops on its own terms, before its state is final.
+    Stop,
 }
 
 /// What a handler call made: a result, or a future to poll on the actor's thread.

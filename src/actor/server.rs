@@ -11,8 +11,9 @@
 //! processes and of references in transit decide when no reference is left.
 
 use super::budget::Budget;
+use super::started::StartTable;
 use super::wire::{End, FromActor, Init, ToActor};
-use super::{Actor, Handled};
+use super::{Actor, Handled, Hook};
 use crate::entry::panic_error;
 use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{decode_head, decode_value, encode_head};
@@ -53,6 +54,8 @@ enum Job {
         at: usize,
         reply: Outbox,
         caller: Option<u32>,
+        /// The connection's slot in the start table.
+        slot: Option<u32>,
     },
     Stop {
         id: u64,
@@ -89,6 +92,12 @@ async fn serve<A: Actor>(init: Init) -> Result<End> {
     let fd: OwnedFd = crate::transport::fd::take(&init.listener)?;
     let listener = std::os::unix::net::UnixListener::from(fd);
     listener.set_nonblocking(true)?;
+    // Without a table the actor still serves; a death then fails every unanswered call.
+    let starts = listener
+        .local_addr()?
+        .as_pathname()
+        .and_then(|socket| StartTable::create(socket).ok())
+        .map(Arc::new);
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let key = Context::current()?.key().clone();
     let mut state: A = decode_value("the actor's state", &init.state)?;
@@ -100,6 +109,7 @@ async fn serve<A: Actor>(init: Init) -> Result<End> {
         key,
         (jobs_tx, control_tx),
         Arc::clone(&outboxes),
+        starts.clone(),
     ));
     let mut mailbox = Mailbox {
         jobs,
@@ -110,6 +120,7 @@ async fn serve<A: Actor>(init: Init) -> Result<End> {
         in_transit: 0,
         ever_connected: false,
         detached: false,
+        starts,
     };
     let end = mailbox.run(&mut state).await;
     // No new connections from here; calls still queued are refused.
@@ -143,6 +154,7 @@ async fn accept(
     key: AuthKey,
     (jobs, control): (mpsc::Sender<Job>, mpsc::UnboundedSender<Control>),
     outboxes: Outboxes,
+    starts: Option<Arc<StartTable>>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -159,6 +171,7 @@ async fn accept(
         };
         let (jobs, control, key) = (jobs.clone(), control.clone(), key.clone());
         let outboxes = Arc::clone(&outboxes);
+        let starts = starts.clone();
         tokio::spawn(async move {
             let max_frame = crate::hub::max_frame();
             let Ok((conn, _)) =
@@ -169,7 +182,11 @@ async fn accept(
             let Conn { reader, writer } = conn;
             let (outbox, _writer) = spawn_writer(writer);
             lock(&outboxes).push(outbox.clone());
-            read_client(reader, outbox, caller, jobs, control).await;
+            let slot = starts.as_ref().and_then(|t| t.take());
+            read_client(reader, outbox, (caller, slot), jobs, control).await;
+            if let Some((table, slot)) = starts.zip(slot) {
+                table.give_back(slot);
+            }
         });
     }
 }
@@ -178,12 +195,13 @@ async fn accept(
 async fn read_client(
     mut reader: FrameReader<RecvHalf>,
     outbox: Outbox,
-    caller: Option<u32>,
+    (caller, slot): (Option<u32>, Option<u32>),
     jobs: mpsc::Sender<Job>,
     control: mpsc::UnboundedSender<Control>,
 ) {
     let hello = FromActor::Hello {
         pid: std::process::id(),
+        slot,
     };
     if !reply_raw(&outbox, &hello, Vec::new()) {
         return;
@@ -202,6 +220,7 @@ async fn read_client(
                 at,
                 reply: outbox.clone(),
                 caller,
+                slot,
             },
             ToActor::Stop { id } => Job::Stop {
                 id,
@@ -240,34 +259,45 @@ struct Mailbox {
     in_transit: i64,
     ever_connected: bool,
     detached: bool,
+    /// Where each connection's started calls are recorded, if the table could be made.
+    starts: Option<Arc<StartTable>>,
 }
 
 impl Mailbox {
-    /// Runs messages until the actor ends.
+    /// Runs the start hook, then messages until the actor ends.
     async fn run<A: Actor>(&mut self, state: &mut A) -> Result<End> {
+        if let Err(panic) = hook(state, Hook::Start).await {
+            return Ok(End::Panicked(panic));
+        }
         loop {
             tokio::select! {
                 biased;
                 Some(c) = self.control.recv() => {
                     if self.on_control(c) {
-                        return Ok(End::Stopped);
+                        return Ok(stopping(state).await.map_or_else(End::Panicked, |()| End::Stopped));
                     }
                 }
                 job = self.jobs.recv() => match job {
-                    Some(Job::Call { id, method, value, message, at, reply, caller }) => {
+                    Some(Job::Call { id, method, value, message, at, reply, caller, slot }) => {
+                        if let (Some(table), Some(slot)) = (&self.starts, slot) {
+                            table.started(slot, id);
+                        }
                         CALLER.with(|c| c.set(caller));
                         let outcome = handle(state, method, &message[at..]).await;
                         CALLER.with(|c| c.set(None));
-                        if let Some(end) = self.after_call(state, id, value, outcome, &reply)? {
+                        if let Some(end) = self.settle(state, (id, value, &reply), outcome).await? {
                             return Ok(end);
                         }
                     }
                     Some(Job::Stop { id, reply }) => {
-                        let encoded = crate::protocol::encode_value("the actor's final state", &*state);
-                        answer(&reply, id, encoded);
-                        return Ok(End::Stopped);
+                        let (end, outcome) = match stopping(state).await {
+                            Ok(()) => (End::Stopped, crate::protocol::encode_value("the actor's final state", &*state)),
+                            Err(panic) => (End::Panicked(panic.clone()), Err(panic.into())),
+                        };
+                        answer(&reply, id, outcome);
+                        return Ok(end);
                     }
-                    None => return Ok(End::Stopped),
+                    None => return Ok(stopping(state).await.map_or_else(End::Panicked, |()| End::Stopped)),
                 },
             }
         }
@@ -306,6 +336,25 @@ impl Mailbox {
         Ok(None)
     }
 
+    /// As `after_call`, then the new instance's start hook after a restart in place.
+    async fn settle<A: Actor>(
+        &mut self,
+        state: &mut A,
+        (id, value, reply): (u64, bool, &Outbox),
+        outcome: Result<Vec<u8>>,
+    ) -> Result<Option<End>> {
+        let restarted = matches!(outcome, Err(Error::Panicked { .. }));
+        if let Some(end) = self.after_call(state, id, value, outcome, reply)? {
+            return Ok(Some(end));
+        }
+        if restarted {
+            if let Err(panic) = hook(state, Hook::Start).await {
+                return Ok(Some(End::Panicked(panic)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Counts a connection or a reference; `true` when no reference is left anywhere.
     fn on_control(&mut self, c: Control) -> bool {
         match c {
@@ -332,11 +381,28 @@ impl Mailbox {
 
 /// Runs one message on the state; a panic becomes `Panicked`.
 async fn handle<A: Actor>(state: &mut A, method: u32, args: &[u8]) -> Result<Vec<u8>> {
-    match std::panic::catch_unwind(AssertUnwindSafe(move || {
-        // Moved out, so the closure is `FnOnce` and the future may keep the borrow.
-        let moved = state;
-        moved.__handle(method, args)
-    })) {
+    guarded(state, move |s| s.__handle(method, args)).await
+}
+
+/// Runs a lifecycle hook (nothing if the type has none); its panic is the error.
+async fn hook<A: Actor>(state: &mut A, which: Hook) -> std::result::Result<(), RemoteError> {
+    match guarded(state, move |s| s.__hook(which)).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(RemoteError::from(e)),
+    }
+}
+
+/// The stop hook, as the actor ends on its own terms.
+async fn stopping<A: Actor>(state: &mut A) -> std::result::Result<(), RemoteError> {
+    hook(state, Hook::Stop).await
+}
+
+/// Runs what `f` starts on the state, catching a panic in it or in its future.
+async fn guarded<'a, A: Actor>(
+    state: &'a mut A,
+    f: impl FnOnce(&'a mut A) -> Handled<'a>,
+) -> Result<Vec<u8>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(move || f(state))) {
         Ok(Handled::Done(outcome)) => outcome,
         Ok(Handled::Pending(future)) => AssertUnwindSafe(future)
             .catch_unwind()

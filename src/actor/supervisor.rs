@@ -139,7 +139,11 @@ async fn supervise(
             .as_ref()
             .map_or(Restart::Never, |r| r.options.restart),
     );
+    // Every incarnation's start table, removed when the actor ends for good (a client may
+    // still read a dead one's while the next one starts).
+    let mut pids = Vec::new();
     let exit = loop {
+        pids.push(process.pid());
         let ended = process.join().await;
         let (exitcode, signal) = match ended {
             Ok(Ok(End::Stopped)) => break ActorExit::Stopped,
@@ -176,6 +180,9 @@ async fn supervise(
     recipe = None;
     drop(recipe);
     let _ = std::fs::remove_file(&socket);
+    for pid in pids {
+        let _ = std::fs::remove_file(super::started::path(&socket, pid));
+    }
     drop(name);
     if let Ok(bytes) = encode_value("an actor's exit", &exit) {
         let _ = std::fs::write(exit_path(&socket), bytes);

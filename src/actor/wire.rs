@@ -40,8 +40,9 @@ pub(super) enum ToActor {
 /// Actor → client.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum FromActor {
-    /// Sent first on every connection: the pid of the process serving it.
-    Hello { pid: u32 },
+    /// Sent first on every connection: the pid of the process serving it, and the
+    /// connection's slot in that process's start table (see `started.rs`), if it has one.
+    Hello { pid: u32, slot: Option<u32> },
     /// The outcome of call `id`; on success the encoded value follows (nothing for a
     /// fire-and-forget call).
     Reply {

@@ -16,7 +16,7 @@ mod spare;
 mod start_log;
 
 pub(crate) use child::serve;
-pub(crate) use start_log::StartLogReader;
+pub(crate) use start_log::{create_counters, StartLogReader};
 
 use crate::error::Result;
 use crate::protocol::{ChildConfig, CHILD_ENV};

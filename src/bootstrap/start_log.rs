@@ -49,40 +49,52 @@ pub(crate) fn get(run_dir: &str) -> Option<&'static StartLog> {
 
 impl StartLog {
     fn create(path: &Path) -> std::io::Result<Self> {
-        // Truncated: a file left by an earlier process with our pid must not speak for us.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        file.set_len(LEN as u64)?;
-        // SAFETY: a fresh shared mapping of the file's first 8 bytes (the file is that long), at
-        // an address the kernel picks; nothing else of ours is affected.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: the mapping is page-aligned (so aligned for a u64), 8 bytes long, readable and
-        // writable, and never unmapped: it lives as long as the process, so a `'static`
-        // reference is sound. We only touch it atomically; the parent only reads the file.
-        Ok(StartLog(unsafe { &*ptr.cast::<AtomicU64>() }))
+        Ok(StartLog(&create_counters(path, 1)?[0]))
     }
 
     /// Records that the first `n` calls with a start report have started.
     pub(crate) fn record(&self, n: u64) {
         self.0.fetch_max(n, Ordering::Release);
     }
+}
+
+/// Makes the file at `path` (0600; truncated: a file left by an earlier process with our pid
+/// must not speak for us) as `count` counters and maps it shared, for the life of the process:
+/// counters this process stores to and another reads from the file, even after this one is
+/// SIGKILLed (the page cache keeps what was stored). Also the actor's start table
+/// (`actor/started.rs`).
+///
+/// # Errors
+/// `Io` when the file cannot be made, sized or mapped.
+pub(crate) fn create_counters(path: &Path, count: usize) -> std::io::Result<&'static [AtomicU64]> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    let len = count.max(1) * LEN;
+    file.set_len(len as u64)?;
+    // SAFETY: a fresh shared mapping of the file's first `len` bytes (the file is that long), at
+    // an address the kernel picks; nothing else of ours is affected.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is page-aligned (so aligned for a u64), `len` bytes (`count` counters)
+    // long, readable and writable, and never unmapped: it lives as long as the process, so a
+    // `'static` slice is sound. Every access to it is atomic; other processes only read the file.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), len / LEN) })
 }
 
 /// How a call's start reached (or is to reach) the parent.
