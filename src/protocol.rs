@@ -88,6 +88,30 @@ pub(crate) enum Spec {
     List(ListSpec),
     /// A lock: one word in a lock arena of the root's (see `hub/objects/lock.rs`).
     Lock(LockSpec),
+    /// A manager's lock: held and waited for at its host (see `hub/objects/mlock.rs`).
+    ManagedLock(ManagedLockSpec),
+    /// A manager's event (see `hub/objects/mevent.rs`).
+    Event(EventSpec),
+}
+
+/// What a manager's lock is: nothing beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ManagedLockSpec;
+
+impl From<ManagedLockSpec> for Spec {
+    fn from(spec: ManagedLockSpec) -> Self {
+        Spec::ManagedLock(spec)
+    }
+}
+
+/// What a manager's event is: nothing beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EventSpec;
+
+impl From<EventSpec> for Spec {
+    fn from(spec: EventSpec) -> Self {
+        Spec::Event(spec)
+    }
 }
 
 /// What a lock is: nothing to choose (every lock is a word in one of the root's arenas).
@@ -183,6 +207,10 @@ pub(crate) enum Op {
     Dict(DictOp),
     List(ListOp),
     Lock(LockOp),
+    ManagedLock(ManagedLockOp),
+    Event(EventOp),
+    /// Of any kind: a handle on its way to another process (see [`TransitOp`]).
+    Transit(TransitOp),
 }
 
 impl Op {
@@ -212,6 +240,63 @@ impl From<LockOp> for Op {
     fn from(op: LockOp) -> Self {
         Op::Lock(op)
     }
+}
+
+impl From<ManagedLockOp> for Op {
+    fn from(op: ManagedLockOp) -> Self {
+        Op::ManagedLock(op)
+    }
+}
+
+impl From<EventOp> for Op {
+    fn from(op: EventOp) -> Self {
+        Op::Event(op)
+    }
+}
+
+impl From<TransitOp> for Op {
+    fn from(op: TransitOp) -> Self {
+        Op::Transit(op)
+    }
+}
+
+/// What a process does to a manager's lock, which is held and waited for at its host (so it
+/// also works across machines, where a lock word in shared memory cannot reach).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum ManagedLockOp {
+    /// Take the lock, waiting as `wait` says, first come first served. Answered `Value` 0, or
+    /// `Value` 1 when the last holder's process died holding it (the lock is poisoned, told
+    /// once); `Failed(Timeout)` when `wait` runs out (at once for `Wait::No`).
+    Acquire { wait: Wait },
+    /// The asking process gives the lock back (not answered); ignored from a process that
+    /// does not hold it.
+    Release,
+}
+
+/// What a process does to a manager's event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum EventOp {
+    /// Set the flag and wake every waiter; `Done`.
+    Set,
+    /// Clear the flag; `Done`.
+    Clear,
+    /// `Value` 1 if set, 0 if not.
+    IsSet,
+    /// `Value` 1 once the flag is set (at once if it is); `Failed(Timeout)` when `wait` runs
+    /// out first.
+    Wait { wait: Wait },
+}
+
+/// A handle of a manager's object on its way to another process (serialized into an entry's
+/// arguments, a queue item, a dict value). The sender holds the object for it under a token
+/// made for that one serialization; the receiver takes the hold once it has opened the object
+/// itself (or drops it unused). Neither is answered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum TransitOp {
+    /// Keep the object while the copy with `token` is on its way.
+    Hold { token: u64 },
+    /// The copy with `token` arrived; a token already taken (or never held) changes nothing.
+    Take { token: u64 },
 }
 
 /// What a process asks of a lock. Acquiring and releasing never come here: they are atomic

@@ -1,8 +1,8 @@
 //! [`Dict`]: a proxy to a dict hosted by the manager.
 
 use super::proxy::{self, Proxy};
+use super::Host;
 use crate::error::{Error, Result};
-use crate::hub::HostClient;
 use crate::protocol::{encode_value, DictOp, DictSpec, IntKind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 const KEY: &str = "a manager dict key";
 const VALUE: &str = "a manager dict value";
@@ -47,16 +46,16 @@ pub struct Dict<K, V> {
 }
 
 impl<K, V> Dict<K, V> {
-    pub(super) fn new(client: &Arc<HostClient>) -> Self {
+    pub(super) fn new(host: &Host) -> Self {
         Dict {
-            proxy: Proxy::new(DictSpec, "dict", client),
+            proxy: Proxy::new(DictSpec, "dict", host),
             _types: PhantomData,
         }
     }
 
-    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+    pub(super) fn named(name: &str, host: &Host) -> Self {
         Dict {
-            proxy: Proxy::by_name(DictSpec, "dict", name, client),
+            proxy: Proxy::by_name(DictSpec, "dict", name, host),
             _types: PhantomData,
         }
     }

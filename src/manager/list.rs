@@ -1,14 +1,13 @@
 //! [`List`]: a proxy to a list hosted by the manager.
 
 use super::proxy::{self, Proxy};
+use super::Host;
 use crate::error::{Error, Result};
-use crate::hub::HostClient;
 use crate::protocol::{encode_value, ListOp, ListSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 const ITEM: &str = "a manager list item";
 
@@ -24,16 +23,16 @@ pub struct List<T> {
 }
 
 impl<T> List<T> {
-    pub(super) fn new(client: &Arc<HostClient>) -> Self {
+    pub(super) fn new(host: &Host) -> Self {
         List {
-            proxy: Proxy::new(ListSpec, "list", client),
+            proxy: Proxy::new(ListSpec, "list", host),
             _types: PhantomData,
         }
     }
 
-    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+    pub(super) fn named(name: &str, host: &Host) -> Self {
         List {
-            proxy: Proxy::by_name(ListSpec, "list", name, client),
+            proxy: Proxy::by_name(ListSpec, "list", name, host),
             _types: PhantomData,
         }
     }

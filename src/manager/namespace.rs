@@ -1,13 +1,12 @@
 //! [`Namespace`]: a proxy to a set of named, typed fields hosted by the manager.
 
 use super::proxy::{self, Proxy};
+use super::Host;
 use crate::error::{Error, Result};
-use crate::hub::HostClient;
 use crate::protocol::{encode_value, DictOp, DictSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::sync::Arc;
 
 const VALUE: &str = "a namespace field";
 
@@ -23,15 +22,15 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    pub(super) fn new(client: &Arc<HostClient>) -> Self {
+    pub(super) fn new(host: &Host) -> Self {
         Namespace {
-            proxy: Proxy::new(DictSpec, "namespace", client),
+            proxy: Proxy::new(DictSpec, "namespace", host),
         }
     }
 
-    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+    pub(super) fn named(name: &str, host: &Host) -> Self {
         Namespace {
-            proxy: Proxy::by_name(DictSpec, "namespace", name, client),
+            proxy: Proxy::by_name(DictSpec, "namespace", name, host),
         }
     }
 

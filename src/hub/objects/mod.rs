@@ -26,6 +26,8 @@
 
 mod lock;
 mod manager;
+mod mevent;
+mod mlock;
 mod queue;
 pub(crate) mod word;
 
@@ -220,6 +222,8 @@ enum Object {
     Dict(manager::DictState),
     List(manager::ListState),
     Lock(lock::LockState),
+    ManagedLock(mlock::ManagedLockState),
+    Event(mevent::EventState),
 }
 
 impl Object {
@@ -229,6 +233,8 @@ impl Object {
             Spec::Dict(_) => Object::Dict(manager::DictState::default()),
             Spec::List(_) => Object::List(manager::ListState::default()),
             Spec::Lock(_) => Object::Lock(lock::LockState::new()),
+            Spec::ManagedLock(_) => Object::ManagedLock(mlock::ManagedLockState::default()),
+            Spec::Event(_) => Object::Event(mevent::EventState::default()),
         }
     }
 
@@ -240,6 +246,9 @@ impl Object {
             Op::Dict(_) | Op::List(_) => None,
             // A lock operation comes only from a process holding a handle.
             Op::Lock(_) => None,
+            // A manager's lock or event, as a dict, exists while anyone can name it; a transit
+            // hold is only for an object that exists.
+            Op::ManagedLock(_) | Op::Event(_) | Op::Transit(_) => None,
         }
     }
 
@@ -249,6 +258,8 @@ impl Object {
             (Object::Dict(d), Op::Dict(op)) => d.apply(op, body),
             (Object::List(l), Op::List(op)) => l.apply(op, body),
             (Object::Lock(l), Op::Lock(op)) => l.apply(caller, op, body),
+            (Object::ManagedLock(l), Op::ManagedLock(op)) => l.apply(caller, op, body),
+            (Object::Event(e), Op::Event(op)) => e.apply(caller, op, body),
             // An id names one object of one kind: this is a confused peer.
             _ => Outcome::Answer(Reply::failed(HostError::Malformed)),
         }
@@ -260,6 +271,8 @@ impl Object {
             Object::Dict(d) => d,
             Object::List(l) => l,
             Object::Lock(l) => l,
+            Object::ManagedLock(l) => l,
+            Object::Event(e) => e,
         }
     }
 }
@@ -271,6 +284,11 @@ pub(crate) fn give_back(spec: Spec, reply: Reply) -> Option<(Op, Option<Body>)> 
         (Spec::Queue(spec), Answer::Op(OpReply::Queue(answer))) => {
             queue::give_back(spec, answer, reply.body).map(|(op, body)| (Op::Queue(op), body))
         }
+        // A manager's lock granted to an acquire that gave up goes back at once.
+        (Spec::ManagedLock(_), Answer::Value(_)) => Some((
+            Op::ManagedLock(crate::protocol::ManagedLockOp::Release),
+            None,
+        )),
         _ => None,
     }
 }
@@ -280,6 +298,9 @@ pub(crate) fn give_back(spec: Spec, reply: Reply) -> Option<(Op, Option<Body>)> 
 struct Entry {
     /// Handles per owner; also who hears the object's close.
     handles: HashMap<Owner, u32>,
+    /// Tokens of handles on their way to another process (`TransitOp`), each holding the
+    /// object until its receiver takes it.
+    transit: std::collections::HashSet<u64>,
     object: Object,
 }
 
@@ -287,12 +308,29 @@ impl Entry {
     fn new(object: Object) -> Self {
         Entry {
             handles: HashMap::new(),
+            transit: std::collections::HashSet::new(),
             object,
         }
     }
 
     fn is_idle(&mut self) -> bool {
-        self.handles.is_empty() && self.object.hosted().is_idle()
+        self.handles.is_empty() && self.transit.is_empty() && self.object.hosted().is_idle()
+    }
+
+    /// Applies `op`: a transit hold or take is the core's (for every kind), the rest the
+    /// object's.
+    fn apply(&mut self, caller: &mut Caller<'_>, op: Op, body: Option<Body>) -> Outcome {
+        match op {
+            Op::Transit(crate::protocol::TransitOp::Hold { token }) => {
+                self.transit.insert(token);
+                Outcome::Silent
+            }
+            Op::Transit(crate::protocol::TransitOp::Take { token }) => {
+                self.transit.remove(&token);
+                Outcome::Silent
+            }
+            op => self.object.apply(caller, op, body),
+        }
     }
 }
 
@@ -413,7 +451,7 @@ impl Store {
             waiter,
             ended: None,
         };
-        let outcome = entry.object.apply(&mut caller, op, body);
+        let outcome = entry.apply(&mut caller, op, body);
         let holders: Vec<Owner> = match outcome {
             Outcome::Closed => entry.handles.keys().copied().collect(),
             _ => Vec::new(),
