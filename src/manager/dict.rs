@@ -28,9 +28,9 @@ const VALUE: &str = "a manager dict value";
 ///
 /// `d[k] += 1` from many processes is [`Dict::fetch_add`], done by the host in one step.
 ///
-/// A copy on its way (an entry argument of a child not yet running, an item in a queue) does
-/// not hold the dict: a proxy counts from its first use in its process. Keep one until the
-/// receiver has used its copy, or the dict may be freed and the receiver find a new, empty one.
+/// A copy on its way (an entry argument of a child not yet running, an item in a queue) holds
+/// the dict until its receiver uses it or drops it, so the sender may drop its own proxies at
+/// once. A copy that never arrives (an item left in a queue) keeps the dict until the run ends.
 ///
 /// ```no_run
 /// # async fn demo() -> multiprocessing::Result<()> {

@@ -1,5 +1,9 @@
-//! Layer 6: managers — a [`Dict`], a [`List`] and a [`Namespace`] shared by every process of a
-//! run, Python's `multiprocessing.Manager()`.
+//! Layer 6: managers — a [`Dict`], a [`List`], a [`Namespace`], a [`ManagerLock`] and a
+//! [`ManagerEvent`] shared by every process of a run, Python's `multiprocessing.Manager()`.
+//!
+//! The lock and the event live at the manager's host like the rest (not in shared memory as
+//! [`sync::Lock`](crate::sync::Lock)), because a remote manager's clients are on other
+//! machines: that costs a round trip per operation, and buys a lock any client can reach.
 //!
 //! **Where the data lives.** Python runs a separate server process; here the root's hub hosts
 //! the objects, as it hosts queues (`src/hub/objects/manager.rs`). The trade-off: nothing
