@@ -526,6 +526,9 @@ pub(crate) enum ManagedReply {
 ///
 /// # Errors
 /// `InvalidArgument` for a part of 4 GiB or more.
+// The format's reference, used by the host's tests; requests are built part by part with
+// `push_part`, which writes the same bytes without a buffer per part.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     for part in parts {
@@ -538,6 +541,29 @@ pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Resul
         body.extend_from_slice(&len.to_le_bytes());
         body.extend_from_slice(part);
     }
+    Ok(body)
+}
+
+/// Appends `value`'s encoding to `body` as one more part of [`join_parts`]'s format (its length
+/// first), encoding it in place: no buffer of its own, no copy (a manager's key and value go
+/// into one request body this way).
+///
+/// # Errors
+/// [`Error::Encode`] if the value does not encode; `InvalidArgument` for 4 GiB or more.
+pub(crate) fn push_part<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+    mut body: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let at = body.len();
+    body.extend_from_slice(&[0; 4]);
+    let mut body = postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(body.into()))
+        .map_err(|e| Error::encode(what, e))?;
+    let len = body.len() - at - 4;
+    let len = u32::try_from(len).map_err(|_| {
+        Error::InvalidArgument(format!("{what} of {len} bytes (the most is 4 GiB)"))
+    })?;
+    body[at..at + 4].copy_from_slice(&len.to_le_bytes());
     Ok(body)
 }
 

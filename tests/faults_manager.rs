@@ -6,17 +6,10 @@
 use multiprocessing::{
     entry, Dict, Error, List, Manager, ManagerEvent, ManagerLock, Process, Queue,
 };
-use std::time::Duration;
 
-/// Guards every await that would hang if the host lost a wake-up or a death went unheard: a
-/// hang fails the test instead of stalling the suite (not a speed assertion).
-const NO_HANG: Duration = Duration::from_secs(20);
+mod manager_common;
 
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(NO_HANG, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung"))
-}
+use manager_common::bounded;
 
 /// Writes batches of 50 keys (`update`) and 50 items (`extend`) forever, acknowledging each
 /// batch number once both are applied.

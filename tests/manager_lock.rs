@@ -5,15 +5,9 @@
 use multiprocessing::{entry, Dict, Manager, ManagerEvent, ManagerLock, Process, Queue};
 use std::time::Duration;
 
-/// Guards every await that could hang if the host lost a wake-up: a hang fails the test
-/// instead of stalling the suite (not a speed assertion).
-const NO_HANG: Duration = Duration::from_secs(20);
+mod manager_common;
 
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(NO_HANG, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung"))
-}
+use manager_common::bounded;
 
 /// Takes the lock, says so, and holds it until told (or forever, to be killed).
 #[entry]

@@ -49,7 +49,7 @@ impl ManagerEvent {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the flag may still be set.
     pub async fn set(&self) -> Result<()> {
-        self.proxy.done(EventOp::Set, &[]).await
+        self.proxy.done(EventOp::Set, Vec::new()).await
     }
 
     /// Clears the flag.
@@ -60,7 +60,7 @@ impl ManagerEvent {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the flag may still be cleared.
     pub async fn clear(&self) -> Result<()> {
-        self.proxy.done(EventOp::Clear, &[]).await
+        self.proxy.done(EventOp::Clear, Vec::new()).await
     }
 
     /// Whether the flag is set.
@@ -71,7 +71,7 @@ impl ManagerEvent {
     /// # Cancel safety
     /// Cancel-safe: it changes nothing.
     pub async fn is_set(&self) -> Result<bool> {
-        Ok(self.proxy.number(EventOp::IsSet, &[]).await? == 1)
+        Ok(self.proxy.number(EventOp::IsSet, Vec::new()).await? == 1)
     }
 
     /// Waits until the flag is set (returns at once if it is).
@@ -87,7 +87,7 @@ impl ManagerEvent {
                 EventOp::Wait {
                     wait: Wait::Forever,
                 },
-                &[],
+                Vec::new(),
             )
             .await
             .map(drop)
@@ -104,7 +104,7 @@ impl ManagerEvent {
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
         let wait = Wait::Micros(micros);
-        match self.proxy.number(EventOp::Wait { wait }, &[]).await {
+        match self.proxy.number(EventOp::Wait { wait }, Vec::new()).await {
             Ok(_) => Ok(true),
             Err(Error::Timeout) => Ok(false),
             Err(e) => Err(e),

@@ -80,7 +80,7 @@ impl ManagerLock {
     async fn acquire_with(&self, wait: Wait) -> Result<ManagerLockGuard<'_>> {
         let told = self
             .proxy
-            .number(ManagedLockOp::Acquire { wait }, &[])
+            .number(ManagedLockOp::Acquire { wait }, Vec::new())
             .await?;
         Ok(ManagerLockGuard {
             lock: self,

@@ -16,7 +16,7 @@ use super::Host;
 use crate::error::{Error, Result};
 use crate::hub::{current_host, Handle};
 use crate::protocol::{
-    decode_value, join_parts, Answer, ManagedReply, Op, OpReply, Spec, TransitOp,
+    decode_value, push_part, Answer, ManagedReply, Op, OpReply, Spec, TransitOp,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -161,17 +161,16 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
         }
     }
 
-    /// Applies `op` with `parts` (see `protocol::join_parts`) and waits for its answer.
-    pub(crate) async fn ask(&self, op: impl Into<Op>, parts: &[&[u8]]) -> Result<Answer> {
-        self.ask_found(op, parts).await.map(|(answer, _)| answer)
+    /// Applies `op` with `body` (its parts: see [`parts`]) and waits for its answer.
+    pub(crate) async fn ask(&self, op: impl Into<Op>, body: Vec<u8>) -> Result<Answer> {
+        self.ask_found(op, body).await.map(|(answer, _)| answer)
     }
 
     /// Sends `op` with `parts` without waiting for an answer (the host gives none to a request
     /// numbered 0). Later requests of this process are applied after it, and a process
     /// reports an entry's result only once the root has applied what it sent.
-    pub(crate) async fn post(&self, op: impl Into<Op>, parts: &[&[u8]]) -> Result<()> {
+    pub(crate) async fn post(&self, op: impl Into<Op>, body: Vec<u8>) -> Result<()> {
         self.arrive().await?;
-        let body = join_parts(parts.iter().copied())?;
         self.handle.post_item(op, body, None).await
     }
 
@@ -179,12 +178,12 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
     pub(crate) async fn ask_found(
         &self,
         op: impl Into<Op>,
-        parts: &[&[u8]],
+        body: Vec<u8>,
     ) -> Result<(Answer, Found)> {
         self.arrive().await.map_err(|e| self.named(e))?;
         let reply = self
             .handle
-            .call_with(op, join_parts(parts.iter().copied())?)
+            .call_with(op, body)
             .await
             .map_err(|e| self.named(e))?;
         let found = match (reply.answer, reply.body) {
@@ -199,9 +198,9 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
     pub(crate) async fn value<T: DeserializeOwned>(
         &self,
         op: impl Into<Op>,
-        parts: &[&[u8]],
+        body: Vec<u8>,
     ) -> Result<Option<T>> {
-        match self.ask_found(op, parts).await? {
+        match self.ask_found(op, body).await? {
             (Answer::Op(OpReply::Managed(ManagedReply::Found)), Found::Value(v)) => {
                 decode_value("a manager value", &v).map(Some)
             }
@@ -211,16 +210,16 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
     }
 
     /// An operation answered with a number.
-    pub(crate) async fn number(&self, op: impl Into<Op>, parts: &[&[u8]]) -> Result<u64> {
-        match self.ask(op, parts).await? {
+    pub(crate) async fn number(&self, op: impl Into<Op>, body: Vec<u8>) -> Result<u64> {
+        match self.ask(op, body).await? {
             Answer::Value(n) => Ok(n),
             answer => Err(self.unexpected(answer)),
         }
     }
 
     /// An operation answered `Done`.
-    pub(crate) async fn done(&self, op: impl Into<Op>, parts: &[&[u8]]) -> Result<()> {
-        match self.ask(op, parts).await? {
+    pub(crate) async fn done(&self, op: impl Into<Op>, body: Vec<u8>) -> Result<()> {
+        match self.ask(op, body).await? {
             Answer::Done => Ok(()),
             answer => Err(self.unexpected(answer)),
         }
@@ -231,7 +230,7 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
         &self,
         op: impl Into<Op>,
     ) -> Result<(Vec<T>, u64)> {
-        match self.ask_found(op, &[]).await? {
+        match self.ask_found(op, Vec::new()).await? {
             (Answer::Op(OpReply::Managed(ManagedReply::Items { version })), Found::Value(v)) => {
                 Ok((decode_value("a manager value", &v)?, version))
             }
@@ -245,6 +244,22 @@ impl<S: Copy + Into<Spec>> Proxy<S> {
             self.kind
         ))
     }
+}
+
+/// The body of an operation: the encodings of `values` as its parts (in `protocol::join_parts`'s
+/// format), each encoded in place into one buffer. `what` names them in an encoding error.
+pub(crate) fn parts<T: Serialize + ?Sized>(what: &'static str, values: &[&T]) -> Result<Vec<u8>> {
+    values
+        .iter()
+        .try_fold(Vec::with_capacity(64), |body, v| push_part(what, *v, body))
+}
+
+/// The body of an operation on a key and a value of different types (see [`parts`]).
+pub(crate) fn pair<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+    (kw, k): (&'static str, &K),
+    (vw, v): (&'static str, &V),
+) -> Result<Vec<u8>> {
+    push_part(vw, v, push_part(kw, k, Vec::with_capacity(64))?)
 }
 
 /// The id of the object of `kind` named `name`: a digest, so ids made from names keep apart
