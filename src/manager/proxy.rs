@@ -7,9 +7,12 @@
 //! dropped its last proxy, the object would go before the receiver opened it. So serializing a
 //! proxy of the tree's manager makes a *transit hold* at the host under a fresh token
 //! (`TransitOp::Hold`), carried in the copy; the receiver takes it (`TransitOp::Take`) once it
-//! has opened the object itself, or when its last clone of that copy is dropped unused. A copy
-//! that never arrives (a queue item nobody takes) keeps its object until the run ends; a copy
-//! forwarded unused hands its sender's hold on instead of making one. Proxies of a remote
+//! has opened the object itself, or when its last clone of that copy is dropped unused (from a
+//! task: a copy dropped on a thread without a runtime cannot). A copy that never arrives (a
+//! queue item nobody takes, a receiver killed before using it) keeps its object until the run
+//! ends; a copy forwarded unused hands its sender's hold on instead of making one. The host
+//! never decodes values, so a proxy stored inside another manager object holds its object only
+//! until the first reader takes the hold. Proxies of a remote
 //! manager make no hold: they are for the process that connected.
 
 use super::Host;
