@@ -2,7 +2,7 @@
 
 use super::proxy::{proxy_impls, Proxy};
 use super::Host;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::protocol::{ManagedLockOp, ManagedLockSpec, Wait};
 use std::time::Duration;
 
@@ -123,7 +123,7 @@ impl ManagerLock {
     pub async fn try_acquire(&self) -> Result<Option<ManagerLockGuard<'_>>> {
         match self.acquire_with(Wait::No).await {
             Ok(guard) => Ok(Some(guard)),
-            Err(crate::Error::Timeout) => Ok(None),
+            Err(Error::Timeout) => Ok(None),
             Err(e) => Err(e),
         }
     }
