@@ -65,6 +65,7 @@ pairs = [
     ("manager_dict_set_get", "manager_dict_set_get", 5, "manager dict set+get from a child"),
     ("manager_dict_insert_get", "manager_dict_set_get", None, "manager dict insert (answered)+get from a child"),
     ("manager_dict_get_pipelined", None, None, "manager dict gets, 256 in flight from one child"),
+    ("manager_lock_acquire_release", None, None, "manager lock acquire+release from a child"),
     ("lock_contended_counter", "lock_contended_counter", 3, "2 procs x 100k locked counter increments"),
     ("value_fetch_add_counter", "lock_contended_counter", 20, "2 procs x 100k Value::fetch_add vs Python's locked counter"),
     ("lock_uncontended", "lock_uncontended", 2, "uncontended Lock acquire+release pairs"),

@@ -1,12 +1,14 @@
 //! `Manager` on the workload of `../shared/bench/bench_mp.py`'s group `manager`: a child sets
 //! and gets one key of a manager dict, one request at a time (ops/s, a set and a get counting
 //! as two ops, as Python counts them); and the same child with many gets in flight at once,
-//! which Python's proxies cannot do (each proxy call blocks its thread until answered).
+//! which Python's proxies cannot do (each proxy call blocks its thread until answered); and a
+//! child taking and releasing a manager's lock (`ManagerLock`: a round trip per acquire, the
+//! release not waited for).
 //!
 //! `cargo bench --bench manager` (add `-- --quick` for fewer repetitions).
 
 use futures::stream::{self, StreamExt};
-use multiprocessing::{entry, process_main, Dict, Manager, Process};
+use multiprocessing::{entry, process_main, Dict, Manager, ManagerLock, Process};
 use std::time::Instant;
 
 /// Warms up, then times `n / 2` set+get pairs of one key; returns the seconds they took. The
@@ -49,6 +51,19 @@ async fn pipelined(d: Dict<String, u64>, n: u64, in_flight: usize) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
+/// Times `n` acquire+release pairs of an uncontended manager lock.
+#[entry]
+async fn lock_pairs(lock: ManagerLock, n: u64) -> f64 {
+    for _ in 0..100 {
+        drop(lock.acquire().await.expect("acquire"));
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        drop(lock.acquire().await.expect("acquire"));
+    }
+    t0.elapsed().as_secs_f64()
+}
+
 #[path = "common.rs"]
 mod common;
 
@@ -87,6 +102,23 @@ async fn main() -> multiprocessing::Result<()> {
         "higher",
         samples,
         "a child with up to 256 gets of a manager dict in flight at once, 100000 per rep",
+    );
+    const L: u64 = 10_000;
+    let lock = m.lock();
+    let samples = common::repeat(reps, || async {
+        let dt = Process::spawn(lock_pairs, (lock.clone(), L))
+            .await?
+            .join()
+            .await?;
+        Ok(L as f64 / dt)
+    })
+    .await?;
+    common::emit(
+        "manager_lock_acquire_release",
+        "pairs/s",
+        "higher",
+        samples,
+        "a child takes and releases an uncontended manager lock, 10000 pairs per rep",
     );
     Ok(())
 }

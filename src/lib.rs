@@ -38,7 +38,9 @@ pub use actor::{Actor, ActorBuilder, ActorExit, ActorRef, Restart, DEFAULT_MAILB
 pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
 pub use error::{Error, Location, PutError, PutTimeoutError, Result, SendError, TryPutError};
-pub use manager::{Dict, List, Manager, ManagerServer, Namespace};
+pub use manager::{
+    Dict, List, Manager, ManagerEvent, ManagerLock, ManagerLockGuard, ManagerServer, Namespace,
+};
 pub use pool::{Apply, AsyncResult, Imap, ImapUnordered, Map, Pool, PoolBuilder};
 pub use pool::{PoolStats, Replacements};
 pub use process::{

@@ -90,6 +90,10 @@ pub(crate) enum Spec {
     Lock(LockSpec),
     /// Another synchronization primitive, also a word in a lock arena.
     Sync(SyncSpec),
+    /// A manager's lock: held and waited for at its host (see `hub/objects/mlock.rs`).
+    ManagedLock(ManagedLockSpec),
+    /// A manager's event (see `hub/objects/mevent.rs`).
+    Event(EventSpec),
 }
 
 /// What a synchronization primitive other than a lock is: each is a word in a lock arena (see
@@ -110,6 +114,26 @@ pub(crate) enum SyncSpec {
 impl From<SyncSpec> for Spec {
     fn from(spec: SyncSpec) -> Self {
         Spec::Sync(spec)
+    }
+}
+
+/// What a manager's lock is: nothing beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ManagedLockSpec;
+
+impl From<ManagedLockSpec> for Spec {
+    fn from(spec: ManagedLockSpec) -> Self {
+        Spec::ManagedLock(spec)
+    }
+}
+
+/// What a manager's event is: nothing beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EventSpec;
+
+impl From<EventSpec> for Spec {
+    fn from(spec: EventSpec) -> Self {
+        Spec::Event(spec)
     }
 }
 
@@ -206,6 +230,10 @@ pub(crate) enum Op {
     Dict(DictOp),
     List(ListOp),
     Lock(LockOp),
+    ManagedLock(ManagedLockOp),
+    Event(EventOp),
+    /// Of any kind: a handle on its way to another process (see [`TransitOp`]).
+    Transit(TransitOp),
 }
 
 impl Op {
@@ -237,6 +265,63 @@ impl From<LockOp> for Op {
     fn from(op: LockOp) -> Self {
         Op::Lock(op)
     }
+}
+
+impl From<ManagedLockOp> for Op {
+    fn from(op: ManagedLockOp) -> Self {
+        Op::ManagedLock(op)
+    }
+}
+
+impl From<EventOp> for Op {
+    fn from(op: EventOp) -> Self {
+        Op::Event(op)
+    }
+}
+
+impl From<TransitOp> for Op {
+    fn from(op: TransitOp) -> Self {
+        Op::Transit(op)
+    }
+}
+
+/// What a process does to a manager's lock, which is held and waited for at its host (so it
+/// also works across machines, where a lock word in shared memory cannot reach).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum ManagedLockOp {
+    /// Take the lock, waiting as `wait` says, first come first served. Answered `Value` 0, or
+    /// `Value` 1 when the last holder's process died holding it (the lock is poisoned, told
+    /// once); `Failed(Timeout)` when `wait` runs out (at once for `Wait::No`).
+    Acquire { wait: Wait },
+    /// The asking process gives the lock back (not answered); ignored from a process that
+    /// does not hold it.
+    Release,
+}
+
+/// What a process does to a manager's event.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum EventOp {
+    /// Set the flag and wake every waiter; `Done`.
+    Set,
+    /// Clear the flag; `Done`.
+    Clear,
+    /// `Value` 1 if set, 0 if not.
+    IsSet,
+    /// `Value` 1 once the flag is set (at once if it is); `Failed(Timeout)` when `wait` runs
+    /// out first.
+    Wait { wait: Wait },
+}
+
+/// A handle of a manager's object on its way to another process (serialized into an entry's
+/// arguments, a queue item, a dict value). The sender holds the object for it under a token
+/// made for that one serialization; the receiver takes the hold once it has opened the object
+/// itself (or drops it unused). Neither is answered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum TransitOp {
+    /// Keep the object while the copy with `token` is on its way.
+    Hold { token: u64 },
+    /// The copy with `token` arrived; a token already taken (or never held) changes nothing.
+    Take { token: u64 },
 }
 
 /// What a process asks of a lock. Acquiring and releasing never come here: they are atomic
@@ -480,6 +565,9 @@ pub(crate) enum ManagedReply {
 ///
 /// # Errors
 /// `InvalidArgument` for a part of 4 GiB or more.
+// The format's reference, used by the host's tests; requests are built part by part with
+// `push_part`, which writes the same bytes without a buffer per part.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     for part in parts {
@@ -492,6 +580,29 @@ pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Resul
         body.extend_from_slice(&len.to_le_bytes());
         body.extend_from_slice(part);
     }
+    Ok(body)
+}
+
+/// Appends `value`'s encoding to `body` as one more part of [`join_parts`]'s format (its length
+/// first), encoding it in place: no buffer of its own, no copy (a manager's key and value go
+/// into one request body this way).
+///
+/// # Errors
+/// [`Error::Encode`] if the value does not encode; `InvalidArgument` for 4 GiB or more.
+pub(crate) fn push_part<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+    mut body: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let at = body.len();
+    body.extend_from_slice(&[0; 4]);
+    let mut body = postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(body.into()))
+        .map_err(|e| Error::encode(what, e))?;
+    let len = body.len() - at - 4;
+    let len = u32::try_from(len).map_err(|_| {
+        Error::InvalidArgument(format!("{what} of {len} bytes (the most is 4 GiB)"))
+    })?;
+    body[at..at + 4].copy_from_slice(&len.to_le_bytes());
     Ok(body)
 }
 

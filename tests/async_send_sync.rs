@@ -1,7 +1,10 @@
 //! Auto-trait assertions: handles are `Send + Sync`, and the futures users await are `Send`, so
 //! they run inside `tokio::spawn`.
 
-use multiprocessing::{entry, Error, Process, ProcessBuilder, ProcessInfo, StartMethod};
+use multiprocessing::{
+    entry, Error, ManagerEvent, ManagerLock, ManagerLockGuard, Process, ProcessBuilder,
+    ProcessInfo, StartMethod,
+};
 
 #[entry]
 fn id(x: u8) -> u8 {
@@ -19,6 +22,9 @@ fn handles_are_send_and_sync() {
     send_sync::<StartMethod>();
     send_sync::<Error>();
     send_sync::<id>();
+    send_sync::<ManagerLock>();
+    send_sync::<ManagerLockGuard<'static>>();
+    send_sync::<ManagerEvent>();
 }
 
 #[test]
@@ -30,6 +36,11 @@ fn futures_are_send() {
         send(&p.join());
     }
     let _ = join_future;
+    fn manager_futures(lock: &ManagerLock, ev: &ManagerEvent) {
+        send(&lock.acquire());
+        send(&ev.wait());
+    }
+    let _ = manager_futures;
 }
 
 #[test]

@@ -201,7 +201,15 @@ async fn objects_live_while_any_process_holds_a_proxy_and_are_freed_with_the_las
     let m = Manager::start().await.unwrap();
     let d = m.dict::<u8, u8>();
     d.insert(1, 1).await.unwrap();
+    // A serialized copy holds the dict until it arrives: this one arrives at once, and then
+    // names the dict without holding it.
     let wire = postcard::to_allocvec(&d).unwrap();
+    drop(
+        postcard::from_bytes::<Dict<u8, u8>>(&wire)
+            .unwrap()
+            .len()
+            .await,
+    );
     let (ready, go) = (m.queue::<()>(), m.queue::<()>());
     let child = Process::spawn(hold_last_proxy, (d.clone(), ready.clone(), go.clone()))
         .await

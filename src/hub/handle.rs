@@ -173,6 +173,17 @@ impl<S: Copy + Into<Spec>> Handle<S> {
         client.post(HostReq::Op { req: 0, obj, op }, None)
     }
 
+    /// Applies or sends `op`, which is not answered, without waiting: possible only once this
+    /// handle is open in this process (it was used, or made by [`Handle::new_in`]). Returns
+    /// whether it was sent; from a drop or a `Serialize`, which cannot wait.
+    pub(crate) fn post_now(&self, op: impl Into<Op>) -> bool {
+        let Some(client) = self.client.get() else {
+            return false;
+        };
+        let (obj, op) = (self.id, op.into());
+        client.post(HostReq::Op { req: 0, obj, op }, None).is_ok()
+    }
+
     /// Sends `op` with `item` as its body (from another process, once this process's window
     /// of unwritten items has room; see `HostClient::window`). `granted` is an answer this send
     /// uses (room reserved for the item): it goes back to the object if this is dropped before

@@ -1,16 +1,15 @@
 //! [`Dict`]: a proxy to a dict hosted by the manager.
 
-use super::proxy::{self, Proxy};
+use super::proxy::{self, pair, parts, Proxy};
+use super::Host;
 use crate::error::{Error, Result};
-use crate::hub::HostClient;
-use crate::protocol::{encode_value, DictOp, DictSpec, IntKind};
+use crate::protocol::{push_part, DictOp, DictSpec, IntKind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 const KEY: &str = "a manager dict key";
 const VALUE: &str = "a manager dict value";
@@ -29,9 +28,9 @@ const VALUE: &str = "a manager dict value";
 ///
 /// `d[k] += 1` from many processes is [`Dict::fetch_add`], done by the host in one step.
 ///
-/// A copy on its way (an entry argument of a child not yet running, an item in a queue) does
-/// not hold the dict: a proxy counts from its first use in its process. Keep one until the
-/// receiver has used its copy, or the dict may be freed and the receiver find a new, empty one.
+/// A copy on its way (an entry argument of a child not yet running, an item in a queue) holds
+/// the dict until its receiver uses it or drops it, so the sender may drop its own proxies at
+/// once. A copy that never arrives (an item left in a queue) keeps the dict until the run ends.
 ///
 /// ```no_run
 /// # async fn demo() -> multiprocessing::Result<()> {
@@ -47,16 +46,16 @@ pub struct Dict<K, V> {
 }
 
 impl<K, V> Dict<K, V> {
-    pub(super) fn new(client: &Arc<HostClient>) -> Self {
+    pub(super) fn new(host: &Host) -> Self {
         Dict {
-            proxy: Proxy::new(DictSpec, "dict", client),
+            proxy: Proxy::new(DictSpec, "dict", host),
             _types: PhantomData,
         }
     }
 
-    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+    pub(super) fn named(name: &str, host: &Host) -> Self {
         Dict {
-            proxy: Proxy::by_name(DictSpec, "dict", name, client),
+            proxy: Proxy::by_name(DictSpec, "dict", name, host),
             _types: PhantomData,
         }
     }
@@ -72,8 +71,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the insert may still happen.
     pub async fn insert(&self, key: K, value: V) -> Result<Option<V>> {
-        let (k, v) = (encode_value(KEY, &key)?, encode_value(VALUE, &value)?);
-        self.proxy.value(DictOp::Insert, &[&k, &v]).await
+        let body = pair((KEY, &key), (VALUE, &value))?;
+        self.proxy.value(DictOp::Insert, body).await
     }
 
     /// Sets `key` to `value` without waiting for the root's answer (Python's `d[key] = value`,
@@ -88,8 +87,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Cancel-safe: the entry is sent in the poll that completes, or not at all.
     pub async fn set(&self, key: K, value: V) -> Result<()> {
-        let (k, v) = (encode_value(KEY, &key)?, encode_value(VALUE, &value)?);
-        self.proxy.post(DictOp::Insert, &[&k, &v]).await
+        let body = pair((KEY, &key), (VALUE, &value))?;
+        self.proxy.post(DictOp::Insert, body).await
     }
 
     /// The value at `key`, if any.
@@ -100,8 +99,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Cancel-safe: it changes nothing.
     pub async fn get(&self, key: &K) -> Result<Option<V>> {
-        let k = encode_value(KEY, key)?;
-        self.proxy.value(DictOp::Get, &[&k]).await
+        self.proxy.value(DictOp::Get, parts(KEY, &[key])?).await
     }
 
     /// Takes `key` out; returns its value, if it was there.
@@ -112,8 +110,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the key may still be removed.
     pub async fn remove(&self, key: &K) -> Result<Option<V>> {
-        let k = encode_value(KEY, key)?;
-        self.proxy.value(DictOp::Remove, &[&k]).await
+        self.proxy.value(DictOp::Remove, parts(KEY, &[key])?).await
     }
 
     /// Whether `key` is in the dict (`key in d`).
@@ -124,8 +121,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Cancel-safe: it changes nothing.
     pub async fn contains_key(&self, key: &K) -> Result<bool> {
-        let k = encode_value(KEY, key)?;
-        Ok(self.proxy.number(DictOp::ContainsKey, &[&k]).await? != 0)
+        let body = parts(KEY, &[key])?;
+        Ok(self.proxy.number(DictOp::ContainsKey, body).await? != 0)
     }
 
     /// How many entries the dict holds.
@@ -136,7 +133,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Cancel-safe: it changes nothing.
     pub async fn len(&self) -> Result<usize> {
-        Ok(self.proxy.number(DictOp::Len, &[]).await? as usize)
+        Ok(self.proxy.number(DictOp::Len, Vec::new()).await? as usize)
     }
 
     /// Whether the dict is empty.
@@ -206,13 +203,11 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the update may still happen.
     pub async fn update(&self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()> {
-        let mut encoded = Vec::new();
+        let mut body = Vec::new();
         for (k, v) in entries {
-            encoded.push(encode_value(KEY, &k)?);
-            encoded.push(encode_value(VALUE, &v)?);
+            body = push_part(VALUE, &v, push_part(KEY, &k, body)?)?;
         }
-        let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        self.proxy.done(DictOp::Update, &parts).await
+        self.proxy.done(DictOp::Update, body).await
     }
 
     /// Empties the dict.
@@ -223,7 +218,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the dict may still be cleared.
     pub async fn clear(&self) -> Result<()> {
-        self.proxy.done(DictOp::Clear, &[]).await
+        self.proxy.done(DictOp::Clear, Vec::new()).await
     }
 
     /// The value at `key`, after setting it to `default` if it was missing, in one step
@@ -235,8 +230,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the default may still be set.
     pub async fn get_or_insert(&self, key: K, default: V) -> Result<V> {
-        let (k, v) = (encode_value(KEY, &key)?, encode_value(VALUE, &default)?);
-        let value = self.proxy.value(DictOp::GetOrInsert, &[&k, &v]).await?;
+        let body = pair((KEY, &key), (VALUE, &default))?;
+        let value = self.proxy.value(DictOp::GetOrInsert, body).await?;
         value.ok_or_else(|| {
             Error::Protocol("the manager host answered get_or_insert without a value".into())
         })
@@ -257,14 +252,14 @@ impl<K: Serialize + DeserializeOwned, V: Integer + Serialize + DeserializeOwned>
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the addition may still happen.
     pub async fn fetch_add(&self, key: &K, delta: i64) -> Result<V> {
-        let k = encode_value(KEY, key)?;
+        let body = parts(KEY, &[key])?;
         let int = IntKind {
             signed: V::SIGNED,
             bits: V::BITS,
         };
         let sum = self
             .proxy
-            .value(DictOp::FetchAdd { delta, int }, &[&k])
+            .value(DictOp::FetchAdd { delta, int }, body)
             .await?;
         sum.ok_or_else(|| {
             Error::Protocol("the manager host answered fetch_add without a value".into())

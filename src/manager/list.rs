@@ -1,14 +1,13 @@
 //! [`List`]: a proxy to a list hosted by the manager.
 
-use super::proxy::{self, Proxy};
+use super::proxy::{self, parts, Proxy};
+use super::Host;
 use crate::error::{Error, Result};
-use crate::hub::HostClient;
-use crate::protocol::{encode_value, ListOp, ListSpec};
+use crate::protocol::{push_part, ListOp, ListSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 const ITEM: &str = "a manager list item";
 
@@ -24,16 +23,16 @@ pub struct List<T> {
 }
 
 impl<T> List<T> {
-    pub(super) fn new(client: &Arc<HostClient>) -> Self {
+    pub(super) fn new(host: &Host) -> Self {
         List {
-            proxy: Proxy::new(ListSpec, "list", client),
+            proxy: Proxy::new(ListSpec, "list", host),
             _types: PhantomData,
         }
     }
 
-    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+    pub(super) fn named(name: &str, host: &Host) -> Self {
         List {
-            proxy: Proxy::by_name(ListSpec, "list", name, client),
+            proxy: Proxy::by_name(ListSpec, "list", name, host),
             _types: PhantomData,
         }
     }
@@ -49,8 +48,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the item may still be appended.
     pub async fn push(&self, item: T) -> Result<()> {
-        let i = encode_value(ITEM, &item)?;
-        self.proxy.done(ListOp::Push, &[&i]).await
+        self.proxy.done(ListOp::Push, parts(ITEM, &[&item])?).await
     }
 
     /// Appends every item of `items`, in one step.
@@ -61,12 +59,10 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the items may still be appended.
     pub async fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
-        let encoded = items
+        let body = items
             .into_iter()
-            .map(|i| encode_value(ITEM, &i))
-            .collect::<Result<Vec<_>>>()?;
-        let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        self.proxy.done(ListOp::Extend, &parts).await
+            .try_fold(Vec::new(), |body, i| push_part(ITEM, &i, body))?;
+        self.proxy.done(ListOp::Extend, body).await
     }
 
     /// Takes the last item out, if there is one.
@@ -77,7 +73,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the item may be taken and lost.
     pub async fn pop(&self) -> Result<Option<T>> {
-        self.proxy.value(ListOp::Pop, &[]).await
+        self.proxy.value(ListOp::Pop, Vec::new()).await
     }
 
     /// The item at `index`, if there is one.
@@ -93,7 +89,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
                 ListOp::Get {
                     index: index as u64,
                 },
-                &[],
+                Vec::new(),
             )
             .await
     }
@@ -107,11 +103,10 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the item may still be replaced.
     pub async fn set(&self, index: usize, item: T) -> Result<()> {
-        let i = encode_value(ITEM, &item)?;
         let op = ListOp::Set {
             index: index as u64,
         };
-        self.proxy.done(op, &[&i]).await
+        self.proxy.done(op, parts(ITEM, &[&item])?).await
     }
 
     /// Inserts `item` before `index`; at the end when `index` is past it, as Python's
@@ -123,11 +118,10 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the item may still be inserted.
     pub async fn insert(&self, index: usize, item: T) -> Result<()> {
-        let i = encode_value(ITEM, &item)?;
         let op = ListOp::Insert {
             index: index as u64,
         };
-        self.proxy.done(op, &[&i]).await
+        self.proxy.done(op, parts(ITEM, &[&item])?).await
     }
 
     /// Takes the item at `index` out and returns it (Python's `pop(index)`).
@@ -142,7 +136,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
         let op = ListOp::Remove {
             index: index as u64,
         };
-        let item = self.proxy.value(op, &[]).await?;
+        let item = self.proxy.value(op, Vec::new()).await?;
         item.ok_or_else(|| {
             Error::Protocol("the manager host answered remove without an item".into())
         })
@@ -156,7 +150,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the list may still be reversed.
     pub async fn reverse(&self) -> Result<()> {
-        self.proxy.done(ListOp::Reverse, &[]).await
+        self.proxy.done(ListOp::Reverse, Vec::new()).await
     }
 
     /// How many items the list holds.
@@ -167,7 +161,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Cancel safety
     /// Cancel-safe: it changes nothing.
     pub async fn len(&self) -> Result<usize> {
-        Ok(self.proxy.number(ListOp::Len, &[]).await? as usize)
+        Ok(self.proxy.number(ListOp::Len, Vec::new()).await? as usize)
     }
 
     /// Whether the list is empty.
@@ -208,17 +202,8 @@ impl<T: Serialize + DeserializeOwned> List<T> {
         loop {
             let (mut items, version) = self.proxy.items::<T>(ListOp::Snapshot).await?;
             items.sort();
-            let encoded = items
-                .iter()
-                .map(|i| encode_value(ITEM, i))
-                .collect::<Result<Vec<_>>>()?;
-            let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-            if self
-                .proxy
-                .number(ListOp::Replace { version }, &parts)
-                .await?
-                == 1
-            {
+            let body = parts(ITEM, &items.iter().collect::<Vec<_>>())?;
+            if self.proxy.number(ListOp::Replace { version }, body).await? == 1 {
                 return Ok(());
             }
             // Someone changed the list after the snapshot: sort the new one.

@@ -1,5 +1,9 @@
-//! Layer 6: managers — a [`Dict`], a [`List`] and a [`Namespace`] shared by every process of a
-//! run, Python's `multiprocessing.Manager()`.
+//! Layer 6: managers — a [`Dict`], a [`List`], a [`Namespace`], a [`ManagerLock`] and a
+//! [`ManagerEvent`] shared by every process of a run, Python's `multiprocessing.Manager()`.
+//!
+//! The lock and the event live at the manager's host like the rest (not in shared memory as
+//! [`sync::Lock`](crate::sync::Lock)), because a remote manager's clients are on other
+//! machines: that costs a round trip per operation, and buys a lock any client can reach.
 //!
 //! **Where the data lives.** Python runs a separate server process; here the root's hub hosts
 //! the objects, as it hosts queues (`src/hub/objects/manager.rs`). The trade-off: nothing
@@ -16,12 +20,16 @@
 //! change meanwhile.
 
 mod dict;
+mod event;
 mod list;
+mod lock;
 mod namespace;
 mod proxy;
 
 pub use dict::{Dict, Integer};
+pub use event::ManagerEvent;
 pub use list::List;
+pub use lock::{ManagerLock, ManagerLockGuard};
 pub use namespace::Namespace;
 
 use crate::error::Result;
@@ -52,7 +60,15 @@ use std::sync::Arc;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Manager {
+    host: Host,
+}
+
+/// Where a manager's objects live: the host's client, and whether it is the tree's own (the
+/// root's), whose proxies may travel to other processes of the tree.
+#[derive(Debug, Clone)]
+pub(crate) struct Host {
     client: Arc<HostClient>,
+    tree: bool,
 }
 
 impl Manager {
@@ -65,25 +81,37 @@ impl Manager {
     /// # Cancel safety
     /// Cancel-safe: a connection being made is made again by the next call.
     pub async fn start() -> Result<Manager> {
+        let client = crate::hub::current_host().await?;
         Ok(Manager {
-            client: crate::hub::current_host().await?,
+            host: Host { client, tree: true },
         })
     }
 
     /// A new, empty shared dict. It is made in the host at once, without waiting (the
     /// request goes ahead of anything this process sends later).
     pub fn dict<K, V>(&self) -> Dict<K, V> {
-        Dict::new(&self.client)
+        Dict::new(&self.host)
     }
 
     /// A new, empty shared list, made as [`Manager::dict`] makes a dict.
     pub fn list<T>(&self) -> List<T> {
-        List::new(&self.client)
+        List::new(&self.host)
     }
 
     /// A new shared namespace with no fields, made as [`Manager::dict`] makes a dict.
     pub fn namespace(&self) -> Namespace {
-        Namespace::new(&self.client)
+        Namespace::new(&self.host)
+    }
+
+    /// A new lock held and waited for at this manager's host (see [`ManagerLock`]: for
+    /// processes on one machine, [`sync::Lock`](crate::sync::Lock) is far cheaper).
+    pub fn lock(&self) -> ManagerLock {
+        ManagerLock::new(&self.host)
+    }
+
+    /// A new, clear event at this manager's host (see [`ManagerEvent`]).
+    pub fn event(&self) -> ManagerEvent {
+        ManagerEvent::new(&self.host)
     }
 
     /// A new, unbounded queue: the crate's own [`Queue`] (hosted by the root, as the
@@ -98,17 +126,27 @@ impl Manager {
     /// remote manager ([`Manager::connect`]) share objects, as Python's `BaseManager.register`
     /// shares them; it lives while any process holds a proxy to it.
     pub fn dict_named<K, V>(&self, name: &str) -> Dict<K, V> {
-        Dict::named(name, &self.client)
+        Dict::named(name, &self.host)
     }
 
     /// The list named `name`, as [`Manager::dict_named`] finds a dict.
     pub fn list_named<T>(&self, name: &str) -> List<T> {
-        List::named(name, &self.client)
+        List::named(name, &self.host)
     }
 
     /// The namespace named `name`, as [`Manager::dict_named`] finds a dict.
     pub fn namespace_named(&self, name: &str) -> Namespace {
-        Namespace::named(name, &self.client)
+        Namespace::named(name, &self.host)
+    }
+
+    /// The lock named `name`, as [`Manager::dict_named`] finds a dict.
+    pub fn lock_named(&self, name: &str) -> ManagerLock {
+        ManagerLock::named(name, &self.host)
+    }
+
+    /// The event named `name`, as [`Manager::dict_named`] finds a dict.
+    pub fn event_named(&self, name: &str) -> ManagerEvent {
+        ManagerEvent::named(name, &self.host)
     }
 
     /// Serves a new set of objects at `address` (a TCP `host:port`, `:0` for a free port; or a
@@ -145,8 +183,12 @@ impl Manager {
     /// # Cancel safety
     /// Cancel-safe: a cancelled connect leaves nothing behind.
     pub async fn connect(address: &str, authkey: &[u8]) -> Result<Manager> {
+        let client = connect_remote(address, &AuthKey::derive(authkey)).await?;
         Ok(Manager {
-            client: connect_remote(address, &AuthKey::derive(authkey)).await?,
+            host: Host {
+                client,
+                tree: false,
+            },
         })
     }
 }
@@ -168,7 +210,10 @@ impl ManagerServer {
     /// A manager of the served objects for this process (in-process, no connection).
     pub fn manager(&self) -> Manager {
         Manager {
-            client: Arc::clone(self.host.client()),
+            host: Host {
+                client: Arc::clone(self.host.client()),
+                tree: false,
+            },
         }
     }
 }

@@ -1,13 +1,12 @@
 //! [`Namespace`]: a proxy to a set of named, typed fields hosted by the manager.
 
-use super::proxy::{self, Proxy};
+use super::proxy::{self, pair, parts, Proxy};
+use super::Host;
 use crate::error::{Error, Result};
-use crate::hub::HostClient;
-use crate::protocol::{encode_value, DictOp, DictSpec};
+use crate::protocol::{DictOp, DictSpec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::sync::Arc;
 
 const VALUE: &str = "a namespace field";
 
@@ -23,15 +22,15 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    pub(super) fn new(client: &Arc<HostClient>) -> Self {
+    pub(super) fn new(host: &Host) -> Self {
         Namespace {
-            proxy: Proxy::new(DictSpec, "namespace", client),
+            proxy: Proxy::new(DictSpec, "namespace", host),
         }
     }
 
-    pub(super) fn named(name: &str, client: &Arc<HostClient>) -> Self {
+    pub(super) fn named(name: &str, host: &Host) -> Self {
         Namespace {
-            proxy: Proxy::by_name(DictSpec, "namespace", name, client),
+            proxy: Proxy::by_name(DictSpec, "namespace", name, host),
         }
     }
 
@@ -44,8 +43,8 @@ impl Namespace {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the field may still be set.
     pub async fn set<T: Serialize>(&self, name: &str, value: T) -> Result<()> {
-        let (k, v) = (encode_value(VALUE, name)?, encode_value(VALUE, &value)?);
-        self.proxy.ask(DictOp::Insert, &[&k, &v]).await.map(drop)
+        let body = pair((VALUE, name), (VALUE, &value))?;
+        self.proxy.ask(DictOp::Insert, body).await.map(drop)
     }
 
     /// The value of field `name`, read as a `T`.
@@ -72,8 +71,7 @@ impl Namespace {
     /// # Cancel safety
     /// Cancel-safe: it changes nothing.
     pub async fn try_get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let k = encode_value(VALUE, name)?;
-        self.proxy.value(DictOp::Get, &[&k]).await
+        self.proxy.value(DictOp::Get, parts(VALUE, &[name])?).await
     }
 
     /// Removes field `name` (Python's `del ns.name`); returns whether it was there.
@@ -84,8 +82,8 @@ impl Namespace {
     /// # Cancel safety
     /// Not cancel-safe: dropped after the request was sent, the field may still be removed.
     pub async fn remove(&self, name: &str) -> Result<bool> {
-        let k = encode_value(VALUE, name)?;
-        let (_, found) = self.proxy.ask_found(DictOp::Remove, &[&k]).await?;
+        let body = parts(VALUE, &[name])?;
+        let (_, found) = self.proxy.ask_found(DictOp::Remove, body).await?;
         Ok(matches!(found, proxy::Found::Value(_)))
     }
 

@@ -26,6 +26,8 @@
 
 mod lock;
 mod manager;
+mod mevent;
+mod mlock;
 mod queue;
 pub(crate) mod word;
 
@@ -236,6 +238,8 @@ enum Object {
     Dict(manager::DictState),
     List(manager::ListState),
     Lock(lock::LockState),
+    ManagedLock(mlock::ManagedLockState),
+    Event(mevent::EventState),
 }
 
 impl Object {
@@ -246,6 +250,8 @@ impl Object {
             Spec::List(_) => Object::List(manager::ListState::default()),
             Spec::Lock(_) => Object::Lock(lock::LockState::new()),
             Spec::Sync(spec) => Object::Lock(lock::LockState::sync(spec)),
+            Spec::ManagedLock(_) => Object::ManagedLock(mlock::ManagedLockState::default()),
+            Spec::Event(_) => Object::Event(mevent::EventState::default()),
         }
     }
 
@@ -257,6 +263,9 @@ impl Object {
             Op::Dict(_) | Op::List(_) => None,
             // A lock operation comes only from a process holding a handle.
             Op::Lock(_) => None,
+            // A manager's lock or event, as a dict, exists while anyone can name it; a transit
+            // hold is only for an object that exists.
+            Op::ManagedLock(_) | Op::Event(_) | Op::Transit(_) => None,
         }
     }
 
@@ -266,6 +275,8 @@ impl Object {
             (Object::Dict(d), Op::Dict(op)) => d.apply(op, body),
             (Object::List(l), Op::List(op)) => l.apply(op, body),
             (Object::Lock(l), Op::Lock(op)) => l.apply(caller, op, body),
+            (Object::ManagedLock(l), Op::ManagedLock(op)) => l.apply(caller, op, body),
+            (Object::Event(e), Op::Event(op)) => e.apply(caller, op, body),
             // An id names one object of one kind: this is a confused peer.
             _ => Outcome::Answer(Reply::failed(HostError::Malformed)),
         }
@@ -277,6 +288,8 @@ impl Object {
             Object::Dict(d) => d,
             Object::List(l) => l,
             Object::Lock(l) => l,
+            Object::ManagedLock(l) => l,
+            Object::Event(e) => e,
         }
     }
 }
@@ -288,6 +301,11 @@ pub(crate) fn give_back(spec: Spec, reply: Reply) -> Option<(Op, Option<Body>)> 
         (Spec::Queue(spec), Answer::Op(OpReply::Queue(answer))) => {
             queue::give_back(spec, answer, reply.body).map(|(op, body)| (Op::Queue(op), body))
         }
+        // A manager's lock granted to an acquire that gave up goes back at once.
+        (Spec::ManagedLock(_), Answer::Value(_)) => Some((
+            Op::ManagedLock(crate::protocol::ManagedLockOp::Release),
+            None,
+        )),
         _ => None,
     }
 }
@@ -297,6 +315,9 @@ pub(crate) fn give_back(spec: Spec, reply: Reply) -> Option<(Op, Option<Body>)> 
 struct Entry {
     /// Handles per owner; also who hears the object's close.
     handles: HashMap<Owner, u32>,
+    /// Tokens of handles on their way to another process (`TransitOp`), each holding the
+    /// object until its receiver takes it.
+    transit: std::collections::HashSet<u64>,
     object: Object,
 }
 
@@ -304,12 +325,29 @@ impl Entry {
     fn new(object: Object) -> Self {
         Entry {
             handles: HashMap::new(),
+            transit: std::collections::HashSet::new(),
             object,
         }
     }
 
     fn is_idle(&mut self) -> bool {
-        self.handles.is_empty() && self.object.hosted().is_idle()
+        self.handles.is_empty() && self.transit.is_empty() && self.object.hosted().is_idle()
+    }
+
+    /// Applies `op`: a transit hold or take is the core's (for every kind), the rest the
+    /// object's.
+    fn apply(&mut self, caller: &mut Caller<'_>, op: Op, body: Option<Body>) -> Outcome {
+        match op {
+            Op::Transit(crate::protocol::TransitOp::Hold { token }) => {
+                self.transit.insert(token);
+                Outcome::Silent
+            }
+            Op::Transit(crate::protocol::TransitOp::Take { token }) => {
+                self.transit.remove(&token);
+                Outcome::Silent
+            }
+            op => self.object.apply(caller, op, body),
+        }
     }
 }
 
@@ -433,7 +471,7 @@ impl Store {
             waiter,
             ended: None,
         };
-        let outcome = entry.object.apply(&mut caller, op, body);
+        let outcome = entry.apply(&mut caller, op, body);
         let holders: Vec<Owner> = match outcome {
             Outcome::Closed => entry.handles.keys().copied().collect(),
             _ => Vec::new(),
