@@ -243,6 +243,43 @@ impl<'de> Deserialize<'de> for Shared {
     }
 }
 
+/// A segment's descriptor without a mapping: what the root holds for a named segment, so the
+/// memory lives while the name does, without costing the root address space. It serializes
+/// exactly as a [`Shared`] does (a process that deserializes it gets a mapped [`Shared`]).
+#[derive(Debug)]
+pub(crate) struct Unmapped {
+    fd: OwnedFd,
+    len: usize,
+}
+
+impl Unmapped {
+    /// A new zero-filled segment of `len` bytes; no page is touched (the kernel allocates them
+    /// as the processes that map it write).
+    ///
+    /// # Errors
+    /// As [`Segment::create`].
+    pub(crate) fn create(len: usize) -> Result<Unmapped> {
+        Ok(Unmapped {
+            fd: Segment::memfd(len)?,
+            len,
+        })
+    }
+
+    /// The postcard bytes of a serialized handle to it: a fresh one-shot offer of its
+    /// descriptor, which whoever deserializes the bytes takes and maps.
+    ///
+    /// # Errors
+    /// `Io` when the descriptor cannot be offered (see [`fd::offer`]).
+    pub(crate) fn offer(&self) -> Result<Vec<u8>> {
+        let ticket = fd::offer(self.fd.as_fd())?;
+        postcard::to_allocvec(&Wire {
+            ticket,
+            len: self.len as u64,
+        })
+        .map_err(|e| Error::encode("a shared memory segment", e))
+    }
+}
+
 /// Sleeps while `word` holds `expected` (or until woken, or `timeout`). Returns at once if the
 /// word holds something else. Blocks the calling thread: call it on a thread of its own.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {

@@ -27,6 +27,7 @@
 mod lock;
 mod manager;
 mod queue;
+mod segment;
 pub(crate) mod word;
 
 pub(crate) use lock::arena as lock_arena;
@@ -220,6 +221,7 @@ enum Object {
     Dict(manager::DictState),
     List(manager::ListState),
     Lock(lock::LockState),
+    Segment(segment::SegmentState),
 }
 
 impl Object {
@@ -229,6 +231,7 @@ impl Object {
             Spec::Dict(_) => Object::Dict(manager::DictState::default()),
             Spec::List(_) => Object::List(manager::ListState::default()),
             Spec::Lock(_) => Object::Lock(lock::LockState::new()),
+            Spec::Segment(_) => Object::Segment(segment::SegmentState::default()),
         }
     }
 
@@ -240,6 +243,8 @@ impl Object {
             Op::Dict(_) | Op::List(_) => None,
             // A lock operation comes only from a process holding a handle.
             Op::Lock(_) => None,
+            // A segment's request opens its handle first; once the object is gone, so is the name.
+            Op::Segment(_) => None,
         }
     }
 
@@ -249,6 +254,7 @@ impl Object {
             (Object::Dict(d), Op::Dict(op)) => d.apply(op, body),
             (Object::List(l), Op::List(op)) => l.apply(op, body),
             (Object::Lock(l), Op::Lock(op)) => l.apply(caller, op, body),
+            (Object::Segment(s), Op::Segment(op)) => s.apply(op, body),
             // An id names one object of one kind: this is a confused peer.
             _ => Outcome::Answer(Reply::failed(HostError::Malformed)),
         }
@@ -260,6 +266,7 @@ impl Object {
             Object::Dict(d) => d,
             Object::List(l) => l,
             Object::Lock(l) => l,
+            Object::Segment(s) => s,
         }
     }
 }
