@@ -127,6 +127,10 @@ async fn a_waiter_killed_in_its_sleep_takes_nothing_with_it() {
         .await
         .expect("the live waiter got the lock")
         .unwrap();
-    assert_eq!(poisoned.to_vec(), [0, 1], "the survivor's lock was not poisoned");
+    assert_eq!(
+        poisoned.to_vec(),
+        [0, 1],
+        "the survivor's lock was not poisoned"
+    );
     assert_eq!(counter.load(), 1);
 }
