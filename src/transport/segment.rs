@@ -209,9 +209,11 @@ impl Drop for Segment {
 /// From this many bytes on, memory is freed on a thread of its own (see [`free_aside`]).
 const FREE_ASIDE_FROM: usize = 4 << 20;
 
+/// The pid of the process whose freeing thread listens, and where to send it things to drop.
+type Freer = (u32, std::sync::mpsc::Sender<Box<dyn Send>>);
+
 /// The thread that frees large memory for this process (a forked child starts its own).
-static FREER: std::sync::Mutex<Option<(u32, std::sync::mpsc::Sender<Box<dyn Send>>)>> =
-    std::sync::Mutex::new(None);
+static FREER: std::sync::Mutex<Option<Freer>> = std::sync::Mutex::new(None);
 
 /// Drops `value`, which holds `bytes` of memory: inline when small, otherwise on a thread of
 /// its own, off the caller's path. Freeing 100 MiB (the last mapping of a shared segment, or a
