@@ -1,5 +1,6 @@
-//! A bounded chaos soak: a pool of 3 workers on a stream of tasks and a queue between a child and
-//! the root, while a chaos task SIGKILLs a random worker every 200-500 ms.
+//! A bounded chaos soak: a pool of 3 workers on a stream of tasks, a queue between a child and
+//! the root, and a `Lock` and an actor used by the root and another child, while a chaos task
+//! SIGKILLs a random worker every 200-500 ms.
 //!
 //! Run with `cargo run --release --example soak -- --seconds N` (default 60). It prints a progress
 //! line every 10 s and ends with one line
@@ -9,15 +10,68 @@
 //! in order, the root's RSS stayed within 20% of its level after the first 10 s (half the run,
 //! if shorter), and no process the soak made (every worker it saw, the producer) is left once the
 //! pool is terminated. The launch's own helpers (fork server, spare) go when `main` returns.
-//! (Shared memory, locks and actors join the soak once they land.)
+//! The lock guards a shared counter bumped with a plain load and store by the root and a child:
+//! it must end at the sum of their bumps (`lock_ops`); the actor adds every call it gets: it
+//! must end at the number of calls answered (`actor_calls`); neither may fail.
 
 #[path = "../tests/faults_common/mod.rs"]
 mod faults_common;
 
 use faults_common::alive;
 use futures::stream::{FuturesUnordered, StreamExt};
-use multiprocessing::{entry, process_main, Error, Pool, Process, Queue};
+use multiprocessing::{actor, entry, process_main, Error, Lock, Pool, Process, Queue, Value};
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
+
+/// An actor that adds what it is given.
+#[derive(Debug, Serialize, Deserialize)]
+struct Tally {
+    total: u64,
+}
+
+#[actor]
+impl Tally {
+    pub(crate) fn add(&mut self, by: u64) -> u64 {
+        self.total += by;
+        self.total
+    }
+}
+
+/// Until `stop` is closed, every millisecond: bumps `counter` under `lock` (a plain load and
+/// store, so two holders at once would lose a bump) and adds 1 at the actor. Returns how many
+/// bumps and adds it made.
+async fn use_lock_and_actor(
+    lock: &Lock,
+    counter: &Value<u64>,
+    tally: &TallyRef,
+    stop: &Queue<()>,
+) -> multiprocessing::Result<(u64, u64)> {
+    let (mut bumps, mut adds) = (0, 0);
+    while !matches!(stop.try_get().await, Err(Error::Closed)) {
+        let guard = lock.acquire().await?;
+        let seen = counter.load();
+        counter.store(seen + 1);
+        drop(guard);
+        bumps += 1;
+        tally.add(1).await?;
+        adds += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok((bumps, adds))
+}
+
+/// The child's side of [`use_lock_and_actor`].
+#[entry]
+async fn lock_and_actor_user(
+    lock: Lock,
+    counter: Value<u64>,
+    tally: TallyRef,
+    stop: Queue<()>,
+) -> (u64, u64) {
+    use_lock_and_actor(&lock, &counter, &tally, &stop)
+        .await
+        .expect("the lock and the actor keep working")
+}
 
 /// A short task whose value names its item.
 #[entry]
@@ -234,8 +288,13 @@ async fn main() -> multiprocessing::Result<()> {
     let pool = Pool::new(3).await?;
     let (items, stop) = (Queue::<u64>::new(), Queue::<()>::new());
     let producer = Process::spawn(produce, (items.clone(), stop.clone())).await?;
+    let (lock, counter) = (Lock::new(), Value::new(0u64)?);
+    let tally = Tally { total: 0 }.spawn().await?;
+    let user_args = (lock.clone(), counter.clone(), tally.clone(), stop.clone());
+    let user = Process::spawn(lock_and_actor_user, user_args).await?;
     let mut made = pool.worker_pids().await?;
-    made.push(producer.pid());
+    made.extend([producer.pid(), user.pid()]);
+    made.extend(tally.pid());
     let driven = async {
         let counts = drive(&pool, end, &mut rss).await;
         stop.close().await?;
@@ -244,9 +303,16 @@ async fn main() -> multiprocessing::Result<()> {
         Ok::<_, Error>((counts, put))
     };
     let seed = start.elapsed().as_nanos() as u64;
-    let (driven, kills, consumed) = tokio::join!(driven, chaos(&pool, end, seed), consume(&items));
+    let used = use_lock_and_actor(&lock, &counter, &tally, &stop);
+    let (driven, kills, consumed, used) =
+        tokio::join!(driven, chaos(&pool, end, seed), consume(&items), used);
     let (mut counts, put) = driven?;
     let (got, disorder) = consumed?;
+    let ((bumps, adds), (child_bumps, child_adds)) = (used?, user.join().await?);
+    let (lock_ops, actor_calls) = (bumps + child_bumps, adds + child_adds);
+    let locked_ok = counter.load() == lock_ops;
+    let actor_ok = tally.add(0).await? == actor_calls;
+    tally.stop().await?;
     let (kills, seen) = kills;
     counts.kills = kills;
     made.extend(seen);
@@ -260,10 +326,13 @@ async fn main() -> multiprocessing::Result<()> {
         && put == got
         && disorder == 0
         && rss.steady()
-        && left.is_empty();
+        && left.is_empty()
+        && locked_ok
+        && actor_ok;
     println!(
         "submitted={} completed={} worker_lost={} retried={} hung={} kills={} queue_put={put} \
-         queue_got={got} out_of_order={disorder} rss_kib_baseline={} rss_kib_peak={} processes_left={}",
+         queue_got={got} out_of_order={disorder} rss_kib_baseline={} rss_kib_peak={} processes_left={} \
+         lock_ops={lock_ops} lock_exact={locked_ok} actor_calls={actor_calls} actor_exact={actor_ok}",
         counts.submitted,
         counts.completed,
         counts.worker_lost,

@@ -94,6 +94,9 @@ pub(crate) enum Spec {
     ManagedLock(ManagedLockSpec),
     /// A manager's event (see `hub/objects/mevent.rs`).
     Event(EventSpec),
+    /// A named shared memory segment, whose descriptor the root holds (see
+    /// `hub/objects/segment.rs`).
+    Segment(SegmentSpec),
 }
 
 /// What a synchronization primitive other than a lock is: each is a word in a lock arena (see
@@ -134,6 +137,16 @@ pub(crate) struct EventSpec;
 impl From<EventSpec> for Spec {
     fn from(spec: EventSpec) -> Self {
         Spec::Event(spec)
+    }
+}
+
+/// What a named segment is: nothing beyond its kind (its name and size come with `Create`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegmentSpec;
+
+impl From<SegmentSpec> for Spec {
+    fn from(spec: SegmentSpec) -> Self {
+        Spec::Segment(spec)
     }
 }
 
@@ -234,6 +247,7 @@ pub(crate) enum Op {
     Event(EventOp),
     /// Of any kind: a handle on its way to another process (see [`TransitOp`]).
     Transit(TransitOp),
+    Segment(SegmentOp),
 }
 
 impl Op {
@@ -245,6 +259,7 @@ impl Op {
             Op::Queue(QueueOp::Put | QueueOp::Requeue { .. } | QueueOp::GiveBack)
                 | Op::Dict(_)
                 | Op::List(_)
+                | Op::Segment(_)
         )
     }
 }
@@ -334,6 +349,24 @@ pub(crate) enum LockOp {
     /// A descriptor of lock arena `arena`; answered `Arena` with the descriptor's ticket in
     /// the body.
     Arena { arena: u32 },
+}
+
+impl From<SegmentOp> for Op {
+    fn from(op: SegmentOp) -> Self {
+        Op::Segment(op)
+    }
+}
+
+/// What a process asks of a named segment. The body holds the name (UTF-8); the host checks
+/// it, so two names whose ids collide are never confused. Both are answered `Segment`, with
+/// the descriptor's ticket in the body.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum SegmentOp {
+    /// Make a zero-filled segment of `len` bytes under the name; fails with `NameTaken` if the
+    /// name has one.
+    Create { len: u64 },
+    /// The segment under the name; fails with `NoSuchName` if there is none.
+    Open,
 }
 
 impl From<QueueOp> for Op {
@@ -468,6 +501,10 @@ pub(crate) enum HostError {
     Overflow,
     /// The request's parts do not split as its operation says.
     Malformed,
+    /// A named segment of this name exists already.
+    NameTaken,
+    /// No named segment of this name exists (any more).
+    NoSuchName,
 }
 
 impl From<HostError> for Error {
@@ -490,6 +527,12 @@ impl From<HostError> for Error {
             HostError::Malformed => {
                 Error::Protocol("the manager host could not split a request's parts".into())
             }
+            HostError::NameTaken => Error::InvalidArgument(
+                "a shared memory segment of this name exists already in this run".into(),
+            ),
+            HostError::NoSuchName => Error::Lookup(
+                "no shared memory segment of this name is held by any process of this run".into(),
+            ),
         }
     }
 }
@@ -529,6 +572,7 @@ impl Answer {
                 OpReply::Queue(QueueReply::Item { .. } | QueueReply::Batch)
                     | OpReply::Managed(ManagedReply::Found | ManagedReply::Items { .. })
                     | OpReply::Lock(LockReply::Arena)
+                    | OpReply::Segment(SegmentReply::Segment)
             )
         )
     }
@@ -540,6 +584,20 @@ pub(crate) enum OpReply {
     Queue(QueueReply),
     Managed(ManagedReply),
     Lock(LockReply),
+    Segment(SegmentReply),
+}
+
+/// What a named segment answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SegmentReply {
+    /// The segment's descriptor ticket and size are in the body (a serialized segment).
+    Segment,
+}
+
+impl From<SegmentReply> for OpReply {
+    fn from(reply: SegmentReply) -> Self {
+        OpReply::Segment(reply)
+    }
 }
 
 impl From<ManagedReply> for OpReply {

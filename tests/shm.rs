@@ -134,7 +134,7 @@ fn reverse(bytes: SharedBytes) -> SharedBytes {
 }
 
 #[multiprocessing::test]
-async fn sixty_four_mib_of_shared_bytes_go_to_a_process_and_back_from_a_worker() {
+async fn sixty_four_mib_of_shared_bytes_go_to_a_process_and_back() {
     const LEN: usize = 64 << 20;
     let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
     let expected: u64 = data.iter().map(|b| u64::from(*b)).sum();
@@ -146,12 +146,41 @@ async fn sixty_four_mib_of_shared_bytes_go_to_a_process_and_back_from_a_worker()
         .await
         .unwrap();
     assert_eq!(checksum, expected);
-    // Back: a result's descriptor is taken from the process that made it, which must still
-    // run then (a pool worker does; a `Process` has exited by the time `join` decodes).
-    let pool = Pool::new(1).await.unwrap();
-    let back = pool.apply(reverse, bytes.clone()).await.unwrap();
+    // Back: the result's descriptor is taken from the child as `join` decodes it; the child
+    // waits for that before it exits.
+    let child = Process::spawn(reverse, bytes.clone()).await.unwrap();
+    let back = child.join().await.unwrap();
+    assert_eq!(child.exitcode(), Some(0));
     assert_eq!(back.len(), LEN);
     assert!(back.iter().rev().eq(bytes.iter()));
+    // And from a pool worker, which outlives its task anyway.
+    let pool = Pool::new(1).await.unwrap();
+    let back = pool.apply(reverse, bytes.clone()).await.unwrap();
+    assert!(back.iter().rev().eq(bytes.iter()));
+}
+
+/// Makes shared memory here and hands it back.
+#[entry]
+fn make_memory(len: usize) -> SharedMemory {
+    let shm = SharedMemory::create(len).expect("memory");
+    shm.write(len - 3, b"end");
+    shm
+}
+
+#[multiprocessing::test]
+async fn a_process_returns_shared_memory_it_made() {
+    let child = Process::spawn(make_memory, 1 << 20).await.unwrap();
+    // Joined late: the child waits for its memory to be taken.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        child.is_alive(),
+        "the child waits for its value's memory to be taken"
+    );
+    let shm = child.join().await.unwrap();
+    assert!(!child.is_alive());
+    let mut end = [0u8; 3];
+    shm.read((1 << 20) - 3, &mut end);
+    assert_eq!(&end, b"end");
 }
 
 #[entry]

@@ -93,6 +93,7 @@ impl ChildServer {
                     // The call thread wrote its result itself: what went through the outbox
                     // before it (log records) must not be lost when we exit.
                     call::flush(&self.outbox).await;
+                    offers_taken(&mut messages).await;
                     return code;
                 }
             };
@@ -196,6 +197,26 @@ impl ChildServer {
             "multiprocessing: child {} was assigned twice; ignoring it",
             std::process::id()
         );
+    }
+}
+
+/// Longest a child that answered its last call waits for the descriptors it offered (the
+/// shared memory a `Process`'s value carries) to be taken before it exits.
+const OFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until every descriptor this process offered has been taken (the parent takes those
+/// of the value it got as it decodes it; a queue's consumer, those of an item), the parent is
+/// gone, or [`OFFER_WAIT`] has passed. Returns at once when nothing was offered, which is the
+/// usual case.
+async fn offers_taken(messages: &mut UnboundedReceiver<Vec<u8>>) {
+    let deadline = tokio::time::Instant::now() + OFFER_WAIT;
+    let mut nap = std::time::Duration::from_micros(200);
+    while crate::transport::fd::pending_offers() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            // Nothing the parent says matters any more; its going away ends the wait.
+            m = messages.recv() => if m.is_none() { return },
+            _ = tokio::time::sleep(nap) => nap = (nap * 2).min(std::time::Duration::from_millis(20)),
+        }
     }
 }
 

@@ -149,6 +149,12 @@ impl<R: DeserializeOwned + Send + 'static> Process<R> {
     /// Like Python's `join`, this waits for the process to exit, so [`exitcode`](Self::exitcode)
     /// is set afterwards. It may be called again: each call decodes the value anew.
     ///
+    /// The value is decoded as soon as it arrives, before the child has exited: a value that
+    /// carries shared memory made in the child (a `SharedBytes`, a `SharedMemory`) takes its
+    /// descriptors from the child, which waits for that up to 10 s after it returned (or until
+    /// this process is gone). Join such a child within that time; a second `join` of such a
+    /// value fails to decode, as its descriptors were taken by the first.
+    ///
     /// # Cancel safety
     /// Cancel-safe: wrap it in `tokio::time::timeout`, and the handle stays usable.
     ///
@@ -158,20 +164,29 @@ impl<R: DeserializeOwned + Send + 'static> Process<R> {
     /// (aborted, killed, exited early); [`Error::NotAnEntry`] when the child executable does not
     /// know the entry; [`Error::Decode`] when the value does not decode as `R`.
     pub async fn join(&self) -> Result<R> {
+        let lost =
+            || Error::Protocol("the runtime that supervised this process has shut down".into());
         let mut state = self.shared.state.clone();
+        // Decoded while the child still runs (see above), then waited for its exit.
+        let value = {
+            let s = state
+                .wait_for(|s| s.outcome.is_some() || s.exited.is_some() || s.lost)
+                .await
+                .map_err(|_| lost())?;
+            match &s.outcome {
+                Some(Ok((message, at))) => Some(decode_value("entry result", &message[*at..])),
+                _ => None,
+            }
+        };
         let state = state
             .wait_for(|s| s.exited.is_some() || s.lost)
             .await
-            .map_err(|_| {
-                Error::Protocol("the runtime that supervised this process has shut down".into())
-            })?;
+            .map_err(|_| lost())?;
         if state.lost {
-            return Err(Error::Protocol(
-                "the runtime that supervised this process has shut down".into(),
-            ));
+            return Err(lost());
         }
         match &state.outcome {
-            Some(Ok((message, at))) => decode_value("entry result", &message[*at..]),
+            Some(Ok(_)) => value.unwrap_or_else(|| Err(lost())),
             Some(Err(remote)) => Err(remote.clone().into()),
             None => {
                 let status = state.exited.unwrap_or_else(|| ExitStatus::from_raw(0));

@@ -38,7 +38,11 @@ impl SharedBytes {
     /// # Errors
     /// `Io` when the kernel refuses the memory.
     pub fn from_vec(bytes: Vec<u8>) -> Result<SharedBytes> {
-        Self::copy_from_slice(&bytes)
+        let shared = Self::copy_from_slice(&bytes);
+        // A large `Vec` is freed off this path (see `segment::free_aside`).
+        let len = bytes.capacity();
+        crate::transport::segment::free_aside(bytes, len);
+        shared
     }
 
     /// A copy of `bytes` in new shared memory.

@@ -25,6 +25,7 @@
 
 mod array;
 mod bytes;
+mod named;
 mod plain;
 mod value;
 
@@ -35,14 +36,28 @@ pub use value::{Value, ValueGuard};
 
 use crate::error::Result;
 use crate::transport::segment::{Segment, Shared};
+use named::Named;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::sync::Arc;
 
-/// A block of shared memory: Python's `multiprocessing.shared_memory.SharedMemory`, without
-/// the name (see the [module docs](self) for how it is freed).
+/// A block of shared memory: Python's `multiprocessing.shared_memory.SharedMemory` (see the
+/// [module docs](self) for how it is freed).
 ///
 /// `Clone` gives another handle to the same memory; serializing it (as an entry's argument, a
 /// pool task, a queue item) hands the receiving process a descriptor, and it maps the same
 /// pages.
+///
+/// # Names
+/// [`SharedMemory::create`] makes memory without a name: only processes handed a handle reach
+/// it. [`SharedMemory::create_named`] also registers a name with the run's root, and any
+/// process of the run (a grandchild, a process that was never handed a handle) reaches the
+/// same memory with [`SharedMemory::open`]. The root keeps the name, and a descriptor of the
+/// memory, while any process holds a handle made by `create_named` or `open`, or a clone of
+/// one, or one received from a process that held one (counted once its process has told the
+/// root, which it does on receipt when a runtime of the launch is at hand, or else at its first
+/// use of the name); it drops both with the last, even if every holder was SIGKILLed. Nothing
+/// is ever named in `/dev/shm`: the name lives in the root's memory only, and dies with the
+/// run.
 ///
 /// ```
 /// # fn main() -> multiprocessing::Result<()> {
@@ -55,31 +70,95 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct SharedMemory(Shared);
+pub struct SharedMemory {
+    segment: Shared,
+    named: Option<Arc<Named>>,
+}
 
 impl SharedMemory {
-    /// New zero-filled shared memory of `size` bytes.
+    /// New zero-filled shared memory of `size` bytes, without a name.
     ///
     /// # Errors
     /// `Io` when the kernel refuses the memory (a memory limit, too many open files).
     pub fn create(size: usize) -> Result<SharedMemory> {
-        Ok(SharedMemory(Shared::new(Segment::create(size)?)))
+        Ok(SharedMemory {
+            segment: Shared::new(Segment::create(size)?),
+            named: None,
+        })
+    }
+
+    /// New zero-filled shared memory of `size` bytes under `name`, which any process of the
+    /// run can then [`open`](SharedMemory::open) (Python's `SharedMemory(name, create=True,
+    /// size=size)`). The root makes the memory and keeps the name while any process holds a
+    /// handle to it (see [Names](SharedMemory#names)).
+    ///
+    /// ```
+    /// use multiprocessing::{entry, Process, SharedMemory};
+    ///
+    /// #[entry]
+    /// async fn greet() {
+    ///     let shm = SharedMemory::open("greeting").await.unwrap();
+    ///     shm.write(0, b"hi");
+    /// }
+    ///
+    /// #[multiprocessing::process_main]
+    /// async fn main() -> multiprocessing::Result<()> {
+    ///     let shm = SharedMemory::create_named("greeting", 4096).await?;
+    ///     Process::spawn(greet, ()).await?.join().await?;
+    ///     let mut got = [0u8; 2];
+    ///     shm.read(0, &mut got);
+    ///     assert_eq!(&got, b"hi");
+    ///     assert_eq!(shm.name(), Some("greeting"));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it returns, the handle it was making is released (a name
+    /// made meanwhile is dropped with it, unless another process opened it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when a segment of this name
+    /// exists in the run; [`Error::Lookup`](crate::Error::Lookup) when the root could not make
+    /// the memory; `NotLaunched` outside a launch; `Closed` when the root is gone.
+    pub async fn create_named(name: &str, size: usize) -> Result<SharedMemory> {
+        named::create(name, size).await
+    }
+
+    /// The shared memory registered under `name` by [`SharedMemory::create_named`] in any
+    /// process of the run (Python's `SharedMemory(name)`): the same pages, mapped here.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it returns, the handle it was making is released.
+    ///
+    /// # Errors
+    /// [`Error::Lookup`](crate::Error::Lookup) when no process of the run holds a segment of
+    /// this name (never made, or its last handle is gone); `NotLaunched` outside a launch;
+    /// `Closed` when the root is gone.
+    pub async fn open(name: &str) -> Result<SharedMemory> {
+        named::open(name).await
+    }
+
+    /// The name it was made or opened under; `None` for memory made by
+    /// [`SharedMemory::create`].
+    pub fn name(&self) -> Option<&str> {
+        self.named.as_ref().map(|n| n.name())
     }
 
     /// Its size in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.segment.len()
     }
 
     /// Whether it has no bytes.
     pub fn is_empty(&self) -> bool {
-        self.0.len() == 0
+        self.segment.len() == 0
     }
 
     /// The first byte's address in this process (page-aligned; valid for [`SharedMemory::len`]
     /// bytes while this handle lives).
     pub fn as_ptr(&self) -> *mut u8 {
-        self.0.as_ptr()
+        self.segment.as_ptr()
     }
 
     #[track_caller]
@@ -147,6 +226,7 @@ impl std::fmt::Debug for SharedMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedMemory")
             .field("len", &self.len())
+            .field("name", &self.name())
             .finish_non_exhaustive()
     }
 }
@@ -154,13 +234,20 @@ impl std::fmt::Debug for SharedMemory {
 impl Serialize for SharedMemory {
     /// Offers the memory's descriptor to the process that deserializes it.
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        // On the wire: the descriptor's offer, and the name's handle if it has one. Borrowed,
+        // so a handle serialized twice for one message (sized, then written) makes one offer.
+        (&self.segment, self.named.as_deref()).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMemory {
-    /// Takes the descriptor and maps it.
+    /// Takes the descriptor and maps it; a name's handle is counted at the root from here on
+    /// (see [Names](SharedMemory#names)).
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(SharedMemory(Shared::deserialize(d)?))
+        let (segment, named) = <(Shared, Option<Named>)>::deserialize(d)?;
+        Ok(SharedMemory {
+            segment,
+            named: named.map(Named::received),
+        })
     }
 }

@@ -395,6 +395,15 @@ pub(crate) fn offer(fd: BorrowedFd<'_>) -> Result<Ticket> {
     })
 }
 
+/// How many offers this process has made that are still waiting to be taken. A process that
+/// is about to exit after handing a value back waits for this to reach 0 (bounded), so the
+/// receiver can still take the descriptors the value carries.
+pub(crate) fn pending_offers() -> usize {
+    let slot = SERVER.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    slot.filter(|s| s.pid == std::process::id())
+        .map_or(0, |s| s.table().offers.len())
+}
+
 /// Whether the offer behind `ticket` (made by this process) is still waiting to be taken.
 fn is_pending(ticket: &Ticket) -> bool {
     let slot = SERVER.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -6,6 +6,9 @@
 //! them (a normal exit, a panic, SIGKILL). A [`Segment`] holds one descriptor and one mapping of
 //! the whole file; dropping it unmaps and closes both.
 //!
+//! Dropping a segment of 4 MiB or more unmaps it on a thread of its own ([`free_aside`]):
+//! freeing the pages of the last mapping takes the kernel tens of milliseconds per 100 MiB.
+//!
 //! The segment lives here, below the hub, because both the hub (which maps the lock arenas it
 //! hosts, see `hub/objects/lock.rs`) and the user-facing `shm` and `sync` modules use it.
 
@@ -163,13 +166,78 @@ impl Segment {
     }
 }
 
+/// A mapping to unmap: what dropping a [`Segment`] does, inline or aside. Closed after the
+/// unmapping, its descriptor (a duplicate, for a large segment) keeps the memory until then,
+/// so the pages are freed wherever this is dropped, not where the segment's own descriptor
+/// closed.
+struct Unmap {
+    ptr: NonNull<u8>,
+    len: usize,
+    _fd: Option<OwnedFd>,
+}
+
+// SAFETY: an address range this process owns; unmapping it from any thread is the same.
+unsafe impl Send for Unmap {}
+
+impl Drop for Unmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly a mapping made in `Segment::map`, whose segment is
+        // gone (it made this `Unmap` as it was dropped), so nothing borrows from it any more.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`mapped` are exactly the mapping made in `map`, unmapped only here;
-        // nothing borrowed from it outlives `self`.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.mapped);
-        }
+        // Whichever of the last descriptor and the last mapping goes last frees every page:
+        // for a large segment, both go aside (a duplicate of the descriptor with the mapping;
+        // ours closes here, cheaply, as the duplicate still holds the memory).
+        let large = self.mapped >= FREE_ASIDE_FROM;
+        free_aside(
+            Unmap {
+                ptr: self.ptr,
+                len: self.mapped,
+                _fd: large.then(|| self.fd.try_clone().ok()).flatten(),
+            },
+            self.mapped,
+        );
+    }
+}
+
+/// From this many bytes on, memory is freed on a thread of its own (see [`free_aside`]).
+const FREE_ASIDE_FROM: usize = 4 << 20;
+
+/// The pid of the process whose freeing thread listens, and where to send it things to drop.
+type Freer = (u32, std::sync::mpsc::Sender<Box<dyn Send>>);
+
+/// The thread that frees large memory for this process (a forked child starts its own).
+static FREER: std::sync::Mutex<Option<Freer>> = std::sync::Mutex::new(None);
+
+/// Drops `value`, which holds `bytes` of memory: inline when small, otherwise on a thread of
+/// its own, off the caller's path. Freeing 100 MiB (the last mapping of a shared segment, or a
+/// `Vec` just copied into one) takes the kernel tens of milliseconds, which a pool worker would
+/// otherwise spend before it replies, and the caller of `SharedBytes::from_vec` before it can
+/// send. The memory is gone a moment later; a process that exits first frees it by exiting.
+pub(crate) fn free_aside<T: Send + 'static>(value: T, bytes: usize) {
+    if bytes < FREE_ASIDE_FROM {
+        drop(value);
+        return;
+    }
+    let pid = std::process::id();
+    let mut slot = FREER.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.as_ref().is_none_or(|(p, _)| *p != pid) {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Send>>();
+        let started = std::thread::Builder::new()
+            .name("multiprocessing-free".into())
+            .spawn(move || rx.into_iter().for_each(drop));
+        *slot = started.ok().map(|_| (pid, tx));
+    }
+    let value: Box<dyn Send> = Box::new(value);
+    if let Some(Err(back)) = slot.as_ref().map(|(_, tx)| tx.send(value)) {
+        // The thread is gone: free it here after all.
+        drop(back);
     }
 }
 
@@ -240,6 +308,43 @@ impl<'de> Deserialize<'de> for Shared {
             .and_then(|fd| Segment::from_fd(fd, len))
             .map(Shared::new)
             .map_err(|e| D::Error::custom(crate::error::serde_detail(e)))
+    }
+}
+
+/// A segment's descriptor without a mapping: what the root holds for a named segment, so the
+/// memory lives while the name does, without costing the root address space. It serializes
+/// exactly as a [`Shared`] does (a process that deserializes it gets a mapped [`Shared`]).
+#[derive(Debug)]
+pub(crate) struct Unmapped {
+    fd: OwnedFd,
+    len: usize,
+}
+
+impl Unmapped {
+    /// A new zero-filled segment of `len` bytes; no page is touched (the kernel allocates them
+    /// as the processes that map it write).
+    ///
+    /// # Errors
+    /// As [`Segment::create`].
+    pub(crate) fn create(len: usize) -> Result<Unmapped> {
+        Ok(Unmapped {
+            fd: Segment::memfd(len)?,
+            len,
+        })
+    }
+
+    /// The postcard bytes of a serialized handle to it: a fresh one-shot offer of its
+    /// descriptor, which whoever deserializes the bytes takes and maps.
+    ///
+    /// # Errors
+    /// `Io` when the descriptor cannot be offered (see [`fd::offer`]).
+    pub(crate) fn offer(&self) -> Result<Vec<u8>> {
+        let ticket = fd::offer(self.fd.as_fd())?;
+        postcard::to_allocvec(&Wire {
+            ticket,
+            len: self.len as u64,
+        })
+        .map_err(|e| Error::encode("a shared memory segment", e))
     }
 }
 

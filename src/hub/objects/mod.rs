@@ -29,6 +29,7 @@ mod manager;
 mod mevent;
 mod mlock;
 mod queue;
+mod segment;
 pub(crate) mod word;
 
 pub(crate) use lock::arena as lock_arena;
@@ -240,6 +241,7 @@ enum Object {
     Lock(lock::LockState),
     ManagedLock(mlock::ManagedLockState),
     Event(mevent::EventState),
+    Segment(segment::SegmentState),
 }
 
 impl Object {
@@ -252,6 +254,7 @@ impl Object {
             Spec::Sync(spec) => Object::Lock(lock::LockState::sync(spec)),
             Spec::ManagedLock(_) => Object::ManagedLock(mlock::ManagedLockState::default()),
             Spec::Event(_) => Object::Event(mevent::EventState::default()),
+            Spec::Segment(_) => Object::Segment(segment::SegmentState::default()),
         }
     }
 
@@ -266,6 +269,8 @@ impl Object {
             // A manager's lock or event, as a dict, exists while anyone can name it; a transit
             // hold is only for an object that exists.
             Op::ManagedLock(_) | Op::Event(_) | Op::Transit(_) => None,
+            // A segment's request opens its handle first; once the object is gone, so is the name.
+            Op::Segment(_) => None,
         }
     }
 
@@ -277,6 +282,7 @@ impl Object {
             (Object::Lock(l), Op::Lock(op)) => l.apply(caller, op, body),
             (Object::ManagedLock(l), Op::ManagedLock(op)) => l.apply(caller, op, body),
             (Object::Event(e), Op::Event(op)) => e.apply(caller, op, body),
+            (Object::Segment(s), Op::Segment(op)) => s.apply(op, body),
             // An id names one object of one kind: this is a confused peer.
             _ => Outcome::Answer(Reply::failed(HostError::Malformed)),
         }
@@ -290,6 +296,7 @@ impl Object {
             Object::Lock(l) => l,
             Object::ManagedLock(l) => l,
             Object::Event(e) => e,
+            Object::Segment(s) => s,
         }
     }
 }
