@@ -120,7 +120,7 @@ pub(super) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-impl<'a> ser::Serializer for &'a mut Encoder {
+impl ser::Serializer for &mut Encoder {
     type Ok = ();
     type Error = CodecError;
     type SerializeSeq = Self;
@@ -327,7 +327,7 @@ impl<'a> ser::Serializer for &'a mut Encoder {
 /// only encodes its parts in order.
 macro_rules! compound {
     ($($trait:ident :: $method:ident),* $(,)?) => {$(
-        impl<'a> ser::$trait for &'a mut Encoder {
+        impl ser::$trait for &mut Encoder {
             type Ok = ();
             type Error = CodecError;
 
@@ -349,7 +349,7 @@ compound!(
     SerializeTupleVariant::serialize_field,
 );
 
-impl<'a> ser::SerializeMap for &'a mut Encoder {
+impl ser::SerializeMap for &mut Encoder {
     type Ok = ();
     type Error = CodecError;
 
@@ -369,7 +369,7 @@ impl<'a> ser::SerializeMap for &'a mut Encoder {
 /// The struct serializers: fields in order, names dropped.
 macro_rules! fields {
     ($($trait:ident),* $(,)?) => {$(
-        impl<'a> ser::$trait for &'a mut Encoder {
+        impl ser::$trait for &mut Encoder {
             type Ok = ();
             type Error = CodecError;
 
