@@ -2,12 +2,14 @@
 # Runs our benches and Python's multiprocessing on the same workloads, one after the other in one
 # run, and prints: case | ours | Python | ratio (how many times better ours is) | target | met.
 #   bash benches/compare.sh [--quick]
+# (MP_SHARED=path names the shared/ directory holding bench/bench_mp.py; default ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm --bench actor --bench sync
+shared=${MP_SHARED:-../shared}
+cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm --bench actor --bench sync --bench codec --bench scaling
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
@@ -17,14 +19,16 @@ cargo bench -q --bench manager -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench shm -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench actor -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench sync -- $quick >> "$out/ours.jsonl"
-python3 ../shared/bench/bench_mp.py --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,queue_c2c,pipe,manager,lock,actor_proxy $quick > "$out/python.jsonl"
+cargo bench -q --bench codec -- $quick >> "$out/ours.jsonl"
+cargo bench -q --bench scaling -- $quick >> "$out/ours.jsonl"
+python3 "$shared/bench/bench_mp.py" --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,queue_c2c,pipe,manager,lock,actor_proxy,pool_scaling $quick > "$out/python.jsonl"
 python3 benches/sync_mp.py $quick >> "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pipe -- $quick >> "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench actor -- $quick >> "$out/ours_pinned.jsonl"
-PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 ../shared/bench/bench_mp.py --only spawn,pool_apply_latency,pipe,actor_proxy $quick > "$out/python_pinned.jsonl"
+PEER_BENCH_VARIANT=pinned-cpu0 taskset -c 0 python3 "$shared/bench/bench_mp.py" --only spawn,pool_apply_latency,pipe,actor_proxy $quick > "$out/python_pinned.jsonl"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
@@ -52,6 +56,7 @@ pairs = [
     ("pool2_apply_async_10k_concurrent", "pool2_apply_async_10k_concurrent", 5, "10k apply_async in flight"),
     ("pool2_apply_async_get_sequential_latency", "pool2_apply_async_get_sequential_latency", 1 / 0.6, "sequential apply round trip"),
     ("pool_apply_len_100MiB", "pool_apply_len_100MiB", 2, "100 MiB bytes to a pool worker"),
+    ("pool_apply_len_100MiB_vec", "pool_apply_len_100MiB", 1.5, "100 MiB plain Vec<u8> to a pool worker (no serde_bytes)"),
     ("process_len_100MiB", "pool_apply_len_100MiB", None, "100 MiB bytes to a fresh Process"),
     ("process_roundtrip_64MiB", None, None, "64 MiB to a Process and back"),
     ("queue_small_msgs_throughput", "queue_small_msgs_throughput", 5, "queue small msgs, child -> parent"),
@@ -96,4 +101,36 @@ for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned
             ratio, met, pvs = "-", "-", "-"
         tgt = "-" if target is None else f">= {target:.2f}x"
         print(f"| {note} | {r['median']:.4g} {r['unit']} | {pvs} | {ratio} | {tgt} | {met} |")
+
+# The codec of user values against postcard's own encoder, both in our bench run.
+ours = load("ours.jsonl")
+print("\ncodec (GB/s of the value's memory; output allocated per run)")
+print("| case | ours (median) | postcard (median) | ours is x better |")
+print("|---|---|---|---|")
+for value in ("vec_u8", "vec_f64"):
+    for what in ("encode", "decode"):
+        o, p = ours.get(f"codec_{what}_{value}_100MiB"), ours.get(f"postcard_{what}_{value}_100MiB")
+        if o and p:
+            print(f"| {what} 100 MiB {value} | {o['median']:.3g} GB/s | {p['median']:.3g} GB/s | {o['median'] / p['median']:.2f}x |")
+
+# Scaling of a CPU-bound map: efficiency = speed-up over one worker / workers. Targets at the
+# largest worker count: >= 95% for 10 ms tasks, >= Python's for 1 ms tasks.
+py = load("python.jsonl")
+print("\nscaling (Pool.map of tasks spinning 1 or 10 ms; default chunksize)")
+print("| tasks | workers | ours items/s | Python items/s | ours efficiency | Python efficiency | target | met |")
+print("|---|---|---|---|---|---|---|---|")
+cases = sorted({(r["params"]["task_ms"], r["params"]["processes"]) for k, r in ours.items() if k.startswith("pool_scaling_")})
+top = max((n for _, n in cases), default=0)
+for ms, n in sorted(cases, key=lambda c: (-c[0], c[1])):
+    o, p = ours[f"pool_scaling_{ms}ms[{n}]"], py.get(f"pool_scaling_{ms}ms[{n}]")
+    pe = p.get("efficiency") if p else None
+    tgt, met = "-", "-"
+    if n == top and n > 1:
+        if ms == 10:
+            tgt, met = ">= 95%", "yes" if o["efficiency"] >= 0.95 else "NO"
+        elif pe is not None:
+            tgt, met = ">= Python's", "yes" if o["efficiency"] >= pe else "NO"
+    pr = f"{p['median']:.4g}" if p else "-"
+    pes = f"{pe:.1%}" if pe is not None else "-"
+    print(f"| {ms} ms x {o['params']['items']} | {n} | {o['median']:.4g} | {pr} | {o['efficiency']:.1%} | {pes} | {tgt} | {met} |")
 PY

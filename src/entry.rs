@@ -193,7 +193,7 @@ where
     }
 
     let what = "a batch of arguments";
-    let mut de = postcard::Deserializer::from_bytes(args);
+    let mut de = crate::codec::Decoder::new(args);
     // Results are usually about as large as the arguments (the writer grows if not).
     let items = Items {
         call,
@@ -202,7 +202,7 @@ where
     };
     let writer = serde::Deserializer::deserialize_seq(&mut de, items)
         .map_err(|e| Error::decode(what, e))??;
-    all_read(what, de.finalize().map_err(|e| Error::decode(what, e))?)?;
+    all_read(what, de.rest())?;
     writer.finish()
 }
 

@@ -8,8 +8,9 @@ compile_error!("async-multiprocessing supports Linux only: it needs pidfd, PR_SE
 #[allow(unused_extern_crates)]
 extern crate self as multiprocessing;
 
-// Layer 0: errors, and the large buffers kept for reuse.
+// Layer 0: errors, the large buffers kept for reuse, and the codec of user values.
 mod buffers;
+mod codec;
 mod error;
 // Layer 1: frames, local sockets, authentication.
 mod transport;
@@ -121,6 +122,28 @@ pub mod __private {
         /// `NotLaunched` outside a launch; `Io` if the hub cannot bind.
         pub fn hub_socket() -> Result<PathBuf> {
             Context::current()?.hub_socket()
+        }
+
+        /// The codec of user values, as the crate calls it for arguments and results: for the
+        /// codec bench (`benches/codec.rs`).
+        pub mod codec {
+            use crate::error::Result;
+
+            /// Encodes `value` as an argument or result is encoded.
+            ///
+            /// # Errors
+            /// `Encode` if the value does not encode.
+            pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+                crate::protocol::encode_value("a value", value)
+            }
+
+            /// Decodes a `T` that fills `bytes`, as an argument or result is decoded.
+            ///
+            /// # Errors
+            /// `Decode` if the bytes are not one `T`.
+            pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+                crate::protocol::decode_value("a value", bytes)
+            }
         }
 
         /// The decoders a peer's bytes reach first, callable on any bytes: for the hostile-input

@@ -3,13 +3,17 @@
 //! Every message on a connection is a postcard-encoded header ([`Down`] or [`Up`]) followed by an
 //! opaque body (encoded arguments or results), so large values are never re-encoded on the way.
 
-use crate::buffers::Buffer;
+use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, RemoteError, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused at `Hello`.
 pub(crate) const PROTOCOL_VERSION: u16 = 7;
+
+// User values travel in the codec's format, which is part of this protocol: a new codec format
+// needs a new `PROTOCOL_VERSION` too (and this check updated).
+const _: () = assert!(crate::codec::VERSION == 1);
 
 /// The environment variable that marks a process as a child and carries its [`ChildConfig`].
 pub(crate) const CHILD_ENV: &str = "MULTIPROCESSING_CHILD";
@@ -874,79 +878,16 @@ pub(crate) fn decode_head<M: DeserializeOwned>(message: &[u8]) -> Result<(M, usi
     Ok((head, message.len() - rest.len()))
 }
 
-/// Encodes a user value (arguments or a result).
+/// Encodes a user value (arguments or a result) with the codec of user values
+/// ([`crate::codec`]: postcard's format, plain runs in one piece).
 pub(crate) fn encode_value<T: Serialize + ?Sized>(
     what: &'static str,
     value: &T,
 ) -> Result<Vec<u8>> {
     // One pass: sizing first doubled the cost of a value of many small items (a map chunk of
     // 125,000 integers), and a large blob is still copied once, as it is written in one piece
-    // into a buffer grown to fit it (see `Bytes::grow`).
+    // into a buffer grown to fit it.
     encode_value_into(what, value, 0)
-}
-
-/// A postcard output that appends large slices with `extend_from_slice` (one `memcpy`), where
-/// postcard's own `Vec` output copies byte by byte, and small ones (varints) without a call.
-struct Bytes(Buffer);
-
-impl Bytes {
-    /// Makes room for `extra` more bytes. For a large piece (a blob), the buffer comes from
-    /// [`Buffer::take`], kept or fresh with huge pages, and at least doubles, so that many
-    /// large pieces cost linear copying; the old one goes back to the pool as it is dropped.
-    /// Anything else grows the vector as usual, whose `realloc` of a large buffer moves its
-    /// pages rather than copying and faulting them in again.
-    #[cold]
-    #[inline(never)]
-    fn grow(&mut self, extra: usize) {
-        if extra >= crate::buffers::MIN_LEN {
-            let want = (self.0.len() + extra).max(2 * self.0.capacity());
-            let mut bigger = Buffer::take(want);
-            bigger.extend_from_slice(&self.0);
-            self.0 = bigger;
-        } else {
-            self.0.reserve(extra);
-        }
-    }
-}
-
-impl postcard::ser_flavors::Flavor for Bytes {
-    type Output = Vec<u8>;
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        if self.0.len() == self.0.capacity() {
-            self.grow(1);
-        }
-        self.0.push(data);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let n = data.len();
-        if self.0.capacity() - self.0.len() < n {
-            self.grow(n);
-        }
-        if n <= 16 {
-            // Varints and other small pieces (most calls): byte by byte into room already made,
-            // which beats a call into `memcpy` (and a capacity check per byte) for a few bytes.
-            let len = self.0.len();
-            for (slot, &byte) in self.0.spare_capacity_mut().iter_mut().zip(data) {
-                slot.write(byte);
-            }
-            // SAFETY: `grow` left at least `n` bytes of spare capacity, and the loop above
-            // initialised the first `n` of them (`zip` stops at `data`'s end, which is `n`), so
-            // the first `len + n` bytes of the buffer are initialised and within capacity.
-            unsafe { self.0.set_len(len + n) };
-        } else {
-            self.0.extend_from_slice(data);
-        }
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0.into_vec())
-    }
 }
 
 /// Encodes a user value into a buffer with room for about `capacity` bytes to start with (a
@@ -959,9 +900,11 @@ pub(crate) fn encode_value_into<T: Serialize + ?Sized>(
     value: &T,
     capacity: usize,
 ) -> Result<Vec<u8>> {
-    let buf = Buffer::take(capacity);
-    postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(buf))
-        .map_err(|e| Error::encode(what, e))
+    let mut encoder = Encoder::with_capacity(capacity);
+    value
+        .serialize(&mut encoder)
+        .map_err(|e| Error::encode(what, e))?;
+    Ok(encoder.into_vec())
 }
 
 /// One item's outcome in a batch. The error is boxed: it is rare and large (~80 bytes), and a
@@ -978,7 +921,7 @@ pub(crate) type BatchResult<O> = std::result::Result<O, Box<RemoteError>>;
 /// a variant to visit per item to read, and a worker writes each value as it is computed, with
 /// neither the arguments nor the results collected in a vector first.
 pub(crate) struct BatchWriter<O> {
-    output: postcard::Serializer<Bytes>,
+    output: Encoder,
     values: u64,
     rest: Vec<BatchResult<O>>,
 }
@@ -987,9 +930,7 @@ impl<O: Serialize> BatchWriter<O> {
     /// A writer whose buffer starts with room for about `capacity` bytes.
     pub(crate) fn new(capacity: usize) -> Self {
         BatchWriter {
-            output: postcard::Serializer {
-                output: Bytes(Buffer::take(capacity)),
-            },
+            output: Encoder::with_capacity(capacity),
             values: 0,
             rest: Vec::new(),
         }
@@ -1017,14 +958,12 @@ impl<O: Serialize> BatchWriter<O> {
     /// # Errors
     /// [`Error::Encode`] if a value after a failure does not encode.
     pub(crate) fn finish(mut self) -> Result<Vec<u8>> {
-        let what = "a batch of results";
         self.rest
             .serialize(&mut self.output)
-            .map_err(|e| Error::encode(what, e))?;
-        let mut out = self.output.output;
-        postcard::ser_flavors::Flavor::try_extend(&mut out, &self.values.to_le_bytes())
-            .map_err(|e| Error::encode(what, e))?;
-        Ok(out.0.into_vec())
+            .map_err(|e| Error::encode("a batch of results", e))?;
+        let mut out = self.output.into_vec();
+        out.extend_from_slice(&self.values.to_le_bytes());
+        Ok(out)
     }
 }
 
@@ -1050,13 +989,13 @@ pub(crate) fn read_batch<R: DeserializeOwned>(
         )));
     }
     values.reserve(leading as usize);
-    let mut de = postcard::Deserializer::from_bytes(data);
+    let mut de = Decoder::new(data);
     for _ in 0..leading {
         values.push(R::deserialize(&mut de).map_err(|e| Error::decode(what, e))?);
     }
     let rest: Vec<BatchResult<R>> =
         Deserialize::deserialize(&mut de).map_err(|e| Error::decode(what, e))?;
-    all_read(what, de.finalize().map_err(|e| Error::decode(what, e))?)?;
+    all_read(what, de.rest())?;
     let count = leading as usize + rest.len();
     if count != sent {
         return Err(Error::Protocol(format!(
@@ -1069,7 +1008,7 @@ pub(crate) fn read_batch<R: DeserializeOwned>(
 /// Decodes a user value; the whole slice must be consumed.
 pub(crate) fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     let (value, rest) =
-        postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::decode(what, e))?;
+        crate::codec::take_from_bytes::<T>(bytes).map_err(|e| Error::decode(what, e))?;
     all_read(what, rest)?;
     Ok(value)
 }

@@ -8,11 +8,12 @@
 use std::path::{Path, PathBuf};
 
 /// Layer 0: leaves.
-const LEAVES: &[&str] = &["error", "buffers"];
+const LEAVES: &[&str] = &["error", "buffers", "codec"];
 /// What the hub layer (4) and everything above it may use.
 const BELOW_HUB: &[&str] = &[
     "error",
     "buffers",
+    "codec",
     "transport",
     "protocol",
     "entry",
@@ -27,6 +28,8 @@ fn may_use(module: &str) -> Option<Vec<&'static str>> {
     let up_to_start = || [up_to_hub(), vec!["start", "process"]].concat();
     Some(match module {
         "error" | "buffers" => vec![],
+        // The user-value codec writes into the buffer pool's buffers.
+        "codec" => vec!["buffers"],
         "transport" => LEAVES.to_vec(),
         "protocol" => LEAVES.to_vec(),
         "entry" => [LEAVES, &["protocol"]].concat(),

@@ -430,3 +430,64 @@ async fn calls_made_before_close_still_run() {
     );
     pool.join().await.unwrap();
 }
+
+/// A value of plain runs the codec moves whole (and a nested one it does not), sent to a worker
+/// and returned with each part changed there.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+struct Runs {
+    bytes: Vec<u8>,
+    floats: Vec<f64>,
+    ints: Vec<i64>,
+    text: String,
+    nested: Vec<Vec<u16>>,
+    maybe: Option<Vec<bool>>,
+}
+
+#[entry]
+fn reverse_runs(mut r: Runs) -> Runs {
+    r.bytes.reverse();
+    r.floats.iter_mut().for_each(|f| *f = -*f);
+    r.ints.iter_mut().for_each(|i| *i = i.wrapping_neg());
+    r.text = r.text.chars().rev().collect();
+    r.nested.reverse();
+    r.maybe = r.maybe.map(|v| v.into_iter().map(|b| !b).collect());
+    r
+}
+
+#[entry]
+fn sum_bytes(data: Vec<u8>) -> u64 {
+    data.iter().map(|&b| u64::from(b)).sum()
+}
+
+#[multiprocessing::test]
+async fn plain_runs_arrive_whole_in_apply_and_map() {
+    let pool = Pool::new(2).await.unwrap();
+    let runs = Runs {
+        bytes: (0..3 << 20).map(|i| (i * 7) as u8).collect(),
+        floats: (0..70_000).map(|i| f64::from(i) * 0.5 - 3.0).collect(),
+        ints: (0..1_000).map(|i| (i - 500) << 40).collect(),
+        text: "plain runs ✓".repeat(20),
+        nested: vec![vec![1, 300, u16::MAX], vec![]],
+        maybe: Some(vec![true, false, true]),
+    };
+    let mut want = runs.clone();
+    want.bytes.reverse();
+    want.floats.iter_mut().for_each(|f| *f = -*f);
+    want.ints.iter_mut().for_each(|i| *i = -*i);
+    want.text = want.text.chars().rev().collect();
+    want.nested.reverse();
+    want.maybe = Some(vec![false, true, false]);
+    assert_eq!(pool.apply(reverse_runs, runs.clone()).await.unwrap(), want);
+    let blobs: Vec<Vec<u8>> = (0..40).map(|n| vec![n as u8; 1 + n * 1000]).collect();
+    let sums = pool
+        .map(sum_bytes, blobs.clone())
+        .chunksize(3)
+        .await
+        .unwrap();
+    let expected: Vec<u64> = blobs
+        .iter()
+        .map(|b| b.iter().map(|&x| u64::from(x)).sum())
+        .collect();
+    assert_eq!(sums, expected);
+    pool.terminate().await.unwrap();
+}

@@ -582,7 +582,7 @@ impl<T> Connection<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Connection<T> {
-    /// Sends a value (Python's `send`), encoded with postcard.
+    /// Sends a value (Python's `send`), encoded in postcard's format.
     ///
     /// `send` returns once the message is written to the socket *or* queued in this end's
     /// buffer. The buffer is written by a task of this end as soon as the calling task yields,
@@ -617,7 +617,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.check_send()?;
         let mut bytes = Vec::with_capacity(32);
         bytes.extend_from_slice(&[0; 4]);
-        let bytes = postcard::to_extend(value, bytes)
+        let bytes = crate::codec::encode_onto(value, bytes)
             .map_err(|e| Error::encode("a value sent on a Connection", e))?;
         let len = bytes.len() - 4;
         if bytes.len() < DIRECT_WRITE && len <= self.inner.max_frame {
@@ -646,7 +646,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         tokio::task::consume_budget().await;
         let mut r = self.inner.read.lock().await;
         loop {
-            if let Some(v) = r.with_next(|m| postcard::from_bytes::<T>(m))? {
+            if let Some(v) = r.with_next(|m| crate::codec::from_bytes::<T>(m))? {
                 return v.map_err(|e| Error::decode("a value received on a Connection", e));
             }
             self.wait_readable(&mut r, true).await?;

@@ -34,7 +34,7 @@
 //! ```
 //!
 //! # Messages
-//! A [`Connection<T>`] carries values of type `T`, encoded with postcard, and raw byte messages
+//! A [`Connection<T>`] carries values of type `T`, encoded in postcard's format, and raw byte messages
 //! ([`send_bytes`](Connection::send_bytes), [`recv_bytes`](Connection::recv_bytes),
 //! [`recv_bytes_into`](Connection::recv_bytes_into)); each is one message, received whole and in
 //! order. Messages have no size limit: one larger than the frame limit (see
