@@ -658,8 +658,7 @@ pub(crate) fn push_part<T: Serialize + ?Sized>(
 ) -> Result<Vec<u8>> {
     let at = body.len();
     body.extend_from_slice(&[0; 4]);
-    let mut body = postcard::serialize_with_flavor::<T, _, Vec<u8>>(value, Bytes(body.into()))
-        .map_err(|e| Error::encode(what, e))?;
+    let mut body = crate::codec::encode_onto(value, body).map_err(|e| Error::encode(what, e))?;
     let len = body.len() - at - 4;
     let len = u32::try_from(len).map_err(|_| {
         Error::InvalidArgument(format!("{what} of {len} bytes (the most is 4 GiB)"))
