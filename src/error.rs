@@ -181,6 +181,11 @@ pub enum Error {
     /// and `IndexError`); the message names the proxy and what was looked up.
     #[error("lookup failed: {0}")]
     Lookup(String),
+    /// The broker (Redis) of a scale-out pool failed, or refused a task: it cannot be reached,
+    /// it lost the pool's streams (a restart without persistence), or a worker host runs a
+    /// different build. The message says which.
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 thread_local! {
