@@ -321,3 +321,68 @@ pub(super) fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Entry;
+
+    #[crate::entry]
+    fn probe(x: u64) -> u64 {
+        x
+    }
+
+    fn task(entry: &str, table: u64, retries: u32) -> TaskMsg {
+        TaskMsg {
+            reply: "r".into(),
+            id: 1,
+            entry: entry.into(),
+            table,
+            body: Vec::new(),
+            retries,
+            timeout_ms: Some(5),
+            retry_timeouts: false,
+            claim_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn a_task_for_a_missing_entry_or_from_other_code_is_refused() {
+        let ours = wire::table_id();
+        let (name, opts) = check(&task(probe::NAME, ours, 2), None).expect("runs");
+        assert_eq!(name, probe::NAME);
+        assert_eq!(
+            (opts.retries, opts.timeout),
+            (2, Some(Duration::from_millis(5)))
+        );
+        let refused = |msg| match check(&msg, None) {
+            Err(WireOutcome::Failed(e)) => Error::from(e),
+            _ => panic!("ran"),
+        };
+        assert!(matches!(
+            refused(task("no::such::entry", ours, 0)),
+            Error::NotAnEntry { .. }
+        ));
+        match refused(task(probe::NAME, ours ^ 1, 0)) {
+            Error::Broker(m) => assert!(m.contains("other code"), "{m}"),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_claimed_task_counts_its_lost_deliveries_as_retries() {
+        let lost = |deliveries| {
+            Some(Lost {
+                consumer: "host-a:4242".into(),
+                deliveries,
+            })
+        };
+        let msg = task(probe::NAME, wire::table_id(), 1);
+        let (_, opts) = check(&msg, lost(1)).expect("one retry left");
+        assert_eq!(opts.retries, 0);
+        assert!(matches!(
+            check(&msg, lost(2)),
+            Err(WireOutcome::WorkerLost { pid: 4242, .. })
+        ));
+    }
+}
