@@ -350,3 +350,35 @@ async fn a_worker_cut_off_by_a_network_namespace_loses_its_tasks_to_another() {
     far.kill();
     drop(ns);
 }
+
+#[multiprocessing::test]
+async fn the_user_and_password_come_from_the_url() {
+    // An ACL user `app` with a password; the default user is off.
+    let acl = ["--user", "app", "on", ">s3cret", "~*", "&*", "+@all"];
+    let Some(redis) = Redis::start_with_args(&[&acl[..], &["--user", "default", "off"]].concat())
+    else {
+        return;
+    };
+    let name = "auth";
+    let test = "the_user_and_password_come_from_the_url";
+    let url = |password: &str| format!("redis://app:{password}@127.0.0.1:{}/0", redis.port);
+    let refused = Pool::builder()
+        .broker(url("wrong"))
+        .name(name)
+        .key(KEY)
+        .build()
+        .await;
+    match refused {
+        Err(Error::Broker(message)) => assert!(!message.contains("wrong"), "{message}"),
+        other => panic!("expected a broker error, got {other:?}"),
+    }
+    let _a = Worker::start(&url("s3cret"), name, test, 1, &[]);
+    let pool = Pool::builder()
+        .broker(url("s3cret"))
+        .name(name)
+        .key(KEY)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(pool.apply(square, 12).await.unwrap(), 144);
+}

@@ -59,13 +59,23 @@ pub fn serve(url: impl Into<String>) -> Serve {
 /// # Cancel safety
 /// Dropping the serving future stops the worker: its local processes are terminated, and the
 /// tasks it held are claimed by other workers after the visibility timeout.
-#[derive(Debug)]
 #[must_use = "a worker serves only when awaited"]
 pub struct Serve {
     url: String,
     processes: Option<usize>,
     name: Option<String>,
     key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Serve {
+    /// Shows neither the key nor the URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("url", &wire::redact(&self.url))
+            .field("processes", &self.processes)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Serve {

@@ -453,9 +453,10 @@ pub struct PoolBuilder {
     broker: Option<BrokerSettings>,
 }
 
-/// What `PoolBuilder::broker` and its companions set.
+/// What `PoolBuilder::broker` and its companions set. Its `Debug` shows neither the key nor
+/// the URL's password.
 #[cfg(feature = "broker")]
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct BrokerSettings {
     url: String,
     name: Option<String>,

@@ -5,6 +5,18 @@ use super::{BrokerSettings, Pool, PoolBuilder};
 use crate::error::{Error, Result};
 use std::time::Duration;
 
+impl std::fmt::Debug for BrokerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSettings")
+            .field("url", &wire::redact(&self.url))
+            .field("name", &self.name)
+            .field("key", &self.key.as_ref().map(|_| ".."))
+            .field("claim", &self.claim)
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
 impl PoolBuilder {
     /// Runs the pool's tasks on workers anywhere, through the Redis at `url`
     /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` with the `broker-tls`

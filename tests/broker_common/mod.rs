@@ -18,6 +18,7 @@ pub(crate) struct Redis {
     dir: PathBuf,
     extra_bind: Option<String>,
     aof: bool,
+    args: Vec<String>,
 }
 
 impl Redis {
@@ -29,6 +30,15 @@ impl Redis {
     /// As [`start`](Self::start), also listening on `extra_bind`, with AOF persistence if
     /// `aof` (`appendfsync always`, so every write is on disk before it is answered).
     pub(crate) fn start_with(extra_bind: Option<String>, aof: bool) -> Option<Redis> {
+        Self::start_full(extra_bind, aof, &[])
+    }
+
+    /// As [`start`](Self::start), with more arguments for `redis-server`.
+    pub(crate) fn start_with_args(args: &[&str]) -> Option<Redis> {
+        Self::start_full(None, false, args)
+    }
+
+    fn start_full(extra_bind: Option<String>, aof: bool, args: &[&str]) -> Option<Redis> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -50,6 +60,7 @@ impl Redis {
             dir,
             extra_bind,
             aof,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         redis.launch();
         Some(redis)
@@ -74,11 +85,13 @@ impl Redis {
         .args(["--daemonize", "no", "--protected-mode", "no"])
         .args(["--appendonly", if self.aof { "yes" } else { "no" }])
         .args(["--appendfsync", "always"])
+        .args(&self.args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("start redis-server"));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.connection().is_err() {
+        // Up when it accepts connections (whatever it then says to a client without a password).
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use wire::{ResultMsg, Signer, TaskMsg, WireOutcome};
 
 /// How the broker backend reaches its workers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct BrokerConfig {
     pub(crate) url: String,
     /// The pool name: workers serving this name run its tasks.
