@@ -10,6 +10,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 shared=${MP_SHARED:-../shared}
 cargo bench --no-run -q --bench spawn --bench pool --bench queue --bench pipe --bench manager --bench shm --bench actor --bench sync --bench codec --bench scaling
+cargo bench --no-run -q --bench broker
 echo "machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
 cargo bench -q --bench spawn -- $quick > "$out/ours.jsonl"
 cargo bench -q --bench pool -- $quick >> "$out/ours.jsonl"
@@ -21,8 +22,12 @@ cargo bench -q --bench actor -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench sync -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench codec -- $quick >> "$out/ours.jsonl"
 cargo bench -q --bench scaling -- $quick >> "$out/ours.jsonl"
+cargo bench -q --bench broker -- $quick >> "$out/ours.jsonl"
+# Celery on a Redis of its own, for the broker rows (its case names are the broker bench's).
+bash "$shared/bench/celery/run.sh" $quick > "$out/celery.jsonl" || echo "the Celery bench failed: broker rows without a peer"
 python3 "$shared/bench/bench_mp.py" --only spawn,pool_startup,pool_map,pool_apply_latency,large_payload,queue,queue_c2c,pipe,manager,lock,actor_proxy,pool_scaling $quick > "$out/python.jsonl"
 python3 benches/sync_mp.py $quick >> "$out/python.jsonl"
+cat "$out/celery.jsonl" >> "$out/python.jsonl"
 # Pinned to one CPU: on this VM a wake-up across the two vCPUs costs ~70 us whatever the software.
 taskset -c 0 cargo bench -q --bench spawn -- $quick > "$out/ours_pinned.jsonl"
 taskset -c 0 cargo bench -q --bench pool -- $quick >> "$out/ours_pinned.jsonl"
@@ -81,6 +86,11 @@ pairs = [
     ("actor_calls_sequential", "actor_proxy_calls_1thread", 2, "actor sequential calls vs BaseManager proxy (round trip <= 0.5x)"),
     ("actor_calls_sequential_grandchild", "actor_proxy_calls_1thread", 2, "actor sequential calls from a grandchild (direct)"),
     ("actor_calls_pipelined", "actor_proxy_calls_4thread", 25, "actor 10k calls in flight vs proxy, 4 client threads"),
+    ("broker_single_tasks", "broker_single_tasks", 10, "Redis pool: 100k map chunksize 1 vs Celery delay() x 5k"),
+    ("broker_chunked_map", "broker_chunked_map", 10, "Redis pool: 100k map, chunks of 1000, vs Celery chunks"),
+    ("broker_map_default_chunksize", None, None, "Redis pool: 100k map, default chunks"),
+    ("local_chunked_map", None, None, "local Pool(2): 100k map, chunks of 1000 (broker target: within 3x)"),
+    ("broker_apply_roundtrip", "broker_apply_roundtrip", None, "Redis pool: sequential apply vs Celery delay().get()"),
 ]
 for label, ours_f, py_f in (("unpinned", "ours.jsonl", "python.jsonl"), ("pinned to cpu0", "ours_pinned.jsonl", "python_pinned.jsonl")):
     ours, py = load(ours_f), load(py_f)

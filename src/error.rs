@@ -186,6 +186,11 @@ pub enum Error {
     /// `abort`/`reset`. It stays broken until `reset`.
     #[error("the barrier is broken (a party died or timed out, or it was aborted or reset)")]
     BrokenBarrier,
+    /// The broker (Redis) of a scale-out pool failed, or refused a task: it cannot be reached,
+    /// it lost the pool's streams (a restart without persistence), or a worker host runs a
+    /// different build. The message says which.
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 thread_local! {

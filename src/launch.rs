@@ -207,6 +207,8 @@ fn enter_root(
 }
 
 fn run_root<F: Future>(relaunch: Relaunch, rt: RuntimeConfig, fut: F) -> F::Output {
+    #[cfg(feature = "broker")]
+    serve_if_worker(&relaunch, rt);
     let (ctx, runtime, _guard) = enter_root(relaunch, rt);
     let finisher = Arc::clone(&ctx);
     runtime.block_on(async move {
@@ -225,6 +227,8 @@ where
     if !rt.multi_thread {
         return run_root(relaunch, rt, fut);
     }
+    #[cfg(feature = "broker")]
+    serve_if_worker(&relaunch, rt);
     let (ctx, runtime, _guard) = enter_root(relaunch, rt);
     let finisher = Arc::clone(&ctx);
     runtime.block_on(async move {
@@ -242,6 +246,31 @@ where
             },
         }
     })
+}
+
+/// Worker mode: with `MULTIPROCESSING_WORKER=<redis url>` in the environment, the program (or
+/// the test) serves broker tasks instead of running its body, and exits when serving ends.
+#[cfg(feature = "broker")]
+fn serve_if_worker(relaunch: &Relaunch, rt: RuntimeConfig) {
+    let Some(url) = std::env::var_os(crate::broker::WORKER_ENV) else {
+        return;
+    };
+    // The worker's own children (its local pool) must not serve too.
+    std::env::remove_var(crate::broker::WORKER_ENV);
+    let url = url.to_string_lossy().into_owned();
+    let (ctx, runtime, guard) = enter_root(relaunch.clone(), rt);
+    let finisher = Arc::clone(&ctx);
+    let code = runtime.block_on(async move {
+        let code = crate::broker::serve_from_env(url).await;
+        finisher.finish().await;
+        code
+    });
+    // As at the end of `main`: the runtime, then the context (which removes the run directory).
+    drop(guard);
+    drop(runtime);
+    drop(ctx);
+    let _ = std::io::stderr().flush();
+    std::process::exit(code);
 }
 
 fn run_child(cfg: Result<ChildConfig>) -> ! {

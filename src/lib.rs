@@ -26,6 +26,8 @@ mod process;
 mod start;
 // Layer 6: user-facing modules over the layers above.
 mod actor;
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod connection;
 pub mod manager;
 mod pool;

@@ -41,7 +41,14 @@ fn may_use(module: &str) -> Option<Vec<&'static str>> {
         // A manager also makes the crate's own queues (and, later, locks and events).
         "manager" => [up_to_hub(), vec!["queue", "sync"]].concat(),
         m if HUB_USERS.contains(&m) => up_to_hub(),
-        "launch" => [up_to_start(), vec!["pool", "actor"], HUB_USERS.to_vec()].concat(),
+        // A broker worker runs tasks on a local pool.
+        "broker" => [up_to_start(), vec!["pool"]].concat(),
+        "launch" => [
+            up_to_start(),
+            vec!["pool", "actor", "broker"],
+            HUB_USERS.to_vec(),
+        ]
+        .concat(),
         _ => return None,
     })
 }

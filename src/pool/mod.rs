@@ -87,7 +87,18 @@ mod backend;
 mod map;
 mod outcome;
 mod reply;
+#[cfg(feature = "broker")]
+mod scale_out;
 mod stats;
+
+#[cfg(feature = "broker")]
+pub(crate) use backend::broker::wire as broker_wire;
+#[cfg(feature = "broker")]
+pub(crate) use backend::TaskOptions;
+#[cfg(feature = "broker")]
+pub(crate) use outcome::{Completion, TaskFailure};
+#[cfg(feature = "broker")]
+pub(crate) use reply::ReplyRx;
 
 pub use async_result::AsyncResult;
 pub use map::{Apply, Imap, ImapUnordered, Map};
@@ -100,7 +111,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{encode_value, encode_value_into, read_batch};
 use crate::start::{Context, StartMethod};
 use backend::local::{LocalConfig, WorkerSpec};
-use backend::{Backend, Command, Commands, Task, TaskOptions};
+use backend::{Backend, Command, Commands, Task};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -353,6 +364,30 @@ impl Pool {
         ))
     }
 
+    /// Submits one task already encoded (a broker worker's), by the entry's registered name;
+    /// its completion arrives on the returned receiver.
+    #[cfg(feature = "broker")]
+    pub(crate) fn submit_encoded(
+        &self,
+        entry: &'static str,
+        body: Vec<u8>,
+        opts: TaskOptions,
+    ) -> ReplyRx {
+        let (tx, rx) = reply::channel();
+        let group = self.handle.next_id();
+        if self
+            .handle
+            .submit(entry, vec![body], 0, opts, group, &tx)
+            .is_err()
+        {
+            let _ = tx.send(Completion {
+                index: 0,
+                outcome: Err(TaskFailure::Terminated),
+            });
+        }
+        rx
+    }
+
     /// Accepts no new work (Python's `close`); work already submitted goes on.
     pub fn close(&self) {
         let _ = self.handle.commands.send(Command::Close);
@@ -414,6 +449,20 @@ pub struct PoolBuilder {
     concurrency: Option<u32>,
     kill_grace: Option<std::time::Duration>,
     max_worker_memory: Option<u64>,
+    #[cfg(feature = "broker")]
+    broker: Option<BrokerSettings>,
+}
+
+/// What `PoolBuilder::broker` and its companions set. Its `Debug` shows neither the key nor
+/// the URL's password.
+#[cfg(feature = "broker")]
+#[derive(Default)]
+struct BrokerSettings {
+    url: String,
+    name: Option<String>,
+    key: Option<Vec<u8>>,
+    claim: Option<std::time::Duration>,
+    window: Option<usize>,
 }
 
 impl PoolBuilder {
@@ -480,6 +529,17 @@ impl PoolBuilder {
         self
     }
 
+    /// The number of processes asked for, or the number of CPUs.
+    fn process_count(&self) -> Result<usize> {
+        match self.processes {
+            Some(0) => Err(Error::InvalidArgument(
+                "a pool needs at least 1 process (Python raises ValueError here too)".into(),
+            )),
+            Some(n) => Ok(n),
+            None => Ok(crate::process::cpu_count().max(1)),
+        }
+    }
+
     /// Starts the workers and returns once all are up (and have run the initializer).
     ///
     /// # Cancel safety
@@ -489,18 +549,16 @@ impl PoolBuilder {
     /// [`Error::NotLaunched`] outside `#[process_main]` / `#[multiprocessing::test]`;
     /// [`Error::Encode`] for initializer arguments that do not encode; the initializer's own
     /// error ([`Error::Panicked`], …) if it fails in a worker; [`Error::Io`] when a process
-    /// cannot be started; [`Error::InvalidArgument`] for `processes(0)`.
+    /// cannot be started; [`Error::InvalidArgument`] for `processes(0)`. With a
+    /// [`broker`](Self::broker): [`Error::Broker`] when Redis cannot be reached or refuses,
+    /// [`Error::InvalidArgument`] without a key.
     pub async fn build(self) -> Result<Pool> {
-        let ctx = Context::current()?;
-        if self.processes == Some(0) {
-            return Err(Error::InvalidArgument(
-                "a pool needs at least 1 process (Python raises ValueError here too)".into(),
-            ));
+        #[cfg(feature = "broker")]
+        if self.broker.is_some() {
+            return self.build_broker().await;
         }
-        let processes = self
-            .processes
-            .unwrap_or_else(crate::process::cpu_count)
-            .max(1);
+        let ctx = Context::current()?;
+        let processes = self.process_count()?;
         let initializer = match self.initializer {
             None => None,
             Some((name, body)) => Some((name, body?.into_shared())),
@@ -521,6 +579,13 @@ impl PoolBuilder {
             kill_grace: self.kill_grace,
             max_worker_memory: self.max_worker_memory,
         };
+        Pool::start(backend, processes).await
+    }
+}
+
+impl Pool {
+    /// Starts `backend` and returns the pool once it can run tasks.
+    async fn start(backend: impl Backend, processes: usize) -> Result<Pool> {
         let (commands, ready) = backend.start();
         let pool = Pool {
             handle: PoolHandle {

@@ -8,6 +8,8 @@
 //! (`local/`) runs tasks on child processes of this executable; a broker backend (Redis streams,
 //! NATS) is a sibling folder implementing the same trait, without touching the front end.
 
+#[cfg(feature = "broker")]
+pub(crate) mod broker;
 pub(crate) mod local;
 
 use super::outcome::{Completion, TaskFailure};

@@ -1,0 +1,296 @@
+//! What the broker tests share: a real `redis-server` of their own, broker workers started as
+//! this same test binary in worker mode, and a network namespace joined by a veth pair.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The key the tests' pools and workers share.
+pub(crate) const KEY: &str = "broker test key";
+
+/// A `redis-server` on a free loopback port (and on `extra_bind`, if given), in a temporary
+/// directory; killed and its directory removed when dropped.
+pub(crate) struct Redis {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    dir: PathBuf,
+    extra_bind: Option<String>,
+    aof: bool,
+    args: Vec<String>,
+}
+
+impl Redis {
+    /// Starts one; `None` (after printing why) where `redis-server` is not installed.
+    pub(crate) fn start() -> Option<Redis> {
+        Self::start_with(None, false)
+    }
+
+    /// As [`start`](Self::start), also listening on `extra_bind`, with AOF persistence if
+    /// `aof` (`appendfsync always`, so every write is on disk before it is answered).
+    pub(crate) fn start_with(extra_bind: Option<String>, aof: bool) -> Option<Redis> {
+        Self::start_full(extra_bind, aof, &[])
+    }
+
+    /// As [`start`](Self::start), with more arguments for `redis-server`.
+    pub(crate) fn start_with_args(args: &[&str]) -> Option<Redis> {
+        Self::start_full(None, false, args)
+    }
+
+    fn start_full(extra_bind: Option<String>, aof: bool, args: &[&str]) -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("skipped: redis-server is not installed (.ci/run installs it)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("broker-test-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("make the redis directory");
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+            extra_bind,
+            aof,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        redis.launch();
+        Some(redis)
+    }
+
+    fn launch(&mut self) {
+        let bind = match &self.extra_bind {
+            Some(extra) => format!("127.0.0.1 {extra}"),
+            None => "127.0.0.1".into(),
+        };
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            &bind,
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .args(["--daemonize", "no", "--protected-mode", "no"])
+        .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+        .args(["--appendfsync", "always"])
+        .args(&self.args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Up when it accepts connections (whatever it then says to a client without a password).
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A plain connection, to look into the server.
+    pub(crate) fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection()
+    }
+
+    /// Kills the server (SIGKILL: no shutdown save) and starts it again on the same port and
+    /// directory.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The keys matching `pattern`.
+    pub(crate) fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut con = self.connection().expect("connect to the test redis");
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut con)
+            .expect("KEYS")
+    }
+
+    /// `XLEN key`.
+    pub(crate) fn xlen(&self, key: &str) -> i64 {
+        let mut con = self.connection().expect("connect to the test redis");
+        redis::cmd("XLEN").arg(key).query(&mut con).expect("XLEN")
+    }
+
+    /// How many tasks the consumer group of `key` has delivered and not seen acknowledged,
+    /// per consumer.
+    pub(crate) fn pending_by_consumer(&self, key: &str) -> Vec<(String, i64)> {
+        let mut con = self.connection().expect("connect to the test redis");
+        let reply: redis::Value = redis::cmd("XPENDING")
+            .arg(key)
+            .arg("workers")
+            .query(&mut con)
+            .expect("XPENDING");
+        let redis::Value::Array(parts) = reply else {
+            return Vec::new();
+        };
+        let Some(redis::Value::Array(consumers)) = parts.into_iter().nth(3) else {
+            return Vec::new();
+        };
+        consumers
+            .into_iter()
+            .filter_map(|c| redis::from_redis_value::<(String, i64)>(c).ok())
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The task stream of pool `name`.
+pub(crate) fn task_key(name: &str) -> String {
+    format!("mp:{{{name}}}:tasks")
+}
+
+/// A broker worker: this test binary re-entering `test` in worker mode; killed when dropped.
+pub(crate) struct Worker(Child);
+
+impl Worker {
+    /// Starts a worker of `processes` processes serving pool `name` at `url`, as
+    /// `MULTIPROCESSING_WORKER=<url> <this test binary> --exact <test>`; with `prefix` (e.g.
+    /// `ip netns exec <ns>`) in front.
+    pub(crate) fn start(
+        url: &str,
+        name: &str,
+        test: &str,
+        processes: usize,
+        prefix: &[&str],
+    ) -> Worker {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env("MULTIPROCESSING_WORKER", url)
+            .env("MULTIPROCESSING_POOL", name)
+            .env("MULTIPROCESSING_KEY", KEY)
+            .env("MULTIPROCESSING_PROCESSES", processes.to_string())
+            .stdout(Stdio::null());
+        Worker(cmd.spawn().expect("start a broker worker"))
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, and wait for it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM (a clean stop), and wait for it.
+    pub(crate) fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+/// Waits (up to 20 s) until `check` holds, letting the test's other tasks run meanwhile.
+pub(crate) async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A veth pair between this network namespace and a new one, removed when dropped.
+pub(crate) struct Netns {
+    pub(crate) name: String,
+    pub(crate) veth: String,
+}
+
+impl Netns {
+    pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run `ip`: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`ip {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Makes the namespace; `subnet` is the third octet of its 198.18.x.0/30 (this side .1,
+    /// the namespace .2).
+    pub(crate) fn create(subnet: u8) -> Result<Self, String> {
+        let pid = std::process::id();
+        let ns = Netns {
+            name: format!("mp-broker-{pid}"),
+            veth: format!("mbv{pid}"),
+        };
+        Self::ip(&["netns", "add", &ns.name])?;
+        let peer = format!("mbp{pid}");
+        let (host, guest) = (
+            format!("198.18.{subnet}.1/30"),
+            format!("198.18.{subnet}.2/30"),
+        );
+        Self::ip(&[
+            "link", "add", &ns.veth, "type", "veth", "peer", "name", &peer,
+        ])?;
+        Self::ip(&["link", "set", &peer, "netns", &ns.name])?;
+        Self::ip(&["addr", "add", &host, "dev", &ns.veth])?;
+        Self::ip(&["link", "set", &ns.veth, "up"])?;
+        Self::ip(&["-n", &ns.name, "addr", "add", &guest, "dev", &peer])?;
+        Self::ip(&["-n", &ns.name, "link", "set", &peer, "up"])?;
+        Self::ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting one end of a veth pair deletes both; the namespace goes by name.
+        let _ = Self::ip(&["link", "del", &self.veth]);
+        let _ = Self::ip(&["netns", "del", &self.name]);
+    }
+}
