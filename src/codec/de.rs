@@ -1,7 +1,8 @@
 //! The decoder: a `serde::Deserializer` reading postcard's format from a byte slice, with
 //! serde's own `Vec<T>` of plain numbers built in one piece (see [`super::plain`]).
 
-use super::{plain, CodecError, Result};
+use super::plain::{self, unzigzag};
+use super::{CodecError, Result};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 /// Reads values from the front of a byte slice.
@@ -87,10 +88,22 @@ impl<'de> Decoder<'de> {
     }
 }
 
-/// Undoes [`super::ser::zigzag`].
-#[inline]
-pub(super) fn unzigzag(n: u64) -> i64 {
-    ((n >> 1) as i64) ^ -((n & 1) as i64)
+impl<'de> plain::Source<'de> for Decoder<'de> {
+    fn rest(&self) -> &'de [u8] {
+        Decoder::rest(self)
+    }
+    fn take(&mut self, n: usize) -> Result<&'de [u8]> {
+        Decoder::take(self, n)
+    }
+    fn varint(&mut self, bits: u32) -> Result<u64> {
+        Decoder::varint(self, bits)
+    }
+    fn varint_u128(&mut self) -> Result<u128> {
+        Decoder::varint_u128(self)
+    }
+    fn len(&mut self) -> Result<usize> {
+        Decoder::len(self)
+    }
 }
 
 /// Reads a signed integer of `bits` (zigzagged varint).
@@ -232,7 +245,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
 
     /// serde's own `Vec<T>` of a plain `T` in one piece; any other sequence item by item.
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        if let Some(value) = plain::decode::<V>(self) {
+        if let Some(value) = plain::decode::<V, _>(self) {
             return value;
         }
         let len = self.len()?;

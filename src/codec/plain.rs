@@ -2,19 +2,60 @@
 //! (one copy for the one-byte and float types) instead of one serde call per element. The bytes
 //! are exactly those of the element-by-element path; see the module docs of [`super`].
 
-use super::de::{unzigzag, Decoder};
-use super::ser::{zigzag, Encoder};
 use super::{CodecError, Result};
 use std::any::TypeId;
 use std::mem::ManuallyDrop;
 
+/// What the fast paths write with: the encoder's primitive writes (`ser::Encoder` implements
+/// it). A trait, so this file stands below the encoder and the decoder instead of between them.
+pub(super) trait Sink {
+    /// Makes room for `extra` more bytes.
+    fn reserve(&mut self, extra: usize);
+    /// Writes one byte.
+    fn push(&mut self, byte: u8);
+    /// Writes `data` as it is.
+    fn extend(&mut self, data: &[u8]);
+    /// Writes `v` as a varint.
+    fn varint(&mut self, v: u64);
+    /// Writes `v` as a varint of up to 128 bits.
+    fn varint_u128(&mut self, v: u128);
+    /// Writes a sequence's length.
+    fn len(&mut self, n: usize);
+}
+
+/// What the fast paths read with: the decoder's primitive reads (`de::Decoder` implements it).
+pub(super) trait Source<'de> {
+    /// The bytes not read yet.
+    fn rest(&self) -> &'de [u8];
+    /// Takes the next `n` bytes.
+    fn take(&mut self, n: usize) -> Result<&'de [u8]>;
+    /// Reads a varint of at most `bits` bits.
+    fn varint(&mut self, bits: u32) -> Result<u64>;
+    /// Reads a varint of at most 128 bits.
+    fn varint_u128(&mut self) -> Result<u128>;
+    /// Reads a sequence's length.
+    fn len(&mut self) -> Result<usize>;
+}
+
+/// Zigzag: small magnitudes of either sign become small unsigned numbers.
+#[inline]
+pub(super) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Undoes [`zigzag`].
+#[inline]
+pub(super) fn unzigzag(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
 /// A number type whose runs the codec moves in one piece.
 trait Plain: Copy + 'static {
     /// Writes the items of `items` (the length is already written).
-    fn write(encoder: &mut Encoder, items: &[Self]);
+    fn write<S: Sink>(encoder: &mut S, items: &[Self]);
 
     /// Reads `len` items (the length is already read).
-    fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>>;
+    fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>>;
 }
 
 /// A plain type every bit pattern of which is a valid value, so its memory may be filled
@@ -28,7 +69,7 @@ macro_rules! raw {
         impl AnyBits for $ty {}
 
         impl Plain for $ty {
-            fn write(encoder: &mut Encoder, items: &[Self]) {
+            fn write<S: Sink>(encoder: &mut S, items: &[Self]) {
                 if cfg!(target_endian = "little") {
                     encoder.extend(as_bytes(items));
                 } else {
@@ -39,7 +80,7 @@ macro_rules! raw {
                 }
             }
 
-            fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>> {
+            fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>> {
                 const SIZE: usize = std::mem::size_of::<$ty>();
                 let bytes = decoder.take(len.checked_mul(SIZE).ok_or(CodecError::End)?)?;
                 if cfg!(target_endian = "little") {
@@ -55,12 +96,12 @@ macro_rules! raw {
 raw!(i8, f32, f64);
 
 impl Plain for u8 {
-    fn write(encoder: &mut Encoder, items: &[Self]) {
+    fn write<S: Sink>(encoder: &mut S, items: &[Self]) {
         encoder.extend(items);
     }
 
     /// Into a buffer from the crate's pool (huge pages for a large one), with one copy.
-    fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>> {
+    fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>> {
         let bytes = decoder.take(len)?;
         let mut out = crate::buffers::take(len);
         out.extend_from_slice(bytes);
@@ -72,13 +113,13 @@ impl Plain for u8 {
 macro_rules! unsigned {
     ($($ty:ty),*) => {$(
         impl Plain for $ty {
-            fn write(encoder: &mut Encoder, items: &[Self]) {
+            fn write<S: Sink>(encoder: &mut S, items: &[Self]) {
                 for &item in items {
                     encoder.varint(item as u64);
                 }
             }
 
-            fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>> {
+            fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>> {
                 // Each item takes a byte at least: a forged length fails before allocating.
                 let mut out = Vec::with_capacity(len.min(decoder.rest().len()));
                 for _ in 0..len {
@@ -97,13 +138,13 @@ unsigned!(u16, u32, u64, usize);
 macro_rules! signed {
     ($($ty:ty),*) => {$(
         impl Plain for $ty {
-            fn write(encoder: &mut Encoder, items: &[Self]) {
+            fn write<S: Sink>(encoder: &mut S, items: &[Self]) {
                 for &item in items {
                     encoder.varint(zigzag(item as i64));
                 }
             }
 
-            fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>> {
+            fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>> {
                 let mut out = Vec::with_capacity(len.min(decoder.rest().len()));
                 for _ in 0..len {
                     out.push(unzigzag(decoder.varint(<$ty>::BITS)?) as $ty);
@@ -117,14 +158,14 @@ macro_rules! signed {
 signed!(i16, i32, i64, isize);
 
 impl Plain for bool {
-    fn write(encoder: &mut Encoder, items: &[Self]) {
+    fn write<S: Sink>(encoder: &mut S, items: &[Self]) {
         encoder.reserve(items.len());
         for &item in items {
             encoder.push(item as u8);
         }
     }
 
-    fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>> {
+    fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>> {
         decoder
             .take(len)?
             .iter()
@@ -138,13 +179,13 @@ impl Plain for bool {
 }
 
 impl Plain for u128 {
-    fn write(encoder: &mut Encoder, items: &[Self]) {
+    fn write<S: Sink>(encoder: &mut S, items: &[Self]) {
         for &item in items {
             encoder.varint_u128(item);
         }
     }
 
-    fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>> {
+    fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>> {
         let mut out = Vec::with_capacity(len.min(decoder.rest().len()));
         for _ in 0..len {
             out.push(decoder.varint_u128()?);
@@ -154,13 +195,13 @@ impl Plain for u128 {
 }
 
 impl Plain for i128 {
-    fn write(encoder: &mut Encoder, items: &[Self]) {
+    fn write<S: Sink>(encoder: &mut S, items: &[Self]) {
         for &item in items {
             encoder.varint_u128(((item << 1) ^ (item >> 127)) as u128);
         }
     }
 
-    fn read(decoder: &mut Decoder<'_>, len: usize) -> Result<Vec<Self>> {
+    fn read<'de, D: Source<'de>>(decoder: &mut D, len: usize) -> Result<Vec<Self>> {
         let mut out = Vec::with_capacity(len.min(decoder.rest().len()));
         for _ in 0..len {
             let n = decoder.varint_u128()?;
@@ -193,7 +234,7 @@ macro_rules! each_plain {
 
 /// Writes the sequence `iter` in one piece if it is a `&Vec<T>` or `&[T]` of a plain `T` (what
 /// serde's `Serialize` for `Vec<T>` and `[T]` pass to `collect_seq`); returns whether it did.
-pub(super) fn encode<I>(encoder: &mut Encoder, iter: &I) -> bool {
+pub(super) fn encode<S: Sink, I>(encoder: &mut S, iter: &I) -> bool {
     macro_rules! try_type {
         ($ty:ty) => {
             if let Some(items) = slice_of::<I, $ty>(iter) {
@@ -227,8 +268,8 @@ fn slice_of<'a, I, T: Plain>(iter: &'a I) -> Option<&'a [T]> {
 
 /// Builds the vector in one piece if `V` is serde's own visitor for a `Vec<T>` of a plain `T`;
 /// `None` (nothing read) for any other visitor.
-pub(super) fn decode<'de, V: serde::de::Visitor<'de>>(
-    decoder: &mut Decoder<'de>,
+pub(super) fn decode<'de, V: serde::de::Visitor<'de>, D: Source<'de>>(
+    decoder: &mut D,
 ) -> Option<Result<V::Value>> {
     if !is_serde_vec_visitor::<V>() {
         return None;

@@ -1,7 +1,8 @@
 //! The encoder: a `serde::Serializer` writing postcard's format into a growing buffer, with
 //! `collect_seq` taking plain slices whole (see [`super::plain`]).
 
-use super::{plain, CodecError, Result};
+use super::plain::{self, zigzag};
+use super::{CodecError, Result};
 use crate::buffers::Buffer;
 use serde::ser::{self, Serialize};
 
@@ -114,10 +115,25 @@ impl Encoder {
     }
 }
 
-/// Zigzag: small magnitudes of either sign become small unsigned numbers.
-#[inline]
-pub(super) fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
+impl plain::Sink for Encoder {
+    fn reserve(&mut self, extra: usize) {
+        Encoder::reserve(self, extra);
+    }
+    fn push(&mut self, byte: u8) {
+        Encoder::push(self, byte);
+    }
+    fn extend(&mut self, data: &[u8]) {
+        Encoder::extend(self, data);
+    }
+    fn varint(&mut self, v: u64) {
+        Encoder::varint(self, v);
+    }
+    fn varint_u128(&mut self, v: u128) {
+        Encoder::varint_u128(self, v);
+    }
+    fn len(&mut self, n: usize) {
+        Encoder::len(self, n);
+    }
 }
 
 impl ser::Serializer for &mut Encoder {
