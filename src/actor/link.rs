@@ -13,7 +13,7 @@ use crate::buffers::Shared;
 use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{decode_head, encode_head};
 use crate::start::Context;
-use crate::transport::frame::FrameReader;
+use crate::transport::frame::{FrameReader, Spin};
 use crate::transport::local::RecvHalf;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::HashMap;
@@ -232,7 +232,8 @@ async fn read_replies(
     closed: Arc<AtomicBool>,
     ended: watch::Sender<bool>,
 ) {
-    while let Ok(Some(message)) = reader.read_message().await {
+    let mut spin = Spin::default();
+    while let Ok(Some(message)) = reader.read_message_spin(&mut spin).await {
         let Ok((FromActor::Reply { id, outcome }, at)) = decode_head::<FromActor>(&message) else {
             break;
         };

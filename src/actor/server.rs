@@ -19,7 +19,7 @@ use crate::error::{Error, RemoteError, Result};
 use crate::protocol::{decode_head, decode_value, encode_head};
 use crate::start::Context;
 use crate::transport::auth::AuthKey;
-use crate::transport::frame::FrameReader;
+use crate::transport::frame::{FrameReader, Spin};
 use crate::transport::local::RecvHalf;
 use crate::transport::socket::{Flavor, Socket};
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
@@ -207,7 +207,8 @@ async fn read_client(
         return;
     }
     let _ = control.send(Control::Connected);
-    while let Ok(Some(message)) = reader.read_message().await {
+    let mut spin = Spin::default();
+    while let Ok(Some(message)) = reader.read_message_spin(&mut spin).await {
         let Ok((head, at)) = decode_head::<ToActor>(&message) else {
             break;
         };

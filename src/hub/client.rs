@@ -26,7 +26,7 @@ use crate::protocol::{
     OpReply, QueueOp, QueueReply, Spec, Up, PROTOCOL_VERSION,
 };
 use crate::transport::auth::AuthKey;
-use crate::transport::frame::FrameReader;
+use crate::transport::frame::{FrameReader, Spin};
 use crate::transport::local::RecvHalf;
 use crate::transport::{spawn_writer, Conn, Outbox, Outgoing};
 use std::collections::{HashMap, VecDeque};
@@ -172,7 +172,8 @@ impl HostClient {
         })));
         let weak = Arc::downgrade(&client);
         tokio::spawn(async move {
-            while let Ok(Some(message)) = reader.read_message().await {
+            let mut spin = Spin::default();
+            while let Ok(Some(message)) = reader.read_message_spin(&mut spin).await {
                 let Some(client) = weak.upgrade() else {
                     return;
                 };

@@ -7,7 +7,7 @@ use super::objects::{Body, Notifier, Owner, Reply, Store, Waiter};
 use crate::buffers::IntoShared;
 use crate::error::Result;
 use crate::protocol::{decode_head, encode_head, HostReply, HostReq, ObjectId};
-use crate::transport::frame::FrameReader;
+use crate::transport::frame::{FrameReader, Spin};
 use crate::transport::local::RecvHalf;
 use crate::transport::{Outbox, Outgoing};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,13 +72,16 @@ pub(crate) async fn serve(
 ) {
     let owner = NEXT_OWNER.fetch_add(1, Ordering::Relaxed);
     store.attach(owner, Arc::new(Notify(out.clone())));
+    let mut spin = Spin::default();
     let outcome = loop {
-        match reader.read_message().await {
-            Ok(Some(message)) => {
-                if let Err(e) = handle(&store, owner, &out, message) {
-                    break Err(e);
-                }
-            }
+        match reader.read_message_spin(&mut spin).await {
+            Ok(Some(message)) => match handle(&store, owner, &out, message) {
+                // The process waits on that answer and will likely ask again soon: look for
+                // its next request before parking. After a put (no answer) it is not waiting.
+                Ok(true) => {}
+                Ok(false) => spin.idle(),
+                Err(e) => break Err(e),
+            },
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         }
@@ -89,7 +92,8 @@ pub(crate) async fn serve(
     store.owner_gone(owner);
 }
 
-fn handle(store: &Arc<Store>, owner: Owner, out: &Outbox, mut message: Vec<u8>) -> Result<()> {
+/// Applies one request; `true` when it was answered at once.
+fn handle(store: &Arc<Store>, owner: Owner, out: &Outbox, mut message: Vec<u8>) -> Result<bool> {
     let (request, start) = decode_head::<HostReq>(&message)?;
     // The body of a message is cut off its header in place, without a new buffer.
     let body = match &request {
@@ -106,8 +110,11 @@ fn handle(store: &Arc<Store>, owner: Owner, out: &Outbox, mut message: Vec<u8>) 
             out: out.clone(),
         })
     };
-    if let Some(reply) = store.handle(owner, request, body, &mut waiter) {
-        let _ = answer(out, req, reply);
+    match store.handle(owner, request, body, &mut waiter) {
+        Some(reply) => {
+            let _ = answer(out, req, reply);
+            Ok(req != 0)
+        }
+        None => Ok(false),
     }
-    Ok(())
 }

@@ -261,7 +261,17 @@ impl RecvHalf {
         }
     }
 
-    fn try_read_buf(&self, buf: &mut Vec<u8>, limit: usize, now: bool) -> io::Result<usize> {
+    /// Reads into the spare capacity of `buf`, at most `limit` bytes, without waiting: if the
+    /// runtime says the socket is readable, or, with `now`, whatever it says.
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is there; other `Io` errors of `recv(2)`.
+    pub(crate) fn try_read_buf(
+        &self,
+        buf: &mut Vec<u8>,
+        limit: usize,
+        now: bool,
+    ) -> io::Result<usize> {
         match &self.0 {
             Recv::Registered(fd) if !now => fd.try_io(Interest::READABLE, |fd| {
                 recv_vec(fd.as_raw_fd(), buf, limit)
