@@ -78,15 +78,16 @@
 //! # Failures
 //! A call to an actor that has ended returns [`Error::ActorStopped`](crate::Error::ActorStopped)
 //! at once; a call in flight when the actor's process dies returns
-//! [`Error::ProcessDied`](crate::Error::ProcessDied) (with the signal, in the process that
-//! spawned the actor); a handler's panic returns [`Error::Panicked`](crate::Error::Panicked) to
-//! that call. Then the [`Restart`] policy decides: by default the actor is gone; with
+//! [`Error::ProcessDied`](crate::Error::ProcessDied) (with the signal), and so does a call whose
+//! process was still connecting to the actor when it died for good; a handler's panic returns
+//! [`Error::Panicked`](crate::Error::Panicked) to that call. Then the [`Restart`] policy decides: by default the actor is gone; with
 //! [`Restart::OnCrash`] its state is re-created from the value it was spawned with (in place
 //! after a panic; in a new process after a death) and later calls are served by the new
 //! instance, until the budget is spent. After a death, the calls queued behind the one that
 //! was running (from any client) were never started: they go to the new instance, each
 //! client's in the order it sent them, ahead of its later calls. Without a restart they fail at
-//! once.
+//! once. A call whose process was still connecting when the actor's process died is served by
+//! the new instance too (the supervisor's copy of the socket keeps the connection waiting).
 
 mod budget;
 mod client;

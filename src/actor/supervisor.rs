@@ -12,7 +12,7 @@ use super::budget::Budget;
 use super::client::Client;
 use super::names::{self, NameGuard};
 use super::server::EXIT_KILLED;
-use super::watch::{exit_path, Watch};
+use super::watch::{exit_path, Ended, Watch};
 use super::wire::Addr;
 use super::wire::{End, Init};
 use super::{Actor, ActorExit, Restart, DEFAULT_MAILBOX};
@@ -55,12 +55,14 @@ struct Recipe {
 }
 
 impl Recipe {
-    async fn start(&self) -> Result<Process<Result<End>>> {
+    /// Starts an incarnation (`restarted`: after a death).
+    async fn start(&self, restarted: bool) -> Result<Process<Result<End>>> {
         let init = Init {
             listener: crate::transport::fd::offer(self.listener.as_fd())?,
             mailbox: self.options.mailbox,
             restart: self.options.restart,
             state: self.state.clone(),
+            restarted,
         };
         let mut builder = ProcessBuilder::default().daemon(true);
         if let Some(method) = self.options.start_method {
@@ -94,7 +96,7 @@ pub(super) async fn spawn<A: Actor>(value: &A, options: Options) -> Result<Arc<C
         state: encode_value("the actor's state", value)?,
         options,
     };
-    let process = match recipe.start().await {
+    let process = match recipe.start(false).await {
         Ok(p) => p,
         Err(e) => {
             let _ = std::fs::remove_file(&addr.path);
@@ -164,7 +166,7 @@ async fn supervise(
             break ActorExit::Killed;
         }
         if let Some(r) = recipe.as_ref().filter(|_| budget.allow()) {
-            match r.start().await {
+            match r.start(true).await {
                 Ok(p) => {
                     process = p;
                     continue;
@@ -180,14 +182,18 @@ async fn supervise(
     recipe = None;
     drop(recipe);
     let _ = std::fs::remove_file(&socket);
-    for pid in pids {
-        let _ = std::fs::remove_file(super::started::path(&socket, pid));
+    for pid in &pids {
+        let _ = std::fs::remove_file(super::started::path(&socket, *pid));
     }
     drop(name);
-    if let Ok(bytes) = encode_value("an actor's exit", &exit) {
+    let ended = Ended {
+        exit,
+        pid: pids.last().copied().unwrap_or_default(),
+    };
+    if let Ok(bytes) = encode_value("an actor's exit", &ended) {
         let _ = std::fs::write(exit_path(&socket), bytes);
     }
-    watch.exit.send_replace(Some(exit));
+    watch.exit.send_replace(Some(ended.exit));
 }
 
 fn panicked(e: Error) -> ActorExit {
