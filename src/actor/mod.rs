@@ -41,7 +41,7 @@
 //! On `impl Counter { .. }` it keeps the impl as it is (still ordinary Rust) and adds
 //! `CounterRef`, a newtype over [`ActorRef<Counter>`] with one async method per method taking
 //! `&self` or `&mut self` that is visible outside the impl (`pub`, `pub(crate)`, ..), plus
-//! `<method>_nowait` for each, and `stop`, `kill`, `monitor`, `detach` and `pid` (no trait to
+//! `<method>_nowait` for each, and `stop`, `kill`, `monitor`, `detach`, `link`, `unlink` and `pid` (no trait to
 //! import; a message method of the same name takes precedence, and `as_actor_ref()` still
 //! reaches these); the reference is as visible as the most visible message; `Counter::spawn(self)` and
 //! `Counter::builder(self)` (an [`ActorBuilder`]); and `CounterRef::lookup(name)`. Private
@@ -88,10 +88,30 @@
 //! client's in the order it sent them, ahead of its later calls. Without a restart they fail at
 //! once. A call whose process was still connecting when the actor's process died is served by
 //! the new instance too (the supervisor's copy of the socket keeps the connection waiting).
+//!
+//! # Links
+//! [`ActorRef::link`] ties two actors as Erlang's links do: when one of them *ends* abnormally,
+//! the other's current process is killed (SIGKILL). Abnormal ends are [`ActorExit::Panicked`]
+//! (a panic with no restart left), [`ActorExit::Died`] (a death with no restart left) and
+//! [`ActorExit::Killed`] (`kill`); [`ActorExit::Stopped`] (`stop`, or no reference left) is
+//! Erlang's `normal` and does not propagate. A crash that the actor's own restart policy
+//! repairs is not an end and does not propagate either: links tie actors, not their
+//! incarnations. For the killed peer it is a crash like any other: its calls in flight fail with
+//! `ProcessDied` (with SIGKILL's signal where it is known), and its own policy applies: with
+//! [`Restart::OnCrash`] and budget left it restarts from its spawned value (its link to the
+//! actor that ended is gone with that actor), otherwise it ends as `Died` and its own links
+//! propagate in turn. An actor's links go when it ends, whatever the reason.
+//!
+//! A link is kept beside the two actors in the run directory and acted on by each actor's
+//! supervisor, which runs in the process that spawned that actor. So the link holds after the
+//! process that made it has ended, and actors spawned by different processes can be linked.
+//! What it cannot survive is the death of a supervisor's process (its actors die with it, and
+//! nobody is left to tell their peers).
 
 mod budget;
 mod client;
 mod link;
+mod linking;
 mod names;
 mod server;
 mod started;
@@ -347,6 +367,57 @@ impl<A> ActorRef<A> {
     /// checked every 100 ms.
     pub fn monitor(&self) -> crate::entry::BoxFuture<ActorExit> {
         self.client.monitor()
+    }
+
+    /// Links this actor with `other` (of any actor type), as Erlang's `link`: from now on, when
+    /// either of the two ends abnormally ([`ActorExit::Died`], [`ActorExit::Panicked`] or
+    /// [`ActorExit::Killed`]; not [`ActorExit::Stopped`]), the other's process is killed, and
+    /// the other's own [`Restart`] policy then applies as after any crash. A crash that an
+    /// actor's restart policy repairs is not an end and does not propagate. The *Links* table
+    /// under [Actors in brief](crate#actors-in-brief) has the details.
+    ///
+    /// The link is kept beside the two actors, not in this process: it holds after this
+    /// process has ended, and any process of the run may make or remove it. Linking an actor
+    /// with itself, or two actors already linked, does nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the link is made in one step, without awaiting.
+    ///
+    /// # Errors
+    /// [`Error::ActorStopped`] when either actor has ended (there is then no link); `Io` when
+    /// the run directory cannot be written.
+    pub async fn link(&self, other: &(impl AnyActorRef + ?Sized)) -> Result<()> {
+        linking::link(&self.client.addr().path, other.__actor_socket())
+    }
+
+    /// Removes the link between this actor and `other`, if there is one: afterwards neither's
+    /// end touches the other.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the link is removed in one step, without awaiting.
+    ///
+    /// # Errors
+    /// None in practice (an absent link is not an error); `Result` for symmetry with `link`.
+    pub async fn unlink(&self, other: &(impl AnyActorRef + ?Sized)) -> Result<()> {
+        linking::unlink(&self.client.addr().path, other.__actor_socket());
+        Ok(())
+    }
+}
+
+/// A reference to an actor of any type: an [`ActorRef`] or a generated `<Type>Ref`. What
+/// [`ActorRef::link`] and [`ActorRef::unlink`] take, so that actors of different types can be
+/// linked.
+///
+/// Implemented by the crate and by `#[actor]`; not meant to be implemented by hand.
+pub trait AnyActorRef {
+    /// The actor's socket, which names it in the run (for the crate).
+    #[doc(hidden)]
+    fn __actor_socket(&self) -> &std::path::Path;
+}
+
+impl<A> AnyActorRef for ActorRef<A> {
+    fn __actor_socket(&self) -> &std::path::Path {
+        &self.client.addr().path
     }
 }
 

@@ -6,10 +6,12 @@
 //! client that connects while a dead incarnation is being replaced waits in the socket's backlog
 //! and is served by the next one; with [`Restart::Never`] it keeps none, so a connection to a
 //! dead actor is refused at once. When the actor ends for good, the socket file and the name are
-//! removed and its exit is written beside the socket for monitors in other processes.
+//! removed and its exit is written beside the socket for monitors in other processes; then the
+//! actor's links are settled (see `linking.rs`).
 
 use super::budget::Budget;
 use super::client::Client;
+use super::linking;
 use super::names::{self, NameGuard};
 use super::server::EXIT_KILLED;
 use super::watch::{exit_path, Ended, Watch};
@@ -103,6 +105,8 @@ pub(super) async fn spawn<A: Actor>(value: &A, options: Options) -> Result<Arc<C
             return Err(e);
         }
     };
+    // Before anyone can link to it: a linked actor's end kills the process recorded here.
+    linking::write_pid(&addr.path, process.pid());
     let watch = Arc::new(Watch {
         death: watch::channel(None).0,
         exit: watch::channel(None).0,
@@ -147,6 +151,7 @@ async fn supervise(
     let exit = loop {
         pids.push(process.pid());
         let ended = process.join().await;
+        linking::remove_pid(&socket);
         let (exitcode, signal) = match ended {
             Ok(Ok(End::Stopped)) => break ActorExit::Stopped,
             Ok(Ok(End::Panicked(e))) => break panicked(e.into()),
@@ -169,6 +174,7 @@ async fn supervise(
             match r.start(true).await {
                 Ok(p) => {
                     process = p;
+                    linking::write_pid(&socket, process.pid());
                     continue;
                 }
                 Err(e) => {
@@ -193,6 +199,8 @@ async fn supervise(
     if let Ok(bytes) = encode_value("an actor's exit", &ended) {
         let _ = std::fs::write(exit_path(&socket), bytes);
     }
+    // After the exit file: a link made from now on is refused (see `linking.rs`).
+    linking::propagate(&socket, &ended.exit);
     watch.exit.send_replace(Some(ended.exit));
 }
 
