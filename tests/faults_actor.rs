@@ -150,8 +150,9 @@ async fn connecting_client(
         .await
         .unwrap();
     until(&phase, 1).await;
-    // Time for the client to connect and wait for the actor's greeting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for the client to connect and wait for the actor's greeting (it said it calls, so
+    // this is only its next few microseconds of work, with a wide margin for a loaded machine).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     (sleeper, pid, busy, client)
 }
 

@@ -430,7 +430,8 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// # Errors
     /// [`Error::NoSuchActor`] when no actor of this type has that name; `ActorStopped` if it
-    /// ended as it was found; `NotLaunched` outside a launch.
+    /// ended as it was found (`ProcessDied` if its process died then and was not restarted);
+    /// `NotLaunched` outside a launch.
     pub async fn lookup(name: &str) -> Result<A::Ref> {
         let addr = names::resolve(name)?;
         if addr.actor != A::NAME {
