@@ -37,7 +37,7 @@ pub mod sync;
 // Layer 7: what the macros expand to.
 mod launch;
 
-pub use actor::{Actor, ActorBuilder, ActorExit, ActorRef, Restart, DEFAULT_MAILBOX};
+pub use actor::{Actor, ActorBuilder, ActorExit, ActorRef, AnyActorRef, Restart, DEFAULT_MAILBOX};
 pub use connection::{pipe, pipe_simplex, Connection};
 pub use entry::{BoxFuture, Entry, Run};
 pub use error::{Error, Location, PutError, PutTimeoutError, Result, SendError, TryPutError};

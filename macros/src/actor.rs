@@ -338,6 +338,38 @@ fn helpers(krate: &Path, ty: &Type, vis: &TokenStream) -> Vec<(&'static str, Tok
             },
         ),
         (
+            "link",
+            quote! {
+            /// Links this actor with `other` (of any actor type): when either ends abnormally,
+            /// the other's process is killed; see [`ActorRef::link`](#krate::ActorRef::link).
+            ///
+            /// # Cancel safety
+            /// Cancel-safe.
+            ///
+            /// # Errors
+            /// `ActorStopped` when either actor has ended; `Io`.
+            #vis async fn link(&self, other: &(impl #krate::AnyActorRef + ?::core::marker::Sized)) -> #krate::Result<()> {
+                self.0.link(other).await
+            }
+            },
+        ),
+        (
+            "unlink",
+            quote! {
+            /// Removes the link between this actor and `other`, if there is one; see
+            /// [`ActorRef::unlink`](#krate::ActorRef::unlink).
+            ///
+            /// # Cancel safety
+            /// Cancel-safe.
+            ///
+            /// # Errors
+            /// None in practice.
+            #vis async fn unlink(&self, other: &(impl #krate::AnyActorRef + ?::core::marker::Sized)) -> #krate::Result<()> {
+                self.0.unlink(other).await
+            }
+            },
+        ),
+        (
             "pid",
             quote! {
             /// The pid of the process serving the actor, as of this process's last connection
@@ -454,6 +486,12 @@ fn generate(
         impl #krate::__private::RefOf<#ty> for #ref_ty {
             fn actor_ref(&self) -> &#krate::ActorRef<#ty> {
                 &self.0
+            }
+        }
+
+        impl #krate::AnyActorRef for #ref_ty {
+            fn __actor_socket(&self) -> &::std::path::Path {
+                #krate::AnyActorRef::__actor_socket(&self.0)
             }
         }
 

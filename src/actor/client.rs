@@ -159,7 +159,7 @@ impl Client {
         };
         drop(started);
         // On failure the unstarted calls are dropped with it: their callers learn the end.
-        let link = Arc::new(Link::open(&self.addr).await?);
+        let link = Arc::new(self.open().await?);
         // What was owed goes first, on the link itself, so it is counted before this
         // process's connection could be seen to close.
         let owed = std::mem::take(&mut *lock(&self.owed));
@@ -178,6 +178,56 @@ impl Client {
         *lock(&self.link) = Some(Arc::clone(&link));
         self.reconnect_after(&link);
         Ok(link)
+    }
+
+    /// Opens a connection. One that fails while the actor had not ended is tried again, every
+    /// 10 ms for up to 2 s, until it succeeds or the actor's end is known: a restarting actor's
+    /// socket (kept by its supervisor) takes the next attempt, so the call goes to the new
+    /// instance; an actor whose process died for good makes it fail as a call in flight
+    /// would, with `ProcessDied`.
+    ///
+    /// # Errors
+    /// `ActorStopped` when the actor had ended before (or ended on its own terms meanwhile);
+    /// `ProcessDied` when its process died as this connected and was not restarted;
+    /// `Authentication`, `NotLaunched`.
+    async fn open(&self) -> Result<Link> {
+        let ended_before = self.ended().is_some();
+        let started = tokio::time::Instant::now();
+        loop {
+            match Link::open(&self.addr).await {
+                Err(Error::ActorStopped) if !ended_before => {}
+                other => return other,
+            }
+            if let Some((exit, pid)) = self.ended() {
+                return Err(match exit {
+                    ActorExit::Died { exitcode, signal } => Error::ProcessDied {
+                        pid,
+                        exitcode,
+                        signal,
+                        oom: false,
+                    },
+                    _ => Error::ActorStopped,
+                });
+            }
+            if started.elapsed() >= Duration::from_secs(2) {
+                return Err(Error::ActorStopped);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// How the actor ended and the pid of its last process, once this process can know: from
+    /// the supervisor where it was spawned, else from the exit file it writes.
+    fn ended(&self) -> Option<(ActorExit, u32)> {
+        match &self.watch {
+            Some(watch) => {
+                let exit = watch.exit.borrow().clone()?;
+                let pid = watch.death.borrow().map_or(0, |(pid, ..)| pid);
+                Some((exit, pid))
+            }
+            None => super::watch::read_ended(&super::watch::exit_path(&self.addr.path))
+                .map(|ended| (ended.exit, ended.pid)),
+        }
     }
 
     /// When `link` ends while this process still holds references, connects again at once:

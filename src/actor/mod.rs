@@ -41,7 +41,7 @@
 //! On `impl Counter { .. }` it keeps the impl as it is (still ordinary Rust) and adds
 //! `CounterRef`, a newtype over [`ActorRef<Counter>`] with one async method per method taking
 //! `&self` or `&mut self` that is visible outside the impl (`pub`, `pub(crate)`, ..), plus
-//! `<method>_nowait` for each, and `stop`, `kill`, `monitor`, `detach` and `pid` (no trait to
+//! `<method>_nowait` for each, and `stop`, `kill`, `monitor`, `detach`, `link`, `unlink` and `pid` (no trait to
 //! import; a message method of the same name takes precedence, and `as_actor_ref()` still
 //! reaches these); the reference is as visible as the most visible message; `Counter::spawn(self)` and
 //! `Counter::builder(self)` (an [`ActorBuilder`]); and `CounterRef::lookup(name)`. Private
@@ -78,19 +78,40 @@
 //! # Failures
 //! A call to an actor that has ended returns [`Error::ActorStopped`](crate::Error::ActorStopped)
 //! at once; a call in flight when the actor's process dies returns
-//! [`Error::ProcessDied`](crate::Error::ProcessDied) (with the signal, in the process that
-//! spawned the actor); a handler's panic returns [`Error::Panicked`](crate::Error::Panicked) to
-//! that call. Then the [`Restart`] policy decides: by default the actor is gone; with
+//! [`Error::ProcessDied`](crate::Error::ProcessDied) (with the signal), and so does a call whose
+//! process was still connecting to the actor when it died for good; a handler's panic returns
+//! [`Error::Panicked`](crate::Error::Panicked) to that call. Then the [`Restart`] policy decides: by default the actor is gone; with
 //! [`Restart::OnCrash`] its state is re-created from the value it was spawned with (in place
 //! after a panic; in a new process after a death) and later calls are served by the new
 //! instance, until the budget is spent. After a death, the calls queued behind the one that
 //! was running (from any client) were never started: they go to the new instance, each
 //! client's in the order it sent them, ahead of its later calls. Without a restart they fail at
-//! once.
+//! once. A call whose process was still connecting when the actor's process died is served by
+//! the new instance too (the supervisor's copy of the socket keeps the connection waiting).
+//!
+//! # Links
+//! [`ActorRef::link`] ties two actors as Erlang's links do: when one of them *ends* abnormally,
+//! the other's current process is killed (SIGKILL). Abnormal ends are [`ActorExit::Panicked`]
+//! (a panic with no restart left), [`ActorExit::Died`] (a death with no restart left) and
+//! [`ActorExit::Killed`] (`kill`); [`ActorExit::Stopped`] (`stop`, or no reference left) is
+//! Erlang's `normal` and does not propagate. A crash that the actor's own restart policy
+//! repairs is not an end and does not propagate either: links tie actors, not their
+//! incarnations. For the killed peer it is a crash like any other: its calls in flight fail with
+//! `ProcessDied` (with SIGKILL's signal where it is known), and its own policy applies: with
+//! [`Restart::OnCrash`] and budget left it restarts from its spawned value (its link to the
+//! actor that ended is gone with that actor), otherwise it ends as `Died` and its own links
+//! propagate in turn. An actor's links go when it ends, whatever the reason.
+//!
+//! A link is kept beside the two actors in the run directory and acted on by each actor's
+//! supervisor, which runs in the process that spawned that actor. So the link holds after the
+//! process that made it has ended, and actors spawned by different processes can be linked.
+//! What it cannot survive is the death of a supervisor's process (its actors die with it, and
+//! nobody is left to tell their peers).
 
 mod budget;
 mod client;
 mod link;
+mod linking;
 mod names;
 mod server;
 mod started;
@@ -347,6 +368,57 @@ impl<A> ActorRef<A> {
     pub fn monitor(&self) -> crate::entry::BoxFuture<ActorExit> {
         self.client.monitor()
     }
+
+    /// Links this actor with `other` (of any actor type), as Erlang's `link`: from now on, when
+    /// either of the two ends abnormally ([`ActorExit::Died`], [`ActorExit::Panicked`] or
+    /// [`ActorExit::Killed`]; not [`ActorExit::Stopped`]), the other's process is killed, and
+    /// the other's own [`Restart`] policy then applies as after any crash. A crash that an
+    /// actor's restart policy repairs is not an end and does not propagate. The *Links* table
+    /// under [Actors in brief](crate#actors-in-brief) has the details.
+    ///
+    /// The link is kept beside the two actors, not in this process: it holds after this
+    /// process has ended, and any process of the run may make or remove it. Linking an actor
+    /// with itself, or two actors already linked, does nothing.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the link is made in one step, without awaiting.
+    ///
+    /// # Errors
+    /// [`Error::ActorStopped`] when either actor has ended (there is then no link); `Io` when
+    /// the run directory cannot be written.
+    pub async fn link(&self, other: &(impl AnyActorRef + ?Sized)) -> Result<()> {
+        linking::link(&self.client.addr().path, other.__actor_socket())
+    }
+
+    /// Removes the link between this actor and `other`, if there is one: afterwards neither's
+    /// end touches the other.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the link is removed in one step, without awaiting.
+    ///
+    /// # Errors
+    /// None in practice (an absent link is not an error); `Result` for symmetry with `link`.
+    pub async fn unlink(&self, other: &(impl AnyActorRef + ?Sized)) -> Result<()> {
+        linking::unlink(&self.client.addr().path, other.__actor_socket());
+        Ok(())
+    }
+}
+
+/// A reference to an actor of any type: an [`ActorRef`] or a generated `<Type>Ref`. What
+/// [`ActorRef::link`] and [`ActorRef::unlink`] take, so that actors of different types can be
+/// linked.
+///
+/// Implemented by the crate and by `#[actor]`; not meant to be implemented by hand.
+pub trait AnyActorRef {
+    /// The actor's socket, which names it in the run (for the crate).
+    #[doc(hidden)]
+    fn __actor_socket(&self) -> &std::path::Path;
+}
+
+impl<A> AnyActorRef for ActorRef<A> {
+    fn __actor_socket(&self) -> &std::path::Path {
+        &self.client.addr().path
+    }
 }
 
 impl<A: Actor> ActorRef<A> {
@@ -358,7 +430,8 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// # Errors
     /// [`Error::NoSuchActor`] when no actor of this type has that name; `ActorStopped` if it
-    /// ended as it was found; `NotLaunched` outside a launch.
+    /// ended as it was found (`ProcessDied` if its process died then and was not restarted);
+    /// `NotLaunched` outside a launch.
     pub async fn lookup(name: &str) -> Result<A::Ref> {
         let addr = names::resolve(name)?;
         if addr.actor != A::NAME {

@@ -31,6 +31,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// How long a restarted incarnation keeps serving with no client connected: the processes
+/// holding references reconnect as soon as they see the previous one die, but a short-lived
+/// client whose connection waited in the socket's backlog may be served, and leave, before them.
+const RECONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits until `at` (never, for `None`).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The exit code of an actor process ended by `kill`.
 pub(super) const EXIT_KILLED: i32 = 86;
 
@@ -120,6 +133,9 @@ async fn serve<A: Actor>(init: Init) -> Result<End> {
         in_transit: 0,
         ever_connected: false,
         detached: false,
+        grace: init
+            .restarted
+            .then(|| tokio::time::Instant::now() + RECONNECT_GRACE),
         starts,
     };
     let end = mailbox.run(&mut state).await;
@@ -259,6 +275,8 @@ struct Mailbox {
     connected: u64,
     in_transit: i64,
     ever_connected: bool,
+    /// After a restart: until then, no reference left is not an end (see `RECONNECT_GRACE`).
+    grace: Option<tokio::time::Instant>,
     detached: bool,
     /// Where each connection's started calls are recorded, if the table could be made.
     starts: Option<Arc<StartTable>>,
@@ -275,6 +293,12 @@ impl Mailbox {
                 biased;
                 Some(c) = self.control.recv() => {
                     if self.on_control(c) {
+                        return Ok(stopping(state).await.map_or_else(End::Panicked, |()| End::Stopped));
+                    }
+                }
+                () = sleep_until(self.grace), if self.grace.is_some() => {
+                    self.grace = None;
+                    if self.unreferenced() {
                         return Ok(stopping(state).await.map_or_else(End::Panicked, |()| End::Stopped));
                     }
                 }
@@ -368,6 +392,11 @@ impl Mailbox {
             Control::Arrived(n) => self.in_transit -= i64::from(n),
             Control::Detach => self.detached = true,
         }
+        self.grace.is_none() && self.unreferenced()
+    }
+
+    /// True when no reference is left anywhere (and the actor is not detached).
+    fn unreferenced(&self) -> bool {
         !self.detached && self.ever_connected && self.connected == 0 && self.in_transit <= 0
     }
 

@@ -6,13 +6,15 @@
 //! client that connects while a dead incarnation is being replaced waits in the socket's backlog
 //! and is served by the next one; with [`Restart::Never`] it keeps none, so a connection to a
 //! dead actor is refused at once. When the actor ends for good, the socket file and the name are
-//! removed and its exit is written beside the socket for monitors in other processes.
+//! removed and its exit is written beside the socket for monitors in other processes; then the
+//! actor's links are settled (see `linking.rs`).
 
 use super::budget::Budget;
 use super::client::Client;
+use super::linking;
 use super::names::{self, NameGuard};
 use super::server::EXIT_KILLED;
-use super::watch::{exit_path, Watch};
+use super::watch::{exit_path, Ended, Watch};
 use super::wire::Addr;
 use super::wire::{End, Init};
 use super::{Actor, ActorExit, Restart, DEFAULT_MAILBOX};
@@ -55,12 +57,14 @@ struct Recipe {
 }
 
 impl Recipe {
-    async fn start(&self) -> Result<Process<Result<End>>> {
+    /// Starts an incarnation (`restarted`: after a death).
+    async fn start(&self, restarted: bool) -> Result<Process<Result<End>>> {
         let init = Init {
             listener: crate::transport::fd::offer(self.listener.as_fd())?,
             mailbox: self.options.mailbox,
             restart: self.options.restart,
             state: self.state.clone(),
+            restarted,
         };
         let mut builder = ProcessBuilder::default().daemon(true);
         if let Some(method) = self.options.start_method {
@@ -94,13 +98,15 @@ pub(super) async fn spawn<A: Actor>(value: &A, options: Options) -> Result<Arc<C
         state: encode_value("the actor's state", value)?,
         options,
     };
-    let process = match recipe.start().await {
+    let process = match recipe.start(false).await {
         Ok(p) => p,
         Err(e) => {
             let _ = std::fs::remove_file(&addr.path);
             return Err(e);
         }
     };
+    // Before anyone can link to it: a linked actor's end kills the process recorded here.
+    linking::write_pid(&addr.path, process.pid());
     let watch = Arc::new(Watch {
         death: watch::channel(None).0,
         exit: watch::channel(None).0,
@@ -145,6 +151,7 @@ async fn supervise(
     let exit = loop {
         pids.push(process.pid());
         let ended = process.join().await;
+        linking::remove_pid(&socket);
         let (exitcode, signal) = match ended {
             Ok(Ok(End::Stopped)) => break ActorExit::Stopped,
             Ok(Ok(End::Panicked(e))) => break panicked(e.into()),
@@ -164,9 +171,10 @@ async fn supervise(
             break ActorExit::Killed;
         }
         if let Some(r) = recipe.as_ref().filter(|_| budget.allow()) {
-            match r.start().await {
+            match r.start(true).await {
                 Ok(p) => {
                     process = p;
+                    linking::write_pid(&socket, process.pid());
                     continue;
                 }
                 Err(e) => {
@@ -180,14 +188,20 @@ async fn supervise(
     recipe = None;
     drop(recipe);
     let _ = std::fs::remove_file(&socket);
-    for pid in pids {
-        let _ = std::fs::remove_file(super::started::path(&socket, pid));
+    for pid in &pids {
+        let _ = std::fs::remove_file(super::started::path(&socket, *pid));
     }
     drop(name);
-    if let Ok(bytes) = encode_value("an actor's exit", &exit) {
+    let ended = Ended {
+        exit,
+        pid: pids.last().copied().unwrap_or_default(),
+    };
+    if let Ok(bytes) = encode_value("an actor's exit", &ended) {
         let _ = std::fs::write(exit_path(&socket), bytes);
     }
-    watch.exit.send_replace(Some(exit));
+    // After the exit file: a link made from now on is refused (see `linking.rs`).
+    linking::propagate(&socket, &ended.exit);
+    watch.exit.send_replace(Some(ended.exit));
 }
 
 fn panicked(e: Error) -> ActorExit {

@@ -3,6 +3,7 @@
 
 use super::ActorExit;
 use crate::protocol::decode_value;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -51,18 +52,30 @@ impl Watch {
     }
 }
 
+/// What the supervisor writes in the exit file: how the actor ended, and the pid of its last
+/// process (so that a client elsewhere can name it in `ProcessDied`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Ended {
+    pub(super) exit: ActorExit,
+    pub(super) pid: u32,
+}
+
 /// Where the exit of the actor at `socket` is written.
 pub(super) fn exit_path(socket: &Path) -> PathBuf {
     socket.with_extension("exit")
 }
 
+/// The exit file at `path`, if it is written.
+pub(super) fn read_ended(path: &Path) -> Option<Ended> {
+    let bytes = std::fs::read(path).ok()?;
+    decode_value("an actor's exit", &bytes).ok()
+}
+
 /// Waits for the exit file of an actor supervised elsewhere.
 pub(super) async fn read_exit(path: &Path) -> ActorExit {
     loop {
-        if let Ok(bytes) = std::fs::read(path) {
-            if let Ok(exit) = decode_value("an actor's exit", &bytes) {
-                return exit;
-            }
+        if let Some(ended) = read_ended(path) {
+            return ended.exit;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

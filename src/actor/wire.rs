@@ -63,6 +63,8 @@ pub(super) struct Init {
     /// The initial state, encoded.
     #[serde(with = "serde_bytes")]
     pub(super) state: Vec<u8>,
+    /// A restart after a death: the holders of references are reconnecting.
+    pub(super) restarted: bool,
 }
 
 /// How an actor process ended, as its entry returns it to the supervisor.
