@@ -6,10 +6,10 @@
 
 mod broker_common;
 
-use broker_common::{task_key, wait_until, Netns, Redis, Worker, KEY};
+use broker_common::{task_key, wait_until, Netns, Redis, Sampler, Worker, KEY};
 use futures::StreamExt;
 use multiprocessing::{entry, Error, Pool};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[entry]
 fn square(x: u64) -> u64 {
@@ -381,4 +381,86 @@ async fn the_user_and_password_come_from_the_url() {
         .await
         .unwrap();
     assert_eq!(pool.apply(square, 12).await.unwrap(), 144);
+}
+
+/// The bound on what Redis holds for a pool, from the constants of the code:
+/// - `broker_window` (default 4,096): tasks the pool keeps on the stream, sent and not answered;
+/// - 64 tasks per worker process: what a worker reads ahead and holds until it has written
+///   their results, acknowledged and deleted them (`crate::broker::worker`, its `room`);
+/// - 4,096: the most results the pool's reader takes in one `XREAD`, deleted with its next read.
+const WINDOW: i64 = 4096;
+const HELD_PER_PROCESS: i64 = 64;
+const READ_COUNT: i64 = 4096;
+
+/// 1,000,000 items through Redis, twice (default chunks, then 10,000 chunks of 100, more than
+/// the window), with two workers, while a sampler reads the pool's keys every ~20 ms. The task
+/// stream never holds more than the window plus what the workers hold (a task answered is
+/// deleted by its worker just after the pool has its result); the result stream never more than
+/// the window plus one read; the consumer group's pending list never more than what the workers
+/// hold. Every value is right, and after `join` nothing of the pool is left.
+#[multiprocessing::test]
+async fn a_million_item_map_keeps_redis_bounded_and_leaves_nothing_behind() {
+    let Some(redis) = Redis::start() else { return };
+    let name = "bounded";
+    let test = "a_million_item_map_keeps_redis_bounded_and_leaves_nothing_behind";
+    const WORKERS: i64 = 2;
+    const PROCESSES: i64 = 2;
+    let _a = Worker::start(&redis.url(), name, test, PROCESSES as usize, &[]);
+    let _b = Worker::start(&redis.url(), name, test, PROCESSES as usize, &[]);
+    let held = WORKERS * PROCESSES * HELD_PER_PROCESS;
+    let tasks_bound = WINDOW + held;
+    let results_bound = WINDOW + WINDOW.min(READ_COUNT);
+    let pool = Pool::builder()
+        .broker(redis.url())
+        .name(name)
+        .key(KEY)
+        .processes((WORKERS * PROCESSES) as usize)
+        .build()
+        .await
+        .expect("a broker pool");
+    let baseline = redis.used_memory();
+    let sampler = Sampler::start(&redis, name);
+    const N: u64 = 1_000_000;
+    let expected: Vec<u64> = (0..N).map(|x| x * x).collect();
+
+    let started = Instant::now();
+    let values = pool.map(square, 0..N).await.unwrap();
+    let default_took = started.elapsed();
+    assert!(
+        values == expected,
+        "a value of the default-chunk map is wrong"
+    );
+    drop(values);
+
+    let started = Instant::now();
+    let values = pool.map(square, 0..N).chunksize(100).await.unwrap();
+    let chunked_took = started.elapsed();
+    assert!(
+        values == expected,
+        "a value of the 100-item-chunk map is wrong"
+    );
+    drop(values);
+
+    pool.close();
+    pool.join().await.unwrap();
+    let max = sampler.stop();
+    println!(
+        "1,000,000 items: default chunks (16 of 62,500) took {default_took:.2?}, chunks of 100 \
+         (10,000) took {chunked_took:.2?}; maxima over {} samples: task stream {} (bound \
+         {tasks_bound}), result stream {} (bound {results_bound}), pending {} (bound {held}), \
+         keys {}, used_memory {} bytes (baseline {baseline})",
+        max.samples, max.tasks, max.results, max.pending, max.keys, max.used_memory
+    );
+    assert!(max.samples > 0, "the sampler saw nothing");
+    assert!(max.tasks > 0, "the sampler never saw a task on the stream");
+    assert!(max.tasks <= tasks_bound, "{max:?}");
+    assert!(max.results <= results_bound, "{max:?}");
+    assert!(max.pending <= held, "{max:?}");
+    assert_clean(&redis, name).await;
+    // What the map put into Redis went with it: within 1 MiB of where it started.
+    let after = redis.used_memory();
+    assert!(
+        after <= baseline + (1 << 20),
+        "used_memory {after} after join, {baseline} before the maps"
+    );
 }

@@ -136,6 +136,16 @@ impl Redis {
         redis::cmd("XLEN").arg(key).query(&mut con).expect("XLEN")
     }
 
+    /// `used_memory` from `INFO memory`, in bytes.
+    pub(crate) fn used_memory(&self) -> u64 {
+        let mut con = self.connection().expect("connect to the test redis");
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut con)
+            .expect("INFO memory");
+        used_memory(&info)
+    }
+
     /// How many tasks the consumer group of `key` has delivered and not seen acknowledged,
     /// per consumer.
     pub(crate) fn pending_by_consumer(&self, key: &str) -> Vec<(String, i64)> {
@@ -156,6 +166,115 @@ impl Redis {
             .filter_map(|c| redis::from_redis_value::<(String, i64)>(c).ok())
             .collect()
     }
+}
+
+/// What a [`Sampler`] saw: the largest values of each measure over the run.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Maxima {
+    /// The longest the task stream got (`XLEN`).
+    pub(crate) tasks: i64,
+    /// The longest any result stream of the name got (`XLEN`).
+    pub(crate) results: i64,
+    /// The most tasks pending in the workers' consumer group (`XPENDING` count).
+    pub(crate) pending: i64,
+    /// The most keys of the name at once.
+    pub(crate) keys: usize,
+    /// The highest `used_memory` (`INFO memory`), in bytes.
+    pub(crate) used_memory: u64,
+    /// How many samples were taken.
+    pub(crate) samples: u64,
+}
+
+/// A thread that looks into the test's redis-server every ~20 ms: the length of every stream of
+/// pool name `name`, the tasks pending in its consumer group, and `used_memory`.
+pub(crate) struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Maxima>>,
+}
+
+impl Sampler {
+    pub(crate) fn start(redis: &Redis, name: &str) -> Sampler {
+        let mut con = redis.connection().expect("connect to the test redis");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pattern = format!("mp:{{{name}}}:*");
+        let task = task_key(name);
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut max = Maxima::default();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query(&mut con)
+                    .expect("KEYS");
+                max.keys = max.keys.max(keys.len());
+                for key in &keys {
+                    let kind: String = redis::cmd("TYPE").arg(key).query(&mut con).expect("TYPE");
+                    if kind != "stream" {
+                        continue;
+                    }
+                    // A key may go between KEYS and XLEN: that reads as 0.
+                    let len: i64 = redis::cmd("XLEN").arg(key).query(&mut con).unwrap_or(0);
+                    if *key == task {
+                        max.tasks = max.tasks.max(len);
+                    } else {
+                        max.results = max.results.max(len);
+                    }
+                }
+                if keys.contains(&task) {
+                    // The summary form: [count, first, last, [[consumer, count], ...]].
+                    let summary: redis::Value = redis::cmd("XPENDING")
+                        .arg(&task)
+                        .arg("workers")
+                        .query(&mut con)
+                        .unwrap_or(redis::Value::Nil);
+                    if let redis::Value::Array(parts) = summary {
+                        if let Some(redis::Value::Int(n)) = parts.first() {
+                            max.pending = max.pending.max(*n);
+                        }
+                    }
+                }
+                let info: String = redis::cmd("INFO")
+                    .arg("memory")
+                    .query(&mut con)
+                    .expect("INFO memory");
+                max.used_memory = max.used_memory.max(used_memory(&info));
+                max.samples += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            max
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling and returns what was seen.
+    pub(crate) fn stop(mut self) -> Maxima {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("stopped once")
+            .join()
+            .expect("the sampler thread")
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The `used_memory:` line of an `INFO memory` reply.
+fn used_memory(info: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Redis {
