@@ -309,6 +309,41 @@ async fn redis_restarted_without_persistence_fails_the_map_clearly() {
     assert_eq!(answer.expect("the worker came back").unwrap(), 25);
 }
 
+/// With AOF (`appendfsync always`), Redis SIGKILLed mid-map and started again on the same port
+/// and directory keeps the task stream, its consumer group and its pending tasks, and the pool's
+/// result stream: the pool and the worker connect again and the map completes, every item
+/// returned once, without retries. Then, nothing of the pool is left.
+#[multiprocessing::test]
+async fn redis_restarted_with_aof_mid_map_loses_no_item() {
+    let Some(mut redis) = Redis::start_with(None, true) else {
+        return;
+    };
+    let name = "aof";
+    let test = "redis_restarted_with_aof_mid_map_loses_no_item";
+    let _a = Worker::start(&redis.url(), name, test, 2, &[]);
+    let pool = pool(&redis, name).await;
+    // 300 tasks of 20 ms on 2 processes: about 3 s, cut by the restart after the first ones.
+    let map = pool.map(slow, (0..300).map(|x| (x, 20))).chunksize(1);
+    let run = tokio::spawn(async move { map.await });
+    wait_until("the worker holds tasks", || {
+        !redis.pending_by_consumer(&task_key(name)).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    let values = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the map finished")
+        .unwrap()
+        .expect("the map survived the restart");
+    assert_eq!(values, (0..300).collect::<Vec<u64>>());
+    // The pool goes on serving.
+    assert_eq!(pool.apply(square, 6).await.unwrap(), 36);
+    pool.close();
+    pool.join().await.unwrap();
+    assert_clean(&redis, name).await;
+}
+
 #[multiprocessing::test]
 async fn a_worker_cut_off_by_a_network_namespace_loses_its_tasks_to_another() {
     let subnet = (std::process::id() % 250) as u8;
