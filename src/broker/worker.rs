@@ -27,7 +27,7 @@ pub(super) struct Lost {
 }
 
 pub(super) struct Worker {
-    pub(super) url: String,
+    pub(super) endpoint: wire::Endpoint,
     pub(super) signer: Signer,
     pub(super) pool: Pool,
     pub(super) con: MultiplexedConnection,
@@ -54,13 +54,13 @@ pub(super) struct Worker {
 impl Worker {
     /// Connects, makes the consumer group if need be, and starts the reader.
     pub(super) async fn start(
-        url: String,
+        endpoint: wire::Endpoint,
         name: String,
         signer: Signer,
         pool: Pool,
         processes: usize,
     ) -> Result<Worker> {
-        let mut con = wire::connect(&url, None).await?;
+        let mut con = endpoint.connect(None).await?;
         let key = wire::task_key(&name);
         wire::ensure_group(&mut con, &key).await?;
         let consumer = format!("{}:{}", hostname(), std::process::id());
@@ -70,7 +70,7 @@ impl Worker {
         let (tasks_tx, tasks) = mpsc::unbounded_channel();
         tokio::spawn(reader::run(
             Source {
-                url: url.clone(),
+                endpoint: endpoint.clone(),
                 key: key.clone(),
                 consumer: consumer.clone(),
             },
@@ -80,7 +80,7 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         tracing::info!(target: "multiprocessing::broker", "worker {consumer} serves {key} with {processes} processes");
         Ok(Worker {
-            url,
+            endpoint,
             signer,
             pool,
             con,
@@ -259,7 +259,7 @@ impl Worker {
     pub(super) async fn reconnect(&mut self) {
         loop {
             tokio::time::sleep(BACKOFF).await;
-            match wire::connect(&self.url, None).await {
+            match self.endpoint.connect(None).await {
                 Ok(mut con) => {
                     if wire::ensure_group(&mut con, &self.key).await.is_ok() {
                         self.con = con;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ pub(crate) struct Redis {
     extra_bind: Option<String>,
     aof: bool,
     args: Vec<String>,
+    /// TLS only: the port takes TLS connections, with these certificate, key and CA files.
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl Redis {
@@ -61,12 +63,30 @@ impl Redis {
             extra_bind,
             aof,
             args: args.iter().map(|a| a.to_string()).collect(),
+            tls: None,
         };
-        redis.launch();
+        redis.launch().expect("redis-server started");
         Some(redis)
     }
 
-    fn launch(&mut self) {
+    /// A `redis-server` that takes TLS only (`--port 0 --tls-port <port>`), with the server
+    /// certificate `cert`, its key `key`, and `ca` (clients are not asked for a certificate).
+    /// `None`, after printing why, where `redis-server` is missing or does not start with TLS.
+    pub(crate) fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Option<Redis> {
+        let mut redis = Self::start_full(None, false, &[])?;
+        redis.kill();
+        redis.tls = Some([cert.to_owned(), key.to_owned(), ca.to_owned()]);
+        match redis.launch() {
+            Ok(()) => Some(redis),
+            Err(why) => {
+                println!("skipped: redis-server does not start with TLS ({why})");
+                None
+            }
+        }
+    }
+
+    /// Starts the server and waits until it accepts connections; `Err` if it exited first.
+    fn launch(&mut self) -> Result<(), String> {
         let bind = match &self.extra_bind {
             Some(extra) => format!("127.0.0.1 {extra}"),
             None => "127.0.0.1".into(),
@@ -86,15 +106,45 @@ impl Redis {
         .args(["--appendonly", if self.aof { "yes" } else { "no" }])
         .args(["--appendfsync", "always"])
         .args(&self.args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("start redis-server"));
+        if let Some([cert, key, ca]) = &self.tls {
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let mut child = cmd.spawn().expect("start redis-server");
+        // Its log goes nowhere, but for the last lines, kept to say why it did not start.
+        let log = child.stdout.take().map(|out| {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                let mut last = std::collections::VecDeque::new();
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if last.len() == 3 {
+                        last.pop_front();
+                    }
+                    last.push_back(line);
+                }
+                Vec::from(last).join(" | ")
+            })
+        });
         let deadline = Instant::now() + Duration::from_secs(10);
         // Up when it accepts connections (whatever it then says to a client without a password).
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = log.and_then(|l| l.join().ok()).unwrap_or_default();
+                return Err(format!("redis-server exited with {status}: {said}"));
+            }
             assert!(Instant::now() < deadline, "redis-server did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// `redis://127.0.0.1:<port>/0`.
@@ -111,7 +161,7 @@ impl Redis {
     /// directory.
     pub(crate) fn restart(&mut self) {
         self.kill();
-        self.launch();
+        self.launch().expect("redis-server started again");
     }
 
     fn kill(&mut self) {
@@ -303,6 +353,18 @@ impl Worker {
         processes: usize,
         prefix: &[&str],
     ) -> Worker {
+        Self::start_with_env(url, name, test, processes, prefix, &[])
+    }
+
+    /// As [`start`](Self::start), with more environment variables.
+    pub(crate) fn start_with_env(
+        url: &str,
+        name: &str,
+        test: &str,
+        processes: usize,
+        prefix: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let exe = std::env::current_exe().expect("the test binary");
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
@@ -317,6 +379,7 @@ impl Worker {
             .env("MULTIPROCESSING_POOL", name)
             .env("MULTIPROCESSING_KEY", KEY)
             .env("MULTIPROCESSING_PROCESSES", processes.to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::null());
         Worker(cmd.spawn().expect("start a broker worker"))
     }

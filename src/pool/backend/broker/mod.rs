@@ -37,7 +37,8 @@ use wire::{ResultMsg, Signer, TaskMsg, WireOutcome};
 /// How the broker backend reaches its workers.
 #[derive(Clone)]
 pub(crate) struct BrokerConfig {
-    pub(crate) url: String,
+    /// The Redis URL, and the CAs to trust for `rediss://`.
+    pub(crate) endpoint: wire::Endpoint,
     /// The pool name: workers serving this name run its tasks.
     pub(crate) name: String,
     pub(crate) key: Option<Vec<u8>>,
@@ -109,7 +110,7 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(250);
 /// [`Error::Broker`] if Redis does not answer within [`RECONNECT_FOR`], or answers without
 /// the result stream (it restarted without persistence, so the pool's tasks are gone).
 async fn reconnect(
-    url: &str,
+    endpoint: &wire::Endpoint,
     result_key: &str,
     block: Option<Duration>,
     lost: &Error,
@@ -119,7 +120,7 @@ async fn reconnect(
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(RECONNECT_EVERY).await;
-        let mut con = match wire::connect(url, block).await {
+        let mut con = match endpoint.connect(block).await {
             Ok(con) => con,
             Err(e) => {
                 last = Some(e.to_string());
@@ -136,7 +137,7 @@ async fn reconnect(
             Ok(_) => {
                 return Err(Error::Broker(format!(
                     "Redis at {} came back without this pool's result stream: it restarted without persistence (or lost its data), and the tasks on it are gone; with appendonly yes (appendfsync always) a pool survives a restart",
-                    wire::redact(url)
+                    endpoint.redacted()
                 )))
             }
             Err(e) => last = Some(e.to_string()),
@@ -144,7 +145,7 @@ async fn reconnect(
     }
     Err(Error::Broker(format!(
         "lost Redis at {} ({lost}) and it did not come back within {} s{}",
-        wire::redact(url),
+        endpoint.redacted(),
         RECONNECT_FOR.as_secs(),
         last.map(|e| format!(" (last try: {e})"))
             .unwrap_or_default()
@@ -154,8 +155,8 @@ async fn reconnect(
 impl Driver {
     async fn connect(cfg: BrokerConfig) -> Result<(Driver, Results)> {
         let signer = Signer::new(cfg.key.clone())?;
-        let mut con = wire::connect(&cfg.url, None).await?;
-        let reader_con = wire::connect(&cfg.url, Some(Duration::from_secs(1))).await?;
+        let mut con = cfg.endpoint.connect(None).await?;
+        let reader_con = cfg.endpoint.connect(Some(Duration::from_secs(1))).await?;
         let task_key = wire::task_key(&cfg.name);
         let result_key = wire::result_key(&cfg.name, &instance_id());
         wire::ensure_group(&mut con, &task_key).await?;
@@ -174,7 +175,7 @@ impl Driver {
         let expire = (cfg.claim * 4).max(Duration::from_secs(60));
         tokio::spawn(reader::run(
             reader_con,
-            cfg.url.clone(),
+            cfg.endpoint.clone(),
             result_key.clone(),
             signer.clone(),
             expire,
@@ -370,7 +371,7 @@ impl Driver {
             match self.send_batch().await {
                 Ok(()) => return Ok(()),
                 Err(lost) => {
-                    self.con = reconnect(&self.cfg.url, &self.result_key, None, &lost).await?;
+                    self.con = reconnect(&self.cfg.endpoint, &self.result_key, None, &lost).await?;
                 }
             }
         }

@@ -17,7 +17,7 @@ const BLOCK: Duration = Duration::from_secs(1);
 /// renewed at every read, so a pool that dies leaves no key behind for long.
 pub(super) async fn run(
     mut con: MultiplexedConnection,
-    url: String,
+    endpoint: wire::Endpoint,
     key: String,
     signer: Signer,
     expire: Duration,
@@ -47,7 +47,7 @@ pub(super) async fn run(
             Ok((reply,)) => wire::stream_entries(reply),
             Err(e) => {
                 let lost = wire::broker_error("reading results from Redis", e);
-                match super::reconnect(&url, &key, Some(BLOCK), &lost).await {
+                match super::reconnect(&endpoint, &key, Some(BLOCK), &lost).await {
                     Ok(fresh) => con = fresh,
                     Err(e) => {
                         let _ = out.send(Err(e));
