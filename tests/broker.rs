@@ -236,7 +236,7 @@ async fn a_sigkilled_workers_tasks_are_claimed_and_every_item_returns_once() {
         !redis.pending_by_consumer(&key).is_empty()
     })
     .await;
-    let _b = Worker::start(&redis.url(), name, test, 2, &[]);
+    let mut b = Worker::start(&redis.url(), name, test, 2, &[]);
     a.kill();
     let values = tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -244,10 +244,14 @@ async fn a_sigkilled_workers_tasks_are_claimed_and_every_item_returns_once() {
         .unwrap()
         .unwrap();
     assert_eq!(values, (0..120).collect::<Vec<u64>>());
+    // `b` stops cleanly, holding nothing: the next tasks all go to `c`.
+    b.stop();
 
     // Without retries, a task of a lost worker fails with WorkerLost; each item answers once.
+    // `c` alone takes the 60 tasks of 50 ms (3 s of work on its 2 processes), and is killed
+    // with most of them unanswered; `d` claims them.
     let mut c = Worker::start(&redis.url(), name, test, 2, &[]);
-    let stream = pool.imap_unordered(slow, (0..60).map(|x| (x, 20)));
+    let stream = pool.imap_unordered(slow, (0..60).map(|x| (x, 50)));
     let run = tokio::spawn(async move { stream.collect::<Vec<_>>().await });
     wait_until("the new worker holds tasks", || {
         redis
@@ -256,6 +260,7 @@ async fn a_sigkilled_workers_tasks_are_claimed_and_every_item_returns_once() {
             .any(|(consumer, _)| consumer.ends_with(&format!(":{}", c.pid())))
     })
     .await;
+    let _d = Worker::start(&redis.url(), name, test, 2, &[]);
     let dead = c.pid();
     c.kill();
     let outcomes = tokio::time::timeout(Duration::from_secs(30), run)
