@@ -349,6 +349,71 @@ async fn redis_restarted_with_aof_mid_map_loses_no_item() {
     assert_clean(&redis, name).await;
 }
 
+/// A task Redis delivered to a worker in a read reply the worker never got (as when Redis is
+/// killed between the two) is pending under that worker's name but held by nobody. The worker
+/// takes it back after the visibility timeout and runs it, without counting a retry (it never
+/// ran): the call gets its value. Made here by freezing the worker (SIGSTOP) and reading the
+/// task in its name.
+#[multiprocessing::test]
+async fn a_task_delivered_in_a_lost_read_reply_is_taken_back_by_its_worker() {
+    let Some(redis) = Redis::start() else { return };
+    let name = "lost-reply";
+    let test = "a_task_delivered_in_a_lost_read_reply_is_taken_back_by_its_worker";
+    let worker = Worker::start(&redis.url(), name, test, 1, &[]);
+    let pool = pool(&redis, name).await;
+    // The worker is up and reading.
+    assert_eq!(pool.apply(square, 2).await.unwrap(), 4);
+    let pid = worker.pid() as i32;
+    /// Sends SIGCONT when dropped, so that a failed assertion does not leave the worker frozen
+    /// (and its `Drop`, which waits for it, hanging).
+    struct Frozen(i32);
+    impl Drop for Frozen {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's pid, which we have not reaped.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let frozen = Frozen(pid);
+    // Its blocking read (1 s) ends on the server while it is frozen; it asks no other.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let call = pool.apply_async(square, 7);
+    let key = task_key(name);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let mut con = redis.connection().unwrap();
+    // Read in the worker's name once the pool has sent it (the stream may still hold the last
+    // task, answered, if the worker froze before deleting it).
+    wait_until("the task is read in the worker's name", || {
+        let taken: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("workers")
+            .arg(format!("{host}:{pid}"))
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query(&mut con)
+            .expect("XREADGROUP");
+        matches!(taken, redis::Value::Array(ref s) if !s.is_empty())
+    })
+    .await;
+    drop(frozen);
+    let value = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the worker took its task back");
+    assert_eq!(value.unwrap(), 49);
+    pool.close();
+    pool.join().await.unwrap();
+    assert_clean(&redis, name).await;
+    drop(worker);
+}
+
 #[multiprocessing::test]
 async fn a_worker_cut_off_by_a_network_namespace_loses_its_tasks_to_another() {
     let subnet = (std::process::id() % 250) as u8;
