@@ -6,10 +6,10 @@
 
 mod broker_common;
 
-use broker_common::{task_key, wait_until, Netns, Redis, Worker, KEY};
+use broker_common::{task_key, wait_until, Netns, Redis, Sampler, Worker, KEY};
 use futures::StreamExt;
 use multiprocessing::{entry, Error, Pool};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[entry]
 fn square(x: u64) -> u64 {
@@ -236,7 +236,7 @@ async fn a_sigkilled_workers_tasks_are_claimed_and_every_item_returns_once() {
         !redis.pending_by_consumer(&key).is_empty()
     })
     .await;
-    let _b = Worker::start(&redis.url(), name, test, 2, &[]);
+    let mut b = Worker::start(&redis.url(), name, test, 2, &[]);
     a.kill();
     let values = tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -244,10 +244,14 @@ async fn a_sigkilled_workers_tasks_are_claimed_and_every_item_returns_once() {
         .unwrap()
         .unwrap();
     assert_eq!(values, (0..120).collect::<Vec<u64>>());
+    // `b` stops cleanly, holding nothing: the next tasks all go to `c`.
+    b.stop();
 
     // Without retries, a task of a lost worker fails with WorkerLost; each item answers once.
+    // `c` alone takes the 60 tasks of 50 ms (3 s of work on its 2 processes), and is killed
+    // with most of them unanswered; `d` claims them.
     let mut c = Worker::start(&redis.url(), name, test, 2, &[]);
-    let stream = pool.imap_unordered(slow, (0..60).map(|x| (x, 20)));
+    let stream = pool.imap_unordered(slow, (0..60).map(|x| (x, 50)));
     let run = tokio::spawn(async move { stream.collect::<Vec<_>>().await });
     wait_until("the new worker holds tasks", || {
         redis
@@ -256,6 +260,7 @@ async fn a_sigkilled_workers_tasks_are_claimed_and_every_item_returns_once() {
             .any(|(consumer, _)| consumer.ends_with(&format!(":{}", c.pid())))
     })
     .await;
+    let _d = Worker::start(&redis.url(), name, test, 2, &[]);
     let dead = c.pid();
     c.kill();
     let outcomes = tokio::time::timeout(Duration::from_secs(30), run)
@@ -307,6 +312,106 @@ async fn redis_restarted_without_persistence_fails_the_map_clearly() {
     let pool = self::pool(&redis, name).await;
     let answer = tokio::time::timeout(Duration::from_secs(20), pool.apply(square, 5)).await;
     assert_eq!(answer.expect("the worker came back").unwrap(), 25);
+}
+
+/// With AOF (`appendfsync always`), Redis SIGKILLed mid-map and started again on the same port
+/// and directory keeps the task stream, its consumer group and its pending tasks, and the pool's
+/// result stream: the pool and the worker connect again and the map completes, every item
+/// returned once, without retries. Then, nothing of the pool is left.
+#[multiprocessing::test]
+async fn redis_restarted_with_aof_mid_map_loses_no_item() {
+    let Some(mut redis) = Redis::start_with(None, true) else {
+        return;
+    };
+    let name = "aof";
+    let test = "redis_restarted_with_aof_mid_map_loses_no_item";
+    let _a = Worker::start(&redis.url(), name, test, 2, &[]);
+    let pool = pool(&redis, name).await;
+    // 300 tasks of 20 ms on 2 processes: about 3 s, cut by the restart after the first ones.
+    let map = pool.map(slow, (0..300).map(|x| (x, 20))).chunksize(1);
+    let run = tokio::spawn(async move { map.await });
+    wait_until("the worker holds tasks", || {
+        !redis.pending_by_consumer(&task_key(name)).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    let values = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the map finished")
+        .unwrap()
+        .expect("the map survived the restart");
+    assert_eq!(values, (0..300).collect::<Vec<u64>>());
+    // The pool goes on serving.
+    assert_eq!(pool.apply(square, 6).await.unwrap(), 36);
+    pool.close();
+    pool.join().await.unwrap();
+    assert_clean(&redis, name).await;
+}
+
+/// A task Redis delivered to a worker in a read reply the worker never got (as when Redis is
+/// killed between the two) is pending under that worker's name but held by nobody. The worker
+/// takes it back after the visibility timeout and runs it, without counting a retry (it never
+/// ran): the call gets its value. Made here by freezing the worker (SIGSTOP) and reading the
+/// task in its name.
+#[multiprocessing::test]
+async fn a_task_delivered_in_a_lost_read_reply_is_taken_back_by_its_worker() {
+    let Some(redis) = Redis::start() else { return };
+    let name = "lost-reply";
+    let test = "a_task_delivered_in_a_lost_read_reply_is_taken_back_by_its_worker";
+    let worker = Worker::start(&redis.url(), name, test, 1, &[]);
+    let pool = pool(&redis, name).await;
+    // The worker is up and reading.
+    assert_eq!(pool.apply(square, 2).await.unwrap(), 4);
+    let pid = worker.pid() as i32;
+    /// Sends SIGCONT when dropped, so that a failed assertion does not leave the worker frozen
+    /// (and its `Drop`, which waits for it, hanging).
+    struct Frozen(i32);
+    impl Drop for Frozen {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's pid, which we have not reaped.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let frozen = Frozen(pid);
+    // Its blocking read (1 s) ends on the server while it is frozen; it asks no other.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let call = pool.apply_async(square, 7);
+    let key = task_key(name);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let mut con = redis.connection().unwrap();
+    // Read in the worker's name once the pool has sent it (the stream may still hold the last
+    // task, answered, if the worker froze before deleting it).
+    wait_until("the task is read in the worker's name", || {
+        let taken: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("workers")
+            .arg(format!("{host}:{pid}"))
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query(&mut con)
+            .expect("XREADGROUP");
+        matches!(taken, redis::Value::Array(ref s) if !s.is_empty())
+    })
+    .await;
+    drop(frozen);
+    let value = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the worker took its task back");
+    assert_eq!(value.unwrap(), 49);
+    pool.close();
+    pool.join().await.unwrap();
+    assert_clean(&redis, name).await;
+    drop(worker);
 }
 
 #[multiprocessing::test]
@@ -381,4 +486,86 @@ async fn the_user_and_password_come_from_the_url() {
         .await
         .unwrap();
     assert_eq!(pool.apply(square, 12).await.unwrap(), 144);
+}
+
+/// The bound on what Redis holds for a pool, from the constants of the code:
+/// - `broker_window` (default 4,096): tasks the pool keeps on the stream, sent and not answered;
+/// - 64 tasks per worker process: what a worker reads ahead and holds until it has written
+///   their results, acknowledged and deleted them (`crate::broker::worker`, its `room`);
+/// - 4,096: the most results the pool's reader takes in one `XREAD`, deleted with its next read.
+const WINDOW: i64 = 4096;
+const HELD_PER_PROCESS: i64 = 64;
+const READ_COUNT: i64 = 4096;
+
+/// 1,000,000 items through Redis, twice (default chunks, then 10,000 chunks of 100, more than
+/// the window), with two workers, while a sampler reads the pool's keys every ~20 ms. The task
+/// stream never holds more than the window plus what the workers hold (a task answered is
+/// deleted by its worker just after the pool has its result); the result stream never more than
+/// the window plus one read; the consumer group's pending list never more than what the workers
+/// hold. Every value is right, and after `join` nothing of the pool is left.
+#[multiprocessing::test]
+async fn a_million_item_map_keeps_redis_bounded_and_leaves_nothing_behind() {
+    let Some(redis) = Redis::start() else { return };
+    let name = "bounded";
+    let test = "a_million_item_map_keeps_redis_bounded_and_leaves_nothing_behind";
+    const WORKERS: i64 = 2;
+    const PROCESSES: i64 = 2;
+    let _a = Worker::start(&redis.url(), name, test, PROCESSES as usize, &[]);
+    let _b = Worker::start(&redis.url(), name, test, PROCESSES as usize, &[]);
+    let held = WORKERS * PROCESSES * HELD_PER_PROCESS;
+    let tasks_bound = WINDOW + held;
+    let results_bound = WINDOW + WINDOW.min(READ_COUNT);
+    let pool = Pool::builder()
+        .broker(redis.url())
+        .name(name)
+        .key(KEY)
+        .processes((WORKERS * PROCESSES) as usize)
+        .build()
+        .await
+        .expect("a broker pool");
+    let baseline = redis.used_memory();
+    let sampler = Sampler::start(&redis, name);
+    const N: u64 = 1_000_000;
+    let expected: Vec<u64> = (0..N).map(|x| x * x).collect();
+
+    let started = Instant::now();
+    let values = pool.map(square, 0..N).await.unwrap();
+    let default_took = started.elapsed();
+    assert!(
+        values == expected,
+        "a value of the default-chunk map is wrong"
+    );
+    drop(values);
+
+    let started = Instant::now();
+    let values = pool.map(square, 0..N).chunksize(100).await.unwrap();
+    let chunked_took = started.elapsed();
+    assert!(
+        values == expected,
+        "a value of the 100-item-chunk map is wrong"
+    );
+    drop(values);
+
+    pool.close();
+    pool.join().await.unwrap();
+    let max = sampler.stop();
+    println!(
+        "1,000,000 items: default chunks (16 of 62,500) took {default_took:.2?}, chunks of 100 \
+         (10,000) took {chunked_took:.2?}; maxima over {} samples: task stream {} (bound \
+         {tasks_bound}), result stream {} (bound {results_bound}), pending {} (bound {held}), \
+         keys {}, used_memory {} bytes (baseline {baseline})",
+        max.samples, max.tasks, max.results, max.pending, max.keys, max.used_memory
+    );
+    assert!(max.samples > 0, "the sampler saw nothing");
+    assert!(max.tasks > 0, "the sampler never saw a task on the stream");
+    assert!(max.tasks <= tasks_bound, "{max:?}");
+    assert!(max.results <= results_bound, "{max:?}");
+    assert!(max.pending <= held, "{max:?}");
+    assert_clean(&redis, name).await;
+    // What the map put into Redis went with it: within 1 MiB of where it started.
+    let after = redis.used_memory();
+    assert!(
+        after <= baseline + (1 << 20),
+        "used_memory {after} after join, {baseline} before the maps"
+    );
 }

@@ -66,10 +66,12 @@ impl Worker {
             .arg(room)
             .query_async(&mut self.con)
             .await;
+        // Another worker's tasks, and this one's that it does not hold: delivered to it by a
+        // read whose reply Redis never sent (it was killed meanwhile), so they never ran here.
         let stale: HashMap<String, Lost> = match pending {
             Ok(reply) => parse_pending(reply)
                 .into_iter()
-                .filter(|(_, lost)| lost.consumer != self.consumer)
+                .filter(|(id, lost)| lost.consumer != self.consumer || !self.held.contains_key(id))
                 .collect(),
             Err(e) => {
                 tracing::warn!(target: "multiprocessing::broker", "looking for stale tasks: {e}; reconnecting");
@@ -104,7 +106,10 @@ impl Worker {
             .add_permits(stale.len().saturating_sub(entries.len()));
         let mut stale = stale;
         for (entry, body) in entries {
-            let lost = stale.remove(&entry);
+            // A task of its own that never ran here is no retry.
+            let lost = stale
+                .remove(&entry)
+                .filter(|lost| lost.consumer != self.consumer);
             tracing::info!(target: "multiprocessing::broker", "claimed task {entry} from {}", lost.as_ref().map_or("?", |l| l.consumer.as_str()));
             self.take(entry, body, lost);
         }

@@ -29,6 +29,11 @@ pub const WORKER_ENV: &str = "MULTIPROCESSING_WORKER";
 /// The environment variable that names the pool a worker started by [`WORKER_ENV`] serves
 /// (default `default`, as `PoolBuilder::name`'s).
 pub const NAME_ENV: &str = "MULTIPROCESSING_POOL";
+/// The environment variable naming a PEM file of the certificate authorities a pool or worker
+/// trusts for a `rediss://` URL when none is given in code
+/// ([`PoolBuilder::broker_ca`](crate::PoolBuilder::broker_ca), [`Serve::broker_ca`]); without
+/// it, the system's roots.
+pub const CA_ENV: &str = wire::CA_ENV;
 /// The environment variable that sets how many processes a worker started by [`WORKER_ENV`]
 /// runs tasks on (default: the number of CPUs).
 pub const PROCESSES_ENV: &str = "MULTIPROCESSING_PROCESSES";
@@ -48,6 +53,7 @@ pub const PROCESSES_ENV: &str = "MULTIPROCESSING_PROCESSES";
 pub fn serve(url: impl Into<String>) -> Serve {
     Serve {
         url: url.into(),
+        ca: None,
         processes: None,
         name: None,
         key: None,
@@ -62,6 +68,7 @@ pub fn serve(url: impl Into<String>) -> Serve {
 #[must_use = "a worker serves only when awaited"]
 pub struct Serve {
     url: String,
+    ca: Option<std::path::PathBuf>,
     processes: Option<usize>,
     name: Option<String>,
     key: Option<Vec<u8>>,
@@ -72,6 +79,7 @@ impl std::fmt::Debug for Serve {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Serve")
             .field("url", &wire::redact(&self.url))
+            .field("ca", &self.ca)
             .field("processes", &self.processes)
             .field("name", &self.name)
             .finish_non_exhaustive()
@@ -90,6 +98,14 @@ impl Serve {
     /// `default`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// The certificate authorities to trust for a `rediss://` URL: a PEM file, as
+    /// [`PoolBuilder::broker_ca`](crate::PoolBuilder::broker_ca). Default: the file
+    /// `MULTIPROCESSING_BROKER_CA` names, else the system's roots.
+    pub fn broker_ca(mut self, pem_file: impl Into<std::path::PathBuf>) -> Self {
+        self.ca = Some(pem_file.into());
         self
     }
 
@@ -132,10 +148,16 @@ impl Serve {
             .name_prefix("BrokerWorker")
             .build()
             .await?;
-        worker::Worker::start(self.url, name, signer, pool, processes)
-            .await?
-            .run()
-            .await
+        worker::Worker::start(
+            wire::Endpoint::new(self.url, self.ca),
+            name,
+            signer,
+            pool,
+            processes,
+        )
+        .await?
+        .run()
+        .await
     }
 }
 

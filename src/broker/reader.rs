@@ -13,7 +13,7 @@ pub(super) const BACKOFF: Duration = Duration::from_millis(500);
 
 /// Where the reader reads, as whom.
 pub(super) struct Source {
-    pub(super) url: String,
+    pub(super) endpoint: wire::Endpoint,
     pub(super) key: String,
     pub(super) consumer: String,
 }
@@ -62,7 +62,7 @@ async fn read(
     count: usize,
 ) -> crate::error::Result<Vec<wire::Entry>> {
     if con.is_none() {
-        let mut fresh = wire::connect(&source.url, Some(BLOCK)).await?;
+        let mut fresh = source.endpoint.connect(Some(BLOCK)).await?;
         wire::ensure_group(&mut fresh, &source.key).await?;
         *con = Some(fresh);
     }

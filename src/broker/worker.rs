@@ -27,7 +27,7 @@ pub(super) struct Lost {
 }
 
 pub(super) struct Worker {
-    pub(super) url: String,
+    pub(super) endpoint: wire::Endpoint,
     pub(super) signer: Signer,
     pub(super) pool: Pool,
     pub(super) con: MultiplexedConnection,
@@ -46,18 +46,21 @@ pub(super) struct Worker {
     tasks: mpsc::UnboundedReceiver<Vec<wire::Entry>>,
     /// Results not yet written (Redis was unreachable).
     unsent: Vec<Done>,
+    /// Tasks answered whose `XACK` and `XDEL` got no reply (Redis was lost): acknowledged
+    /// again with the next results, held (and renewed) until then.
+    unacked: Vec<String>,
 }
 
 impl Worker {
     /// Connects, makes the consumer group if need be, and starts the reader.
     pub(super) async fn start(
-        url: String,
+        endpoint: wire::Endpoint,
         name: String,
         signer: Signer,
         pool: Pool,
         processes: usize,
     ) -> Result<Worker> {
-        let mut con = wire::connect(&url, None).await?;
+        let mut con = endpoint.connect(None).await?;
         let key = wire::task_key(&name);
         wire::ensure_group(&mut con, &key).await?;
         let consumer = format!("{}:{}", hostname(), std::process::id());
@@ -67,7 +70,7 @@ impl Worker {
         let (tasks_tx, tasks) = mpsc::unbounded_channel();
         tokio::spawn(reader::run(
             Source {
-                url: url.clone(),
+                endpoint: endpoint.clone(),
                 key: key.clone(),
                 consumer: consumer.clone(),
             },
@@ -77,7 +80,7 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         tracing::info!(target: "multiprocessing::broker", "worker {consumer} serves {key} with {processes} processes");
         Ok(Worker {
-            url,
+            endpoint,
             signer,
             pool,
             con,
@@ -91,6 +94,7 @@ impl Worker {
             done_rx,
             tasks,
             unsent: Vec::new(),
+            unacked: Vec::new(),
         })
     }
 
@@ -116,6 +120,11 @@ impl Worker {
                     }
                     self.write_back().await;
                 }
+                // Results or acknowledgements that Redis did not take (it was lost) go again,
+                // even when no other task finishes to carry them.
+                _ = tokio::time::sleep(BACKOFF), if !self.unsent.is_empty() || !self.unacked.is_empty() => {
+                    self.write_back().await;
+                }
                 _ = renew.tick() => self.renew().await,
                 _ = claim.tick() => self.claim_stale().await,
             }
@@ -130,6 +139,12 @@ impl Worker {
 
     /// Checks a task read or claimed, and starts it on the local pool (or answers at once).
     pub(super) fn take(&mut self, entry: String, body: Option<Vec<u8>>, lost: Option<Lost>) {
+        if self.held.contains_key(&entry) {
+            // Already running here (read, then claimed back as one of its own while the reader
+            // waited for room): this copy gives its place back.
+            self.room.add_permits(1);
+            return;
+        }
         let Some(body) = body else {
             return self.finish(entry, None);
         };
@@ -204,31 +219,47 @@ impl Worker {
                 return;
             }
         }
-        let entries: Vec<&str> = batch.iter().map(|d| d.entry.as_str()).collect();
+        // Their room is free once the results are written; the tasks stay held (renewed) until
+        // they are acknowledged.
+        self.room.add_permits(batch.len());
+        self.unacked
+            .extend(batch.into_iter().map(|done| done.entry));
+        self.acknowledge().await;
+    }
+
+    /// Acknowledges and deletes the tasks in `unacked`. On a Redis error they stay there (and
+    /// held) for the next try, after reconnecting: a task left pending and unrenewed would be
+    /// claimed and run again, and one never acknowledged would stay on the stream.
+    async fn acknowledge(&mut self) {
+        if self.unacked.is_empty() {
+            return;
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("XACK")
             .arg(&self.key)
             .arg(wire::GROUP)
-            .arg(&entries)
+            .arg(&self.unacked)
             .ignore();
-        pipe.cmd("XDEL").arg(&self.key).arg(&entries).ignore();
-        // A failure here leaves the tasks pending: they are claimed and run again, and the pool
-        // takes their results once.
+        pipe.cmd("XDEL").arg(&self.key).arg(&self.unacked).ignore();
         let acked: redis::RedisResult<()> = pipe.query_async(&mut self.con).await;
-        if let Err(e) = acked {
-            tracing::warn!(target: "multiprocessing::broker", "acknowledging tasks: {e}");
+        match acked {
+            Ok(()) => {
+                for entry in self.unacked.drain(..) {
+                    self.held.remove(&entry);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "multiprocessing::broker", "acknowledging tasks: {e}; reconnecting");
+                self.reconnect().await;
+            }
         }
-        for done in &batch {
-            self.held.remove(&done.entry);
-        }
-        self.room.add_permits(batch.len());
     }
 
     /// Connects again, waiting between tries, until Redis answers.
     pub(super) async fn reconnect(&mut self) {
         loop {
             tokio::time::sleep(BACKOFF).await;
-            match wire::connect(&self.url, None).await {
+            match self.endpoint.connect(None).await {
                 Ok(mut con) => {
                     if wire::ensure_group(&mut con, &self.key).await.is_ok() {
                         self.con = con;

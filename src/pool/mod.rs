@@ -463,6 +463,7 @@ struct BrokerSettings {
     key: Option<Vec<u8>>,
     claim: Option<std::time::Duration>,
     window: Option<usize>,
+    ca: Option<std::path::PathBuf>,
 }
 
 impl PoolBuilder {

@@ -13,6 +13,7 @@ impl std::fmt::Debug for BrokerSettings {
             .field("key", &self.key.as_ref().map(|_| ".."))
             .field("claim", &self.claim)
             .field("window", &self.window)
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -71,6 +72,18 @@ impl PoolBuilder {
         self
     }
 
+    /// The certificate authorities to trust for a `rediss://` broker: a PEM file of one or
+    /// more CA certificates (for a Redis whose certificate a private CA signed). Default: the
+    /// file `MULTIPROCESSING_BROKER_CA` names, else the system's roots (`SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` are honoured). Workers take theirs from the same variable, or
+    /// [`Serve::broker_ca`](crate::broker::Serve::broker_ca). Ignored for `redis://` URLs;
+    /// with a `rediss://` URL it needs the `broker-tls` feature (else `build` fails with
+    /// [`Error::InvalidArgument`]), as does a file that cannot be read.
+    pub fn broker_ca(mut self, pem_file: impl Into<std::path::PathBuf>) -> Self {
+        self.broker.get_or_insert_with(BrokerSettings::default).ca = Some(pem_file.into());
+        self
+    }
+
     /// `build` for a pool on a broker.
     pub(super) async fn build_broker(self) -> Result<Pool> {
         let processes = self.process_count()?;
@@ -83,7 +96,7 @@ impl PoolBuilder {
             ));
         }
         let backend = BrokerConfig {
-            url: settings.url,
+            endpoint: wire::Endpoint::new(settings.url, settings.ca),
             name: settings.name.unwrap_or_else(|| wire::DEFAULT_NAME.into()),
             key: settings.key,
             claim: settings.claim.unwrap_or(wire::DEFAULT_CLAIM),

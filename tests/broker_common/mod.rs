@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ pub(crate) struct Redis {
     extra_bind: Option<String>,
     aof: bool,
     args: Vec<String>,
+    /// TLS only: the port takes TLS connections, with these certificate, key and CA files.
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl Redis {
@@ -61,12 +63,30 @@ impl Redis {
             extra_bind,
             aof,
             args: args.iter().map(|a| a.to_string()).collect(),
+            tls: None,
         };
-        redis.launch();
+        redis.launch().expect("redis-server started");
         Some(redis)
     }
 
-    fn launch(&mut self) {
+    /// A `redis-server` that takes TLS only (`--port 0 --tls-port <port>`), with the server
+    /// certificate `cert`, its key `key`, and `ca` (clients are not asked for a certificate).
+    /// `None`, after printing why, where `redis-server` is missing or does not start with TLS.
+    pub(crate) fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Option<Redis> {
+        let mut redis = Self::start_full(None, false, &[])?;
+        redis.kill();
+        redis.tls = Some([cert.to_owned(), key.to_owned(), ca.to_owned()]);
+        match redis.launch() {
+            Ok(()) => Some(redis),
+            Err(why) => {
+                println!("skipped: redis-server does not start with TLS ({why})");
+                None
+            }
+        }
+    }
+
+    /// Starts the server and waits until it accepts connections; `Err` if it exited first.
+    fn launch(&mut self) -> Result<(), String> {
         let bind = match &self.extra_bind {
             Some(extra) => format!("127.0.0.1 {extra}"),
             None => "127.0.0.1".into(),
@@ -86,15 +106,45 @@ impl Redis {
         .args(["--appendonly", if self.aof { "yes" } else { "no" }])
         .args(["--appendfsync", "always"])
         .args(&self.args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("start redis-server"));
+        if let Some([cert, key, ca]) = &self.tls {
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let mut child = cmd.spawn().expect("start redis-server");
+        // Its log goes nowhere, but for the last lines, kept to say why it did not start.
+        let log = child.stdout.take().map(|out| {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                let mut last = std::collections::VecDeque::new();
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if last.len() == 3 {
+                        last.pop_front();
+                    }
+                    last.push_back(line);
+                }
+                Vec::from(last).join(" | ")
+            })
+        });
         let deadline = Instant::now() + Duration::from_secs(10);
         // Up when it accepts connections (whatever it then says to a client without a password).
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = log.and_then(|l| l.join().ok()).unwrap_or_default();
+                return Err(format!("redis-server exited with {status}: {said}"));
+            }
             assert!(Instant::now() < deadline, "redis-server did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// `redis://127.0.0.1:<port>/0`.
@@ -111,7 +161,7 @@ impl Redis {
     /// directory.
     pub(crate) fn restart(&mut self) {
         self.kill();
-        self.launch();
+        self.launch().expect("redis-server started again");
     }
 
     fn kill(&mut self) {
@@ -136,6 +186,16 @@ impl Redis {
         redis::cmd("XLEN").arg(key).query(&mut con).expect("XLEN")
     }
 
+    /// `used_memory` from `INFO memory`, in bytes.
+    pub(crate) fn used_memory(&self) -> u64 {
+        let mut con = self.connection().expect("connect to the test redis");
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut con)
+            .expect("INFO memory");
+        used_memory(&info)
+    }
+
     /// How many tasks the consumer group of `key` has delivered and not seen acknowledged,
     /// per consumer.
     pub(crate) fn pending_by_consumer(&self, key: &str) -> Vec<(String, i64)> {
@@ -156,6 +216,115 @@ impl Redis {
             .filter_map(|c| redis::from_redis_value::<(String, i64)>(c).ok())
             .collect()
     }
+}
+
+/// What a [`Sampler`] saw: the largest values of each measure over the run.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Maxima {
+    /// The longest the task stream got (`XLEN`).
+    pub(crate) tasks: i64,
+    /// The longest any result stream of the name got (`XLEN`).
+    pub(crate) results: i64,
+    /// The most tasks pending in the workers' consumer group (`XPENDING` count).
+    pub(crate) pending: i64,
+    /// The most keys of the name at once.
+    pub(crate) keys: usize,
+    /// The highest `used_memory` (`INFO memory`), in bytes.
+    pub(crate) used_memory: u64,
+    /// How many samples were taken.
+    pub(crate) samples: u64,
+}
+
+/// A thread that looks into the test's redis-server every ~20 ms: the length of every stream of
+/// pool name `name`, the tasks pending in its consumer group, and `used_memory`.
+pub(crate) struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Maxima>>,
+}
+
+impl Sampler {
+    pub(crate) fn start(redis: &Redis, name: &str) -> Sampler {
+        let mut con = redis.connection().expect("connect to the test redis");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pattern = format!("mp:{{{name}}}:*");
+        let task = task_key(name);
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut max = Maxima::default();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query(&mut con)
+                    .expect("KEYS");
+                max.keys = max.keys.max(keys.len());
+                for key in &keys {
+                    let kind: String = redis::cmd("TYPE").arg(key).query(&mut con).expect("TYPE");
+                    if kind != "stream" {
+                        continue;
+                    }
+                    // A key may go between KEYS and XLEN: that reads as 0.
+                    let len: i64 = redis::cmd("XLEN").arg(key).query(&mut con).unwrap_or(0);
+                    if *key == task {
+                        max.tasks = max.tasks.max(len);
+                    } else {
+                        max.results = max.results.max(len);
+                    }
+                }
+                if keys.contains(&task) {
+                    // The summary form: [count, first, last, [[consumer, count], ...]].
+                    let summary: redis::Value = redis::cmd("XPENDING")
+                        .arg(&task)
+                        .arg("workers")
+                        .query(&mut con)
+                        .unwrap_or(redis::Value::Nil);
+                    if let redis::Value::Array(parts) = summary {
+                        if let Some(redis::Value::Int(n)) = parts.first() {
+                            max.pending = max.pending.max(*n);
+                        }
+                    }
+                }
+                let info: String = redis::cmd("INFO")
+                    .arg("memory")
+                    .query(&mut con)
+                    .expect("INFO memory");
+                max.used_memory = max.used_memory.max(used_memory(&info));
+                max.samples += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            max
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling and returns what was seen.
+    pub(crate) fn stop(mut self) -> Maxima {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("stopped once")
+            .join()
+            .expect("the sampler thread")
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The `used_memory:` line of an `INFO memory` reply.
+fn used_memory(info: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Redis {
@@ -184,6 +353,18 @@ impl Worker {
         processes: usize,
         prefix: &[&str],
     ) -> Worker {
+        Self::start_with_env(url, name, test, processes, prefix, &[])
+    }
+
+    /// As [`start`](Self::start), with more environment variables.
+    pub(crate) fn start_with_env(
+        url: &str,
+        name: &str,
+        test: &str,
+        processes: usize,
+        prefix: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let exe = std::env::current_exe().expect("the test binary");
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
@@ -198,6 +379,7 @@ impl Worker {
             .env("MULTIPROCESSING_POOL", name)
             .env("MULTIPROCESSING_KEY", KEY)
             .env("MULTIPROCESSING_PROCESSES", processes.to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::null());
         Worker(cmd.spawn().expect("start a broker worker"))
     }

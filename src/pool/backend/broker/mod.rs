@@ -10,7 +10,14 @@
 //! longer holds (a duplicate after a claim, a cancelled task) is dropped: each task is answered
 //! once.
 //!
-//! A Redis error on the pool's side ends the pool: what is queued or on the stream fails with
+//! A lost connection to Redis does not end the pool at once: the driver and the reader each
+//! connect again (every quarter second, for up to [`RECONNECT_FOR`]) and go on where they were,
+//! if Redis came back with the pool's result stream (a server restarted with AOF persistence
+//! keeps it, and the task stream, its consumer group and its pending tasks with it). The driver
+//! sends again the tasks whose `XADD`s got no answer (some of them may be on the stream twice:
+//! the first result of each is taken, the other dropped). A Redis that stays away longer, or
+//! comes back without the result stream (restarted without persistence: the tasks are gone
+//! too), ends the pool: what is queued or on the stream fails with
 //! [`Error::Broker`](crate::Error::Broker), later calls with `PoolClosed`.
 
 mod reader;
@@ -30,7 +37,8 @@ use wire::{ResultMsg, Signer, TaskMsg, WireOutcome};
 /// How the broker backend reaches its workers.
 #[derive(Clone)]
 pub(crate) struct BrokerConfig {
-    pub(crate) url: String,
+    /// The Redis URL, and the CAs to trust for `rediss://`.
+    pub(crate) endpoint: wire::Endpoint,
     /// The pool name: workers serving this name run its tasks.
     pub(crate) name: String,
     pub(crate) key: Option<Vec<u8>>,
@@ -90,11 +98,65 @@ impl Backend for BrokerConfig {
 
 type Results = mpsc::UnboundedReceiver<Result<Vec<ResultMsg>>>;
 
+/// How long the pool waits for a Redis it lost to come back before it fails.
+pub(crate) const RECONNECT_FOR: Duration = Duration::from_secs(10);
+/// How long to wait between two tries to connect again.
+const RECONNECT_EVERY: Duration = Duration::from_millis(250);
+
+/// Connects to Redis again after `lost` (the error that broke the connection), once it answers
+/// with the pool's result stream `result_key` still there.
+///
+/// # Errors
+/// [`Error::Broker`] if Redis does not answer within [`RECONNECT_FOR`], or answers without
+/// the result stream (it restarted without persistence, so the pool's tasks are gone).
+async fn reconnect(
+    endpoint: &wire::Endpoint,
+    result_key: &str,
+    block: Option<Duration>,
+    lost: &Error,
+) -> Result<MultiplexedConnection> {
+    let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
+    tracing::warn!(target: "multiprocessing::pool", "lost Redis ({lost}); connecting again");
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(RECONNECT_EVERY).await;
+        let mut con = match endpoint.connect(block).await {
+            Ok(con) => con,
+            Err(e) => {
+                last = Some(e.to_string());
+                continue;
+            }
+        };
+        // A server still loading its AOF answers LOADING: that is a try like any other.
+        let exists: redis::RedisResult<i64> = redis::cmd("EXISTS")
+            .arg(result_key)
+            .query_async(&mut con)
+            .await;
+        match exists {
+            Ok(1) => return Ok(con),
+            Ok(_) => {
+                return Err(Error::Broker(format!(
+                    "Redis at {} came back without this pool's result stream: it restarted without persistence (or lost its data), and the tasks on it are gone; with appendonly yes (appendfsync always) a pool survives a restart",
+                    endpoint.redacted()
+                )))
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+    }
+    Err(Error::Broker(format!(
+        "lost Redis at {} ({lost}) and it did not come back within {} s{}",
+        endpoint.redacted(),
+        RECONNECT_FOR.as_secs(),
+        last.map(|e| format!(" (last try: {e})"))
+            .unwrap_or_default()
+    )))
+}
+
 impl Driver {
     async fn connect(cfg: BrokerConfig) -> Result<(Driver, Results)> {
         let signer = Signer::new(cfg.key.clone())?;
-        let mut con = wire::connect(&cfg.url, None).await?;
-        let reader_con = wire::connect(&cfg.url, Some(Duration::from_secs(1))).await?;
+        let mut con = cfg.endpoint.connect(None).await?;
+        let reader_con = cfg.endpoint.connect(Some(Duration::from_secs(1))).await?;
         let task_key = wire::task_key(&cfg.name);
         let result_key = wire::result_key(&cfg.name, &instance_id());
         wire::ensure_group(&mut con, &task_key).await?;
@@ -113,6 +175,7 @@ impl Driver {
         let expire = (cfg.claim * 4).max(Duration::from_secs(60));
         tokio::spawn(reader::run(
             reader_con,
+            cfg.endpoint.clone(),
             result_key.clone(),
             signer.clone(),
             expire,
@@ -298,8 +361,25 @@ impl Driver {
         }
     }
 
-    /// Sends queued tasks while fewer than `window` are on the stream: one pipeline of `XADD`s.
+    /// Sends queued tasks while fewer than `window` are on the stream: one pipeline of `XADD`s,
+    /// sent again on a new connection if Redis was lost meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] when Redis does not come back ([`reconnect`]).
     async fn send_window(&mut self) -> Result<()> {
+        loop {
+            match self.send_batch().await {
+                Ok(()) => return Ok(()),
+                Err(lost) => {
+                    self.con = reconnect(&self.cfg.endpoint, &self.result_key, None, &lost).await?;
+                }
+            }
+        }
+    }
+
+    /// One pipeline of `XADD`s for the queued tasks that fit in the window. On a Redis error,
+    /// puts the batch back in front of the queue and returns the error.
+    async fn send_batch(&mut self) -> Result<()> {
         let room = self.cfg.window.saturating_sub(self.sent.len());
         let n = room.min(self.pending.len());
         if n == 0 {
@@ -345,11 +425,12 @@ impl Driver {
         let entries = match added {
             Ok(entries) => entries,
             Err(e) => {
-                let e = wire::broker_error("sending tasks to Redis", e);
-                let failure = TaskFailure::Remote(RemoteError::from(&e));
-                self.stats.failed += batch.len() as u64;
-                batch.into_iter().for_each(|t| t.fail(failure.clone()));
-                return Err(e);
+                // The batch goes out again once Redis is back (some of it may have reached
+                // the stream: those tasks run twice, and the first result is taken).
+                for task in batch.into_iter().rev() {
+                    self.pending.push_front(task);
+                }
+                return Err(wire::broker_error("sending tasks to Redis", e));
             }
         };
         for (task, entry) in batch.into_iter().zip(entries) {

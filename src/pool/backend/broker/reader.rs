@@ -1,6 +1,7 @@
 //! The pool's reader of its result stream: one connection that waits on `XREAD BLOCK`, checks
 //! each result's signature, and deletes what it read, so the stream holds only results not yet
-//! taken.
+//! taken. A lost connection is made again ([`super::reconnect`]); the reader goes on after the
+//! last result it read, and deletes what it had read and not yet deleted.
 
 use super::wire::{self, ResultMsg, Signer};
 use crate::error::Result;
@@ -16,6 +17,7 @@ const BLOCK: Duration = Duration::from_secs(1);
 /// renewed at every read, so a pool that dies leaves no key behind for long.
 pub(super) async fn run(
     mut con: MultiplexedConnection,
+    endpoint: wire::Endpoint,
     key: String,
     signer: Signer,
     expire: Duration,
@@ -44,8 +46,16 @@ pub(super) async fn run(
         let entries = match reply {
             Ok((reply,)) => wire::stream_entries(reply),
             Err(e) => {
-                let _ = out.send(Err(wire::broker_error("reading results from Redis", e)));
-                return;
+                let lost = wire::broker_error("reading results from Redis", e);
+                match super::reconnect(&endpoint, &key, Some(BLOCK), &lost).await {
+                    Ok(fresh) => con = fresh,
+                    Err(e) => {
+                        let _ = out.send(Err(e));
+                        return;
+                    }
+                }
+                // The same read again (`read` is still to be deleted).
+                continue;
             }
         };
         read.clear();

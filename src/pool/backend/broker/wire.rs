@@ -13,6 +13,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -196,21 +197,106 @@ pub(crate) fn broker_error(doing: &str, e: redis::RedisError) -> Error {
     Error::Broker(format!("{doing}: {e}"))
 }
 
-/// Opens a connection to the Redis at `url` (AUTH user and password, database and TLS come
-/// from the URL). `blocking`: for commands that wait on the server (`XREAD BLOCK`), which get
-/// `block` more than the usual response time.
-///
-/// # Errors
-/// [`Error::Broker`] for a URL Redis does not take or a server that cannot be reached.
-pub(crate) async fn connect(url: &str, block: Option<Duration>) -> Result<MultiplexedConnection> {
-    let client = redis::Client::open(url).map_err(|e| broker_error("bad broker URL", e))?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT + block.unwrap_or_default()));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| broker_error(&format!("cannot reach Redis at {}", redact(url)), e))
+/// The environment variable naming a PEM file of the certificate authorities to trust for a
+/// `rediss://` broker, when the pool or worker is given none ([`Endpoint::new`]).
+pub(crate) const CA_ENV: &str = "MULTIPROCESSING_BROKER_CA";
+
+/// Where a Redis is: its URL, and for `rediss://`, the certificate authorities to trust.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    /// A PEM file of CA certificates; `None`: the system's roots (`SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` are honoured).
+    ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    /// Without the URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &redact(&self.url))
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// `url`, trusting the CAs in `ca`, or else in the file `MULTIPROCESSING_BROKER_CA` names.
+    pub(crate) fn new(url: String, ca: Option<PathBuf>) -> Self {
+        let ca = ca.or_else(|| std::env::var_os(CA_ENV).map(PathBuf::from));
+        Endpoint { url, ca }
+    }
+
+    /// The URL without its password, for messages.
+    pub(crate) fn redacted(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Opens a connection (AUTH user and password, database and TLS come from the URL).
+    /// `block`: for commands that wait on the server (`XREAD BLOCK`), which get `block` more
+    /// than the usual response time.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] for a URL Redis does not take or a server that cannot be reached;
+    /// [`Error::InvalidArgument`] for a CA file that cannot be read.
+    pub(crate) async fn connect(&self, block: Option<Duration>) -> Result<MultiplexedConnection> {
+        let client = self.client()?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT + block.unwrap_or_default()));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| {
+                let mut doing = format!("cannot reach Redis at {}", self.redacted());
+                if self.url.starts_with("redis://") && e.is_connection_dropped() {
+                    doing.push_str(
+                        " (it closed the connection: if it takes TLS only, use a rediss:// URL)",
+                    );
+                } else if self.url.starts_with("rediss://") && e.to_string().contains("certificate")
+                {
+                    doing.push_str(&format!(
+                        " (to trust a private CA, give its PEM file to PoolBuilder::broker_ca or in {CA_ENV})"
+                    ));
+                }
+                broker_error(&doing, e)
+            })
+    }
+
+    fn client(&self) -> Result<redis::Client> {
+        let bad_url = |e| broker_error("bad broker URL", e);
+        match &self.ca {
+            Some(path) if self.url.starts_with("rediss://") => self.client_with_ca(path),
+            _ => redis::Client::open(self.url.as_str()).map_err(bad_url),
+        }
+    }
+
+    #[cfg(feature = "broker-tls")]
+    fn client_with_ca(&self, path: &std::path::Path) -> Result<redis::Client> {
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot read the broker's CA file {} ({CA_ENV} or PoolBuilder::broker_ca): {e}",
+                path.display()
+            ))
+        })?;
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        redis::Client::build_with_tls(self.url.as_str(), certs).map_err(|e| {
+            broker_error(
+                &format!("cannot use the CA file {} for the broker", path.display()),
+                e,
+            )
+        })
+    }
+
+    #[cfg(not(feature = "broker-tls"))]
+    fn client_with_ca(&self, _path: &std::path::Path) -> Result<redis::Client> {
+        Err(Error::InvalidArgument(
+            "rediss:// URLs need the `broker-tls` feature of multiprocessing".into(),
+        ))
+    }
 }
 
 /// `url` without its password, for messages.
