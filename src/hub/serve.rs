@@ -6,7 +6,7 @@
 use super::objects::{Body, Notifier, Owner, Reply, Store, Waiter};
 use crate::buffers::IntoShared;
 use crate::error::Result;
-use crate::protocol::{decode_head, encode_head, HostReply, HostReq, ObjectId};
+use crate::protocol::{decode_head, encode_head, HostReply, HostReq, ObjectId, Op};
 use crate::transport::frame::{FrameReader, Spin};
 use crate::transport::local::RecvHalf;
 use crate::transport::{Outbox, Outgoing};
@@ -92,7 +92,8 @@ pub(crate) async fn serve(
     store.owner_gone(owner);
 }
 
-/// Applies one request; `true` when it was answered at once.
+/// Applies one request; `true` when its process may be waiting on us: it was answered at once,
+/// or it was not to be answered and is not a queue's put.
 fn handle(store: &Arc<Store>, owner: Owner, out: &Outbox, mut message: Vec<u8>) -> Result<bool> {
     let (request, start) = decode_head::<HostReq>(&message)?;
     // The body of a message is cut off its header in place, without a new buffer.
@@ -104,6 +105,16 @@ fn handle(store: &Arc<Store>, owner: Owner, out: &Outbox, mut message: Vec<u8>) 
         _ => None,
     };
     let req = request.answered_as();
+    // A queue's put is the one request a process sends in streams without waiting on anything:
+    // after it, the process is not waiting on us. After any other request it may be (an
+    // unanswered dict `set` is usually followed by a `get`).
+    let streaming = matches!(
+        request,
+        HostReq::Op {
+            op: Op::Queue(_),
+            ..
+        }
+    );
     let mut waiter = || -> Box<dyn Waiter> {
         Box::new(Remote {
             req,
@@ -113,8 +124,8 @@ fn handle(store: &Arc<Store>, owner: Owner, out: &Outbox, mut message: Vec<u8>) 
     match store.handle(owner, request, body, &mut waiter) {
         Some(reply) => {
             let _ = answer(out, req, reply);
-            Ok(req != 0)
+            Ok(req != 0 || !streaming)
         }
-        None => Ok(false),
+        None => Ok(!streaming && req == 0),
     }
 }
