@@ -5,10 +5,12 @@
 #![cfg(feature = "broker")]
 
 mod broker_common;
+mod netns_common;
 
-use broker_common::{task_key, wait_until, Netns, Redis, Sampler, Worker, KEY};
+use broker_common::{task_key, wait_until, Redis, Sampler, Worker, KEY};
 use futures::StreamExt;
 use multiprocessing::{entry, Error, Pool};
+use netns_common::Netns;
 use std::time::{Duration, Instant};
 
 #[entry]

@@ -3,7 +3,9 @@
 //! address, as CI runs as root).
 
 use multiprocessing::{entry, Error, Manager, Process, Queue};
-use std::process::Command;
+mod netns_common;
+
+use netns_common::Netns;
 
 /// Connects, adds 1 to `counts["n"]` `times` times, and returns the value then.
 #[entry]
@@ -75,64 +77,6 @@ async fn a_client_killed_mid_session_leaves_the_server_serving_the_others() {
         .unwrap();
     let seen = other.join().await.unwrap().unwrap();
     assert_eq!(seen, before + 50, "the server went on serving");
-}
-
-/// A veth pair between this network namespace and a new one, removed when dropped.
-struct Netns {
-    name: String,
-    veth: String,
-}
-
-impl Netns {
-    fn ip(args: &[&str]) -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run `ip`: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "`ip {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
-    /// Makes the namespace; `subnet` is the third octet of its 198.18.x.0/30.
-    fn create(subnet: u8) -> Result<Self, String> {
-        let pid = std::process::id();
-        let ns = Netns {
-            name: format!("mp-test-{pid}"),
-            veth: format!("mpv{pid}"),
-        };
-        Self::ip(&["netns", "add", &ns.name])?;
-        // From here on `ns` is dropped (and removes what was made) on any failure.
-        let peer = format!("mpp{pid}");
-        let (host, guest) = (
-            format!("198.18.{subnet}.1/30"),
-            format!("198.18.{subnet}.2/30"),
-        );
-        Self::ip(&[
-            "link", "add", &ns.veth, "type", "veth", "peer", "name", &peer,
-        ])?;
-        Self::ip(&["link", "set", &peer, "netns", &ns.name])?;
-        Self::ip(&["addr", "add", &host, "dev", &ns.veth])?;
-        Self::ip(&["link", "set", &ns.veth, "up"])?;
-        Self::ip(&["-n", &ns.name, "addr", "add", &guest, "dev", &peer])?;
-        Self::ip(&["-n", &ns.name, "link", "set", &peer, "up"])?;
-        Self::ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting one end of a veth pair deletes both; the namespace goes by name.
-        let _ = Self::ip(&["link", "del", &self.veth]);
-        let _ = Self::ip(&["netns", "del", &self.name]);
-    }
 }
 
 /// Runs `remote_client` from inside network namespace `ns` (on a thread of its own that joined

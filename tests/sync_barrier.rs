@@ -2,9 +2,12 @@
 //! party breaks the barrier for the others, a timed-out wait breaks it, and `abort`, `reset`,
 //! `n_waiting` and a dropped wait behave as documented.
 
+mod sync_common;
+
 use multiprocessing::sync::Barrier;
 use multiprocessing::{entry, Error, Process};
 use std::time::{Duration, Instant};
+use sync_common::{send, send_sync, timer_baseline};
 
 /// Waits at the barrier `rounds` times; returns each round's index and leader flag.
 #[entry]
@@ -153,17 +156,6 @@ async fn abort_reset_and_a_dropped_wait() {
         Err(Error::InvalidArgument(_))
     ));
 }
-
-/// How long a plain 100 ms `tokio::time::sleep` takes here and now: the timer's own lateness
-/// on a loaded machine, which a timeout cannot beat. A timeout must end within 50 ms of that.
-async fn timer_baseline() -> Duration {
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    start.elapsed()
-}
-
-fn send_sync<T: Send + Sync>() {}
-fn send<T: Send>(_: &T) {}
 
 #[test]
 fn barriers_and_their_futures_are_send() {

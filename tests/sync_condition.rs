@@ -2,9 +2,12 @@
 //! waiters in three processes, a SIGKILLed waiter does not swallow a `notify(1)`, and
 //! `wait_timeout` keeps its deadline.
 
+mod sync_common;
+
 use multiprocessing::sync::{Condition, Lock};
 use multiprocessing::{entry, Error, Process, Value};
 use std::time::{Duration, Instant};
+use sync_common::{send, send_sync, timer_baseline};
 
 /// Puts `n` items (counts them in `items`), notifying one consumer each time.
 #[entry]
@@ -151,17 +154,6 @@ async fn wait_timeout_returns_within_50_ms_of_its_deadline() {
         .unwrap();
     assert!(!met);
 }
-
-/// How long a plain 100 ms `tokio::time::sleep` takes here and now: the timer's own lateness
-/// on a loaded machine, which a timeout cannot beat. A timeout must end within 50 ms of that.
-async fn timer_baseline() -> Duration {
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    start.elapsed()
-}
-
-fn send_sync<T: Send + Sync>() {}
-fn send<T: Send>(_: &T) {}
 
 #[test]
 fn conditions_guards_and_futures_are_send() {

@@ -1,9 +1,12 @@
 //! `Event` across processes: a `set` wakes waiters in four processes, `set` racing `wait`
 //! 10,000 times never loses a wake-up, and `wait_timeout` keeps its deadline.
 
+mod sync_common;
+
 use multiprocessing::sync::Event;
 use multiprocessing::{entry, Error, Process, Value};
 use std::time::{Duration, Instant};
+use sync_common::{send, send_sync, timer_baseline};
 
 /// Says it is waiting (through `waiting`), then waits for `go`; returns whether `go` came.
 #[entry]
@@ -107,17 +110,6 @@ async fn wait_timeout_returns_within_50_ms_of_its_deadline() {
     ev.set().await.unwrap();
     ev.wait_timeout(Duration::from_millis(1)).await.unwrap();
 }
-
-/// How long a plain 100 ms `tokio::time::sleep` takes here and now: the timer's own lateness
-/// on a loaded machine, which a timeout cannot beat. A timeout must end within 50 ms of that.
-async fn timer_baseline() -> Duration {
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    start.elapsed()
-}
-
-fn send_sync<T: Send + Sync>() {}
-fn send<T: Send>(_: &T) {}
 
 #[test]
 fn events_and_their_futures_are_send() {

@@ -2,9 +2,12 @@
 //! outermost level goes, also across `.await` points and as another process sees it; a killed
 //! holder leaves it poisoned.
 
+mod sync_common;
+
 use multiprocessing::sync::RLock;
 use multiprocessing::{entry, Error, Process, Value};
 use std::time::{Duration, Instant};
+use sync_common::{send, send_sync};
 
 /// Whether this process could take the lock now.
 #[entry]
@@ -107,9 +110,6 @@ async fn a_killed_holder_leaves_it_poisoned_not_held() {
         "{joined:?}"
     );
 }
-
-fn send_sync<T: Send + Sync>() {}
-fn send<T: Send>(_: &T) {}
 
 #[test]
 fn rlocks_guards_and_futures_are_send() {

@@ -2,9 +2,12 @@
 //! eight processes, a bounded release past its bound is an error, permits held by a SIGKILLed
 //! process come back (and the next permit says so), and `acquire_timeout` keeps its deadline.
 
+mod sync_common;
+
 use multiprocessing::sync::{BoundedSemaphore, Semaphore};
 use multiprocessing::{entry, Error, Process, Value};
 use std::time::{Duration, Instant};
+use sync_common::{send, send_sync, timer_baseline};
 
 /// `rounds` times: take a permit, count itself in `inside`, raise `high` to the count seen,
 /// let others run, count itself out.
@@ -165,17 +168,6 @@ async fn tasks_of_one_process_share_the_permits() {
     }
     assert_eq!(sem.value().await.unwrap(), 2);
 }
-
-/// How long a plain 100 ms `tokio::time::sleep` takes here and now: the timer's own lateness
-/// on a loaded machine, which a timeout cannot beat. A timeout must end within 50 ms of that.
-async fn timer_baseline() -> Duration {
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    start.elapsed()
-}
-
-fn send_sync<T: Send + Sync>() {}
-fn send<T: Send>(_: &T) {}
 
 #[test]
 fn semaphores_permits_and_futures_are_send() {

@@ -199,15 +199,7 @@ impl Client {
                 other => return other,
             }
             if let Some((exit, pid)) = self.ended() {
-                return Err(match exit {
-                    ActorExit::Died { exitcode, signal } => Error::ProcessDied {
-                        pid,
-                        exitcode,
-                        signal,
-                        oom: false,
-                    },
-                    _ => Error::ActorStopped,
-                });
+                return Err(exit_error(pid, &exit));
             }
             if started.elapsed() >= Duration::from_secs(2) {
                 return Err(Error::ActorStopped);
@@ -394,9 +386,8 @@ impl Client {
                     super::watch::read_exit(&path),
                 );
                 match exit.await {
-                    Ok(ActorExit::Died { exitcode, signal }) => died(exitcode, signal),
+                    Ok(exit) => exit_error(pid, &exit),
                     Err(_) => died(None, None),
-                    Ok(_) => Error::ActorStopped,
                 }
             }
         }
@@ -463,5 +454,20 @@ impl Drop for Client {
                 link.flush().await;
             }
         });
+    }
+}
+
+/// The error for a call that meets an actor which ended as `exit`, its last process `pid`: how
+/// the process died, or `ActorStopped` for an end on the actor's own terms. (The OOM killer is
+/// not looked for: the actor's cgroup is read, if at all, where it was spawned.)
+fn exit_error(pid: u32, exit: &ActorExit) -> Error {
+    match *exit {
+        ActorExit::Died { exitcode, signal } => Error::ProcessDied {
+            pid,
+            exitcode,
+            signal,
+            oom: false,
+        },
+        _ => Error::ActorStopped,
     }
 }
