@@ -171,7 +171,11 @@ impl IntoFuture for Serve {
 }
 
 /// What `#[process_main]` runs in worker mode: serves the URL in `MULTIPROCESSING_WORKER`,
-/// and says why it stopped.
+/// and says why it stopped (the process's exit code).
+///
+/// # Cancel safety
+/// Not meant to be cancelled: it is the whole body of a worker process. Dropped, it stops
+/// taking tasks; those it held are claimed by other workers after the visibility timeout.
 #[doc(hidden)]
 pub async fn serve_from_env(url: String) -> i32 {
     use tokio::signal::unix::{signal, SignalKind};

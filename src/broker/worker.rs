@@ -111,7 +111,7 @@ impl Worker {
                             self.take(entry, body, None);
                         }
                     }
-                    None => return Err(Error::Broker("the task reader stopped".into())),
+                    None => return Err(Error::Broker("the task that reads tasks from Redis ended unexpectedly (the runtime is shutting down, or it panicked: see the message above)".into())),
                 },
                 Some(done) = self.done_rx.recv() => {
                     self.unsent.push(done);

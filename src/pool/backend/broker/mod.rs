@@ -213,7 +213,7 @@ impl Driver {
                 batch = results.recv() => match batch {
                     Some(Ok(batch)) => self.on_results(batch),
                     Some(Err(e)) => self.fail(e).await,
-                    None => self.fail(Error::Broker("the result reader stopped".into())).await,
+                    None => self.fail(Error::Broker("the task that reads results from Redis ended unexpectedly (the runtime is shutting down, or it panicked: see the message above)".into())).await,
                 },
             }
             if self.phase != Phase::Finished {
